@@ -1,0 +1,114 @@
+"""Commands on local images: images, inspect, tag, rmi, verify, protect, unprotect."""
+
+import click
+
+from udocker.cli import render
+
+
+def _created(config):
+    return (config.get("created") or "")[:19].replace("T", " ")
+
+
+@click.command()
+@click.option("-l", "long_", is_flag=True, help="List the layers of each image too.")
+@click.option("-p", "platform", is_flag=True, help="Show each image's platform.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def images(state, long_, platform, as_json):
+    """List the images in the repository."""
+    repo = state.repository()
+    rows, data = [], []
+    for image in repo.images.list():
+        manifest = repo.images.manifest(image, repo.blobs)
+        config = repo.images.config(image, repo.blobs)
+        plat = "/".join(x for x in (config.get("os"), config.get("architecture"), config.get("variant")) if x)
+        item = {"reference": image.ref, "id": manifest.config.digest, "digest": image.descriptor.digest,
+                "size": manifest.size, "created": config.get("created"), "platform": plat,
+                "protected": image.protected, "layers": [layer.digest for layer in manifest.layers]}
+        data.append(item)
+        row = [image.ref + (" (protected)" if image.protected else ""), manifest.config.short_id,
+               _created(config), render.size(manifest.size)]
+        rows.append(row + ([plat] if platform else []))
+        if long_ and not as_json:
+            rows += [["  " + layer.digest, "", "", render.size(layer.size)] + ([""] if platform else [])
+                     for layer in manifest.layers]
+    if as_json:
+        render.as_json(data)
+    else:
+        render.table(["REPOSITORY", "IMAGE ID", "CREATED", "SIZE"] + (["PLATFORM"] if platform else []), rows)
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (the default).")
+@click.option("-p", "print_dir", is_flag=True, hidden=True)
+@click.argument("image")
+@click.pass_obj
+def inspect(state, as_json, print_dir, image):
+    """Print the configuration of IMAGE (JSON)."""
+    repo = state.repository()
+    found = repo.images.find(image)
+    config = repo.images.config(found, repo.blobs)
+    manifest = repo.images.manifest(found, repo.blobs)
+    config = dict(config, Id=manifest.config.digest, RepoTags=[found.ref], Digest=found.descriptor.digest)
+    render.as_json(config)
+
+
+@click.command()
+@click.argument("source")
+@click.argument("target")
+@click.pass_obj
+def tag(state, source, target):
+    """Give image SOURCE the additional name TARGET."""
+    from udocker.reference import parse
+
+    repo = state.repository()
+    found = repo.images.find(source)
+    repo.images.tag(str(parse(target)), found.descriptor,
+                    index_digest=found.descriptor.annotations.get("io.udocker.index.digest"))
+
+
+@click.command()
+@click.option("-f", "--force", is_flag=True, help="Remove even if protected.")
+@click.argument("image_refs", nargs=-1, required=True, metavar="IMAGE...")
+@click.pass_obj
+def rmi(state, force, image_refs):
+    """Remove images and the blobs no other image uses."""
+    repo = state.repository()
+    for text in image_refs:
+        found = repo.images.find(text)
+        if force and found.protected:
+            repo.images.set_protected(found.ref, False)
+        repo.images.untag(found.ref)
+        click.echo(f"Untagged: {found.ref}")
+    repo.collect_garbage()
+
+
+@click.command()
+@click.argument("image")
+@click.pass_obj
+def verify(state, image):
+    """Re-hash every blob of IMAGE against its digest."""
+    repo = state.repository()
+    found = repo.images.find(image)
+    repo.blobs.verify(found.descriptor.digest)
+    manifest = repo.images.manifest(found, repo.blobs)
+    for descriptor in (manifest.config,) + manifest.layers:
+        repo.blobs.verify(descriptor.digest)
+    click.echo(f"verified: {found.ref} ({len(manifest.layers)} layers)")
+
+
+def _protection(protect: bool):
+    @click.command("protect" if protect else "unprotect")
+    @click.argument("image")
+    @click.pass_obj
+    def command(state, image):
+        repo = state.repository()
+        repo.images.set_protected(repo.images.find(image).ref, protect)
+
+    command.help = "Protect IMAGE from removal." if protect else "Allow IMAGE to be removed again."
+    return command
+
+
+protect = _protection(True)
+unprotect = _protection(False)
+COMMANDS = [images, inspect, tag, rmi, verify, protect, unprotect]

@@ -1,0 +1,28 @@
+"""Output of results on stdout: aligned text tables or JSON."""
+
+import json
+from typing import Any, List, Sequence
+
+import click
+
+
+def table(headers: Sequence[str], rows: List[Sequence[Any]]) -> None:
+    """Print rows under headers, columns left-aligned and separated by two spaces."""
+    cells = [[str(c) for c in headers]] + [["" if c is None else str(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    for row in cells:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+
+
+def as_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=True))
+
+
+def size(num: int) -> str:
+    """Human sizes as docker prints them (decimal units)."""
+    value = float(num)
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if value < 1000 or unit == "TB":
+            return f"{value:.0f}{unit}" if unit == "B" else f"{value:.3g}{unit}"
+        value /= 1000
+    return f"{num}B"

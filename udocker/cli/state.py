@@ -1,0 +1,36 @@
+"""What every command needs: the effective configuration and the repository, built on first use."""
+
+from typing import Any, Dict, Optional
+
+from udocker.config import Config
+from udocker.paths import Layout
+
+
+class State:
+    def __init__(self, *, config_file: Optional[str], overrides: Dict[str, Any], debug: bool, quiet: bool):
+        self.config_file = config_file
+        self.overrides = {k: v for k, v in overrides.items() if v is not None}
+        self.debug = debug
+        self.quiet = quiet
+        self._config: Optional[Config] = None
+
+    @property
+    def config(self) -> Config:
+        if self._config is None:
+            self._config = Config.load(config_file=self.config_file, cli=self.overrides)
+        return self._config
+
+    def override(self, **values: Any) -> None:
+        """Command options that are also config keys (e.g. pull --registry) win over everything else."""
+        self.overrides.update({k: v for k, v in values.items() if v is not None})
+        self._config = None
+
+    @property
+    def layout(self) -> Layout:
+        return Layout(self.config["topdir"], self.config["tmpdir"])
+
+    def repository(self, *, create: bool = True):
+        """Open (and by default create) the repository; cleans leftovers of dead processes in tmp/."""
+        from udocker.store import Repository
+
+        return Repository.open(self.layout, create=create, lock_timeout=self.config["lock_timeout"])

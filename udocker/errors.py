@@ -1,0 +1,62 @@
+"""Exceptions raised by the library; only udocker.cli turns them into messages and exit codes."""
+
+from typing import Optional
+
+
+class UdockerError(Exception):
+    """An error the user can act on: `message` is one lower-case line, `hint` an optional second."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, hint: Optional[str] = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+class UsageError(UdockerError):
+    exit_code = 2
+
+
+class ConfigError(UdockerError):
+    """A configuration file or variable is invalid (unknown key, wrong type)."""
+
+
+class ReferenceError_(UdockerError):  # noqa: N801 - avoid shadowing the builtin ReferenceError
+    """An image reference does not follow the Docker grammar."""
+
+
+InvalidReference = ReferenceError_
+
+
+class RegistryError(UdockerError):
+    """The registry answered with an error or could not be reached.
+
+    `status` is the HTTP status (None when no answer came), `code` the OCI error code if given.
+    """
+
+    def __init__(self, message: str, *, hint: Optional[str] = None, status: Optional[int] = None,
+                 code: Optional[str] = None):
+        super().__init__(message, hint=hint)
+        self.status = status
+        self.code = code
+
+
+class AuthError(RegistryError):
+    """Credentials are missing or were refused (401/403)."""
+
+
+class NotFound(UdockerError):
+    """An image, container or blob does not exist (locally or in the registry)."""
+
+
+class DigestMismatch(UdockerError):
+    """Downloaded or stored content does not match its descriptor's digest or size."""
+
+
+class StoreError(UdockerError):
+    """The local repository is missing, of an unknown format, or cannot be written."""
+
+
+class LockTimeout(UdockerError):
+    """A lock on a repository object could not be taken in time."""

@@ -1,0 +1,69 @@
+"""The only module that knows the repository's on-disk layout (see DESIGN.md, 'On-disk layout')."""
+
+import os
+from typing import Optional
+
+FORMAT_VERSION = "2"
+
+
+class Layout:
+    """Paths inside one repository rooted at `topdir`. Builds paths only; creates nothing."""
+
+    def __init__(self, topdir: str, tmpdir: Optional[str] = None):
+        self.topdir = os.path.abspath(os.path.expanduser(topdir))
+        self.scratch = os.path.abspath(os.path.expanduser(tmpdir)) if tmpdir else self.tmp
+
+    @property
+    def version_file(self) -> str:
+        return os.path.join(self.topdir, "VERSION")
+
+    @property
+    def tmp(self) -> str:
+        """Partial downloads and unpacks: on the store's filesystem so that os.replace is atomic."""
+        return os.path.join(self.topdir, "tmp")
+
+    @property
+    def locks(self) -> str:
+        """Lock files (fcntl.flock): kept out of tmp/ so that cleaning tmp/ never removes a held lock."""
+        return os.path.join(self.topdir, "locks")
+
+    @property
+    def store(self) -> str:
+        return os.path.join(self.topdir, "store")
+
+    @property
+    def oci_layout(self) -> str:
+        return os.path.join(self.store, "oci-layout")
+
+    @property
+    def index_json(self) -> str:
+        return os.path.join(self.store, "index.json")
+
+    @property
+    def blobs(self) -> str:
+        return os.path.join(self.store, "blobs", "sha256")
+
+    def blob(self, digest: str) -> str:
+        algorithm, _, hexdigest = digest.partition(":")
+        if algorithm != "sha256" or len(hexdigest) != 64 or not all(c in "0123456789abcdef" for c in hexdigest):
+            raise ValueError(f"unsupported digest {digest!r}")
+        return os.path.join(self.blobs, hexdigest)
+
+    @property
+    def containers(self) -> str:
+        return os.path.join(self.topdir, "containers")
+
+    def container(self, container_id: str) -> str:
+        return os.path.join(self.containers, container_id)
+
+    @property
+    def engines(self) -> str:
+        return os.path.join(self.topdir, "engines")
+
+    @property
+    def credentials(self) -> str:
+        return os.path.join(self.topdir, "credentials.yaml")
+
+    def lock(self, kind: str, name: str) -> str:
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+        return os.path.join(self.locks, f"{kind}-{safe}.lock")

@@ -1,0 +1,131 @@
+"""Content-addressed blobs: verified while streaming in, published atomically, re-verifiable."""
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import tempfile
+from typing import Iterator, List, Optional
+
+from udocker import fs
+from udocker.errors import DigestMismatch, NotFound
+from udocker.oci import digest as digests
+from udocker.oci.descriptor import Descriptor
+from udocker.paths import Layout
+
+CHUNK = 1 << 20
+
+
+class Sink:
+    """A blob being written: feed write(); `offset` is the byte count so far (for HTTP Range resume).
+
+    `present` is True when the blob was already in the store: then write nothing.
+    """
+
+    def __init__(self, descriptor: Descriptor, path: Optional[str]):
+        self.descriptor = descriptor
+        self.present = path is None
+        self.offset = 0
+        self._hash = hashlib.sha256()
+        self._stream = open(path, "wb") if path else None  # noqa: SIM115 - closed in finish()/abort()
+        self.path = path
+
+    def write(self, chunk: bytes) -> None:
+        if self.offset + len(chunk) > self.descriptor.size:
+            raise DigestMismatch(f"blob {self.descriptor.digest} is larger than its descriptor says "
+                                 f"({self.descriptor.size} bytes)")
+        self._stream.write(chunk)
+        self._hash.update(chunk)
+        self.offset += len(chunk)
+
+    def _finish(self) -> None:
+        self._stream.flush()
+        os.fsync(self._stream.fileno())
+        self._stream.close()
+        actual = "sha256:" + self._hash.hexdigest()
+        if self.offset != self.descriptor.size:
+            raise DigestMismatch(f"blob {self.descriptor.digest} is {self.offset} bytes, expected "
+                                 f"{self.descriptor.size}")
+        if actual != self.descriptor.digest:
+            raise DigestMismatch(f"digest mismatch for blob {self.descriptor.digest}: got {actual}")
+
+    def _abort(self) -> None:
+        self._stream.close()
+
+
+class BlobStore:
+    def __init__(self, layout: Layout, lock_timeout: float):
+        self.layout = layout
+        self.lock_timeout = lock_timeout
+
+    def path(self, digest: str) -> str:
+        return self.layout.blob(digest)
+
+    def has(self, digest: str) -> bool:
+        return os.path.isfile(self.layout.blob(digest))
+
+    def size(self, digest: str) -> int:
+        return os.path.getsize(self.layout.blob(digest))
+
+    def read(self, digest: str) -> bytes:
+        """The blob's bytes, checked against its digest (used for small JSON blobs)."""
+        try:
+            with open(self.layout.blob(digest), "rb") as stream:
+                data = stream.read()
+        except FileNotFoundError:
+            raise NotFound(f"blob unknown: {digest}", hint="run 'udocker pull' again") from None
+        digests.check(data, digest, f"stored blob {digest}")
+        return data
+
+    def list(self) -> List[str]:
+        return sorted("sha256:" + name for name in os.listdir(self.layout.blobs) if len(name) == 64)
+
+    @contextlib.contextmanager
+    def ingest(self, descriptor: Descriptor) -> Iterator[Sink]:
+        """Lock the digest and yield a Sink. On normal exit the content is verified (size and sha256),
+        fsynced and renamed into place; on error (DigestMismatch included) nothing is published and the
+        temp file is removed. Concurrent ingests of one digest wait for the first: then `present` is True."""
+        target = self.layout.blob(descriptor.digest)
+        with fs.locked(self.layout.lock("blob", descriptor.digest), timeout=self.lock_timeout,
+                       what=f"blob {descriptor.short_id}"):
+            if os.path.isfile(target):
+                yield Sink(descriptor, None)
+                return
+            with fs.locked(os.path.join(self.layout.tmp, ".lock"), timeout=60, shared=True):
+                fd, tmp = tempfile.mkstemp(dir=self.layout.tmp, prefix=".write-blob-")
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            sink = Sink(descriptor, tmp)
+            try:
+                yield sink
+                sink._finish()
+                os.chmod(tmp, 0o444)
+                os.replace(tmp, target)
+            except BaseException:
+                sink._abort()
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
+            finally:
+                os.close(fd)
+
+    def put(self, data: bytes, descriptor: Descriptor) -> None:
+        """Store small content already in memory (manifests, configs), verified against `descriptor`."""
+        with self.ingest(descriptor) as sink:
+            if not sink.present:
+                sink.write(data)
+
+    def verify(self, digest: str) -> None:
+        """Re-hash a stored blob; raises DigestMismatch or NotFound."""
+        hasher = hashlib.sha256()
+        try:
+            with open(self.layout.blob(digest), "rb") as stream:
+                for chunk in iter(lambda: stream.read(CHUNK), b""):
+                    hasher.update(chunk)
+        except FileNotFoundError:
+            raise NotFound(f"blob missing from the store: {digest}", hint="pull the image again") from None
+        if "sha256:" + hasher.hexdigest() != digest:
+            raise DigestMismatch(f"stored blob {digest} is corrupt", hint="remove the image and pull it again")
+
+    def remove(self, digest: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.layout.blob(digest))

@@ -1,0 +1,156 @@
+"""Image names (index.json of the OCI image layout): reference -> manifest descriptor.
+
+Each entry of index.json's `manifests` carries the full reference in the standard annotation
+`org.opencontainers.image.ref.name`, so the store stays readable by skopeo and umoci.
+"""
+
+import json
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Set
+
+from udocker import fs
+from udocker.errors import NotFound, StoreError, UdockerError
+from udocker.oci.descriptor import Descriptor
+from udocker.oci.manifest import Manifest, load_json, parse_index, parse_manifest
+from udocker.paths import Layout
+
+REF_NAME = "org.opencontainers.image.ref.name"
+PROTECTED = "io.udocker.protected"
+INDEX_DIGEST = "io.udocker.index.digest"
+
+
+@dataclass(frozen=True)
+class Image:
+    ref: str
+    descriptor: Descriptor
+
+    @property
+    def protected(self) -> bool:
+        return self.descriptor.annotations.get(PROTECTED) == "true"
+
+
+class ImageStore:
+    def __init__(self, layout: Layout, lock_timeout: float):
+        self.layout = layout
+        self.lock_timeout = lock_timeout
+
+    def _read(self) -> Dict[str, Any]:
+        try:
+            with open(self.layout.index_json, "rb") as stream:
+                return load_json(stream.read(), self.layout.index_json)
+        except FileNotFoundError:
+            raise StoreError(f"the store index is missing: {self.layout.index_json}") from None
+
+    def list(self) -> List[Image]:
+        images = []
+        for entry in parse_index(self._read(), self.layout.index_json):
+            if entry.annotations.get(REF_NAME):
+                images.append(Image(entry.annotations[REF_NAME], entry))
+        return sorted(images, key=lambda image: image.ref)
+
+    def get(self, ref: str) -> Image:
+        for image in self.list():
+            if image.ref == ref:
+                return image
+        raise NotFound(f"image not found: {ref}", hint="see 'udocker images'")
+
+    def find(self, text: str) -> Image:
+        """An image by reference (any form Docker accepts) or by a prefix of its image ID or digest."""
+        from udocker.reference import parse
+
+        try:
+            return self.get(str(parse(text)))
+        except UdockerError:
+            pass
+        candidate = text[len("sha256:"):] if text.startswith("sha256:") else text
+        if len(candidate) >= 4 and all(c in "0123456789abcdef" for c in candidate):
+            found = {}
+            for image in self.list():
+                for digest in (image.descriptor.digest, self.config_digest(image)):
+                    if digest and digest.split(":", 1)[1].startswith(candidate):
+                        found[image.ref] = image
+            if len(found) == 1:
+                return next(iter(found.values()))
+            if len(found) > 1:
+                raise UdockerError(f"image id {text} is ambiguous", hint="give more digits or a name")
+        raise NotFound(f"image not found: {text}", hint="see 'udocker images' or pull it")
+
+    def _update(self, change: Callable[[List[Dict[str, Any]]], List[Dict[str, Any]]]) -> None:
+        """Read-modify-write index.json under its lock, published atomically."""
+        with fs.locked(self.layout.lock("store", "index"), timeout=self.lock_timeout, what="the image index"):
+            index = self._read()
+            index["manifests"] = change(list(index.get("manifests") or []))
+            fs.atomic_write(self.layout.index_json, json.dumps(index, indent=1).encode(),
+                            tmpdir=self.layout.tmp)
+
+    def tag(self, ref: str, descriptor: Descriptor, *, index_digest: Optional[str] = None) -> None:
+        """Point `ref` at `descriptor` (replacing what it named); keeps the protected mark of `ref`."""
+        def change(entries):
+            kept, protected = [], None
+            for entry in entries:
+                notes = entry.get("annotations") or {}
+                if notes.get(REF_NAME) == ref:
+                    protected = notes.get(PROTECTED)
+                else:
+                    kept.append(entry)
+            notes = {k: v for k, v in descriptor.annotations.items() if k not in (PROTECTED, INDEX_DIGEST)}
+            notes[REF_NAME] = ref
+            if protected:
+                notes[PROTECTED] = protected
+            if index_digest:
+                notes[INDEX_DIGEST] = index_digest
+            entry = Descriptor(descriptor.media_type, descriptor.digest, descriptor.size, descriptor.platform,
+                               notes).to_json()
+            return kept + [entry]
+
+        self._update(change)
+
+    def untag(self, ref: str) -> None:
+        image = self.get(ref)
+        if image.protected:
+            raise UdockerError(f"image is protected: {ref}", hint="run 'udocker unprotect' first")
+        self._update(lambda entries: [e for e in entries if (e.get("annotations") or {}).get(REF_NAME) != ref])
+
+    def set_protected(self, ref: str, protected: bool) -> None:
+        self.get(ref)
+
+        def change(entries):
+            for entry in entries:
+                notes = entry.setdefault("annotations", {})
+                if notes.get(REF_NAME) == ref:
+                    if protected:
+                        notes[PROTECTED] = "true"
+                    else:
+                        notes.pop(PROTECTED, None)
+            return entries
+
+        self._update(change)
+
+    def manifest(self, image: Image, blobs) -> Manifest:
+        return parse_manifest(load_json(blobs.read(image.descriptor.digest), image.ref), image.ref)
+
+    def config(self, image: Image, blobs) -> Dict[str, Any]:
+        return load_json(blobs.read(self.manifest(image, blobs).config.digest), f"config of {image.ref}")
+
+    def config_digest(self, image: Image) -> Optional[str]:
+        try:
+            with open(self.layout.blob(image.descriptor.digest), "rb") as stream:
+                return json.load(stream)["config"]["digest"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def referenced_blobs(self, blobs) -> Set[str]:
+        """Every digest an image needs: its manifest, config and layers, and the index it came from."""
+        keep: Set[str] = set()
+        for image in self.list():
+            keep.add(image.descriptor.digest)
+            if image.descriptor.annotations.get(INDEX_DIGEST):
+                keep.add(image.descriptor.annotations[INDEX_DIGEST])
+            try:
+                manifest = self.manifest(image, blobs)
+            except UdockerError:
+                continue
+            keep.add(manifest.config.digest)
+            keep.update(layer.digest for layer in manifest.layers)
+        return keep
+
