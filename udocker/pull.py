@@ -1,0 +1,140 @@
+"""Pull an image: manifest (platform chosen from an index) -> config and layers downloaded concurrently,
+each streamed through its digest check into the blob store -> tag. See DESIGN.md, 'Data flow'."""
+
+import threading
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Protocol, Sequence
+
+from udocker.errors import NotFound, UdockerError
+from udocker.oci import mediatypes
+from udocker.oci.descriptor import Descriptor
+from udocker.oci.manifest import load_json, media_type_of, parse_index, parse_manifest, select
+from udocker.oci.platform import Platform
+from udocker.reference import Reference
+
+
+class Progress(Protocol):
+    """What a pull reports; called from several threads."""
+
+    def blob_started(self, descriptor: Descriptor, *, present: bool) -> None: ...
+
+    def blob_advanced(self, descriptor: Descriptor, nbytes: int) -> None: ...
+
+    def blob_finished(self, descriptor: Descriptor) -> None: ...
+
+
+class _Silent:
+    def blob_started(self, descriptor, *, present):
+        pass
+
+    def blob_advanced(self, descriptor, nbytes):
+        pass
+
+    def blob_finished(self, descriptor):
+        pass
+
+
+@dataclass(frozen=True)
+class PullResult:
+    ref: str
+    digest: str
+    platform: Optional[Dict[str, str]]
+    downloaded: int  # blobs fetched by this pull
+    present: int  # blobs already in the store
+
+
+class _Cancelled(Exception):
+    """Raised inside a download's progress callback once another download has failed."""
+
+
+def pull(repo, client, ref: Reference, *, platform: Platform, concurrency: int,
+         progress: Optional[Progress] = None) -> PullResult:
+    """Download `ref` into `repo` and tag it as str(ref). Raises UdockerError subclasses; on any error
+    no name is added or changed, and only verified blobs are left in the store."""
+    progress = progress or _Silent()
+    with repo.gc_guard():
+        response = client.get_manifest(ref)
+        data = load_json(response.data, str(ref))
+        media_type = media_type_of(data, response.media_type)
+        index_digest, chosen_platform = None, None
+        if media_type in mediatypes.INDEXES:
+            chosen = select(parse_index(data, str(ref)), platform, str(ref))
+            repo.blobs.put(response.data, Descriptor(media_type, response.digest, len(response.data)))
+            index_digest, chosen_platform = response.digest, chosen.platform
+            response = client.get_manifest_by_digest(ref, chosen.digest)
+            data = load_json(response.data, f"{ref} ({platform})")
+            media_type = media_type_of(data, response.media_type)
+        if media_type in mediatypes.SCHEMA1:
+            raise UdockerError(f"unsupported manifest (docker schema 1): {ref}",
+                               hint="push the image again with a current docker or skopeo")
+        if media_type not in mediatypes.MANIFESTS:
+            raise UdockerError(f"unsupported manifest media type {media_type!r}: {ref}")
+        manifest = parse_manifest(data, str(ref))
+        counts = _download(repo, client, ref, [manifest.config], concurrency=1, progress=progress)
+        config = load_json(repo.blobs.read(manifest.config.digest), f"config of {ref}")
+        if chosen_platform is None:
+            chosen_platform = _check_platform(config, platform, ref)
+        layer_counts = _download(repo, client, ref, manifest.layers, concurrency=concurrency, progress=progress)
+        descriptor = Descriptor(media_type, response.digest, len(response.data), chosen_platform)
+        repo.blobs.put(response.data, descriptor)
+        repo.images.tag(str(ref), descriptor, index_digest=index_digest)
+    return PullResult(str(ref), response.digest, chosen_platform, counts[0] + layer_counts[0],
+                      counts[1] + layer_counts[1])
+
+
+def _check_platform(config: dict, platform: Platform, ref: Reference) -> Dict[str, str]:
+    """A single-platform image must be for the requested platform: no silent fallback."""
+    theirs = {k: config[k] for k in ("os", "architecture", "variant") if config.get(k)}
+    if theirs and not platform.matches(theirs):
+        found = "/".join(theirs.get(k, "?") for k in ("os", "architecture"))
+        raise NotFound(f"image {ref} is for {found}, not {platform}",
+                       hint=f"pull it with --platform={found} to run it under emulation")
+    return theirs or platform.to_json()
+
+
+def _download(repo, client, ref: Reference, descriptors: Sequence[Descriptor], *, concurrency: int,
+              progress: Progress) -> List[int]:
+    """Fetch the blobs not yet stored, `concurrency` at a time; returns [downloaded, present].
+    The first failure cancels the other transfers and is raised."""
+    unique = list({d.digest: d for d in descriptors}.values())
+    cancel = threading.Event()
+    counts = [0, 0]
+    lock = threading.Lock()
+
+    def fetch(descriptor: Descriptor) -> None:
+        if repo.blobs.has(descriptor.digest):
+            progress.blob_started(descriptor, present=True)
+            with lock:
+                counts[1] += 1
+            return
+        with repo.blobs.ingest(descriptor) as sink:
+            progress.blob_started(descriptor, present=sink.present)
+            if not sink.present:
+                client.fetch_blob(ref, descriptor, sink, progress=_advance(descriptor, progress, cancel))
+        progress.blob_finished(descriptor)
+        with lock:
+            counts[0 if not sink.present else 1] += 1
+
+    with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="pull") as pool:
+        futures = [pool.submit(fetch, d) for d in unique]
+        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        failed = [f for f in done if f.exception() is not None]
+        if failed:
+            cancel.set()
+            for future in futures:
+                future.cancel()
+            wait(futures)
+            errors = [f.exception() for f in futures if not f.cancelled() and f.exception() is not None]
+            raise next((e for e in errors if not isinstance(e, _Cancelled)), errors[0])
+    return counts
+
+
+def _advance(descriptor: Descriptor, progress: Progress, cancel: threading.Event) -> Callable[[int], None]:
+    def advance(nbytes: int) -> None:
+        if cancel.is_set():
+            raise _Cancelled()
+        progress.blob_advanced(descriptor, nbytes)
+
+    return advance
+
