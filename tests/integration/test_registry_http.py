@@ -189,3 +189,17 @@ def test_rate_limit_message(tmp_path, servers):
     assert caught.value.message == (f"too many requests to registry 127.0.0.1:{server.port} "
                                     "(ratelimit-limit 100;w=21600, ratelimit-remaining 0;w=21600)")
     assert caught.value.status == 429
+
+
+def test_hub_search(udocker, servers):
+    import json as json_
+
+    body = json_.dumps({"count": 1, "next": None, "results": [
+        {"repo_name": "ubuntu", "short_description": "Ubuntu is a Debian-based Linux", "star_count": 17000,
+         "is_official": True}]}).encode()
+    index = servers(lambda h: reply(h, 200, body, [("Content-Type", "application/json")]))
+    done = udocker("search", "ubuntu", env={"UDOCKER_INDEX": f"http://127.0.0.1:{index.port}"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["NAME    DESCRIPTION                     STARS  OFFICIAL",
+                                        "ubuntu  Ubuntu is a Debian-based Linux  17000  [OK]"]
+    assert index.seen[0][0] == "/v2/search/repositories?query=ubuntu&page=1&page_size=25"
