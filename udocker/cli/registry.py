@@ -11,7 +11,7 @@ import click
 from udocker.cli import render
 
 
-def _host(state, registry, server):
+def _host(registry, server):
     from udocker.registry.credentials import registry_host
 
     return registry_host(registry or server or "docker.io")
@@ -46,7 +46,7 @@ def _read_secret(username, password, password_stdin):
 @click.pass_obj
 def login(state, username, password, password_stdin, registry, server):
     """Log in to a registry: check the credentials, then store them (0600)."""
-    host = _host(state, registry, server)
+    host = _host(registry, server)
     username, password = _read_secret(username, password, password_stdin)
     _client(state).check_login(host, username=username, password=password)
     from udocker.registry.credentials import CredentialStore
@@ -69,7 +69,7 @@ def logout(state, registry, all_, server):
         for host in store.remove_all():
             click.echo(f"removed credentials for {host}")
         return
-    host = _host(state, registry, server)
+    host = _host(registry, server)
     click.echo(f"removed credentials for {host}" if store.remove(host) else f"not logged in to {host}")
 
 

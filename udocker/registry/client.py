@@ -228,7 +228,7 @@ class RegistryClient:
     # -- manifests -------------------------------------------------------------------------------------
     @staticmethod
     def _read_limited(response: requests.Response, what: str) -> bytes:
-        data = b""
+        data = bytearray()
         try:
             for chunk in response.iter_content(CHUNK):
                 data += chunk
@@ -236,7 +236,7 @@ class RegistryClient:
                     raise RegistryError(f"manifest {what} is larger than {MANIFEST_MAX} bytes")
         except _TRANSIENT as exc:
             raise RegistryError(f"download of manifest {what} failed: {_reason(exc)}") from None
-        return data
+        return bytes(data)
 
     @staticmethod
     def _embedded_media_type(data: bytes) -> Optional[str]:
@@ -326,7 +326,7 @@ class RegistryClient:
                 response.close()
                 if self.auth.answer(target.host, scope, challenge, cred_host=target.cred_host):
                     continue
-                raise self._auth_required(target, what, response, login=login)
+                raise self._auth_required(target, what, login=login)
             if (status == 429 or status >= 500) and attempt < self.config["retries"]:
                 delay = _retry_after(response, attempt)
                 response.close()
@@ -373,7 +373,7 @@ class RegistryClient:
         raise RegistryError(f"too many redirects from registry {target.host}")
 
     # -- errors ----------------------------------------------------------------------------------------
-    def _auth_required(self, target: _Target, what: tuple, response: requests.Response, *, login: bool):
+    def _auth_required(self, target: _Target, what: tuple, *, login: bool) -> AuthError:
         if self.auth.has_credentials(target.cred_host):
             message = "username or password refused" if login else f"access denied to {what[0]} {what[1]}"
             return AuthError(message, hint=None if login else f"check that your account on {target.cred_host} "
@@ -387,7 +387,7 @@ class RegistryClient:
         detail = message or code or f"HTTP {status}"
         noun, name = what
         if status == 401:
-            return self._auth_required(target, what, response, login=login)
+            return self._auth_required(target, what, login=login)
         if status == 403:
             return AuthError(f"access denied to {noun} {name}: {detail}", status=status, code=code)
         if status == 404:
