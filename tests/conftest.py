@@ -157,7 +157,7 @@ class UdockerRunner:
         self.cwd = str(tmp_path)
         os.makedirs(self.home, exist_ok=True)
         self.env = {"PATH": os.environ.get("PATH", os.defpath), "HOME": self.home, "LANG": "C.UTF-8",
-                    "PYTHONPATH": TOP, "PYTHONDONTWRITEBYTECODE": "1"}
+                    "PYTHONPATH": TOP, "PYTHONDONTWRITEBYTECODE": "1", "UDOCKER_RETRIES": "1"}
 
     def __call__(self, *args: str, repo=None, env: Optional[Dict[str, Optional[str]]] = None,
                  input: Optional[str] = None, timeout: float = 120, cwd: Optional[str] = None,

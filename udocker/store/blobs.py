@@ -38,6 +38,13 @@ class Sink:
         self._hash.update(chunk)
         self.offset += len(chunk)
 
+    def reset(self) -> None:
+        """Forget what was written, to receive the blob again from its first byte."""
+        self._stream.seek(0)
+        self._stream.truncate()
+        self._hash = hashlib.sha256()
+        self.offset = 0
+
     def _finish(self) -> None:
         self._stream.flush()
         os.fsync(self._stream.fileno())

@@ -1,0 +1,143 @@
+"""Commands that talk to registries without pulling: login, logout, search, manifest inspect.
+
+The registry package (and so requests) is imported inside the commands, never at module level.
+"""
+
+import json
+import sys
+
+import click
+
+from udocker.cli import render
+
+
+def _host(registry, server):
+    from udocker.registry.credentials import registry_host
+
+    return registry_host(registry or server or "docker.io")
+
+
+def _client(state):
+    from udocker.registry.client import RegistryClient
+
+    return RegistryClient(state.config, state.layout)
+
+
+def _read_secret(username, password, password_stdin):
+    if password_stdin:
+        if password is not None:
+            raise click.UsageError("--password and --password-stdin are mutually exclusive")
+        password = sys.stdin.readline().rstrip("\r\n")
+    if (username is None or password is None) and not sys.stdin.isatty():
+        raise click.UsageError("give --username and --password (or --password-stdin) when stdin is not a terminal")
+    if username is None:
+        username = click.prompt("Username", err=True)
+    if password is None:
+        password = click.prompt("Password", hide_input=True, err=True)
+    return username, password
+
+
+@click.command()
+@click.option("-u", "--username", help="The account name.")
+@click.option("-p", "--password", help="The password or token (prefer --password-stdin).")
+@click.option("--password-stdin", is_flag=True, help="Read the password from stdin.")
+@click.option("--registry", metavar="URL|HOST", help="The registry (default docker.io).")
+@click.argument("server", required=False)
+@click.pass_obj
+def login(state, username, password, password_stdin, registry, server):
+    """Log in to a registry: check the credentials, then store them (0600)."""
+    host = _host(registry, server)
+    username, password = _read_secret(username, password, password_stdin)
+    _client(state).check_login(host, username=username, password=password)
+    from udocker.registry.credentials import CredentialStore
+
+    CredentialStore(state.layout).store(host, username, password)
+    click.echo(f"login succeeded: {host}")
+
+
+@click.command()
+@click.option("--registry", metavar="URL|HOST", help="The registry (default docker.io).")
+@click.option("-a", "--all", "all_", is_flag=True, help="Forget the credentials of every registry.")
+@click.argument("server", required=False)
+@click.pass_obj
+def logout(state, registry, all_, server):
+    """Log out: forget stored credentials (not those in ~/.docker)."""
+    from udocker.registry.credentials import CredentialStore
+
+    store = CredentialStore(state.layout)
+    if all_:
+        for host in store.remove_all():
+            click.echo(f"removed credentials for {host}")
+        return
+    host = _host(registry, server)
+    click.echo(f"removed credentials for {host}" if store.remove(host) else f"not logged in to {host}")
+
+
+def _split_term(term, registry):
+    """(registry host or None for Docker Hub, search text) from TERM and --registry."""
+    from udocker.reference import DOCKER_HUB
+    from udocker.registry.credentials import registry_host
+
+    first, sep, rest = term.partition("/")
+    if sep and ("." in first or ":" in first or first == "localhost"):
+        registry, term = registry or first, rest
+    host = registry_host(registry) if registry else DOCKER_HUB
+    return (None if host == DOCKER_HUB else host), term
+
+
+@click.command()
+@click.option("--list-tags", is_flag=True, help="List the tags of the image TERM instead.")
+@click.option("-a", "--all", "all_", is_flag=True, help="Show every page of results without pausing.")
+@click.option("--registry", metavar="URL|HOST", help="Search this registry's catalog instead of Docker Hub.")
+@click.argument("term")
+@click.pass_obj
+def search(state, list_tags, all_, registry, term):
+    """Search Docker Hub or a registry's catalog for TERM."""
+    if list_tags:
+        from udocker.reference import parse
+        from udocker.registry.credentials import registry_host
+
+        ref = parse(f"{registry_host(registry)}/{term}" if registry else term)
+        for tag in _client(state).tags(ref):
+            click.echo(tag)
+        return
+    host, text = _split_term(term, registry)
+    client = _client(state)
+    if host:
+        names = [name for name in client.catalog(host) if text in name]
+        render.table(["NAME"], [[f"{host}/{name}"] for name in names])
+        return
+    page = 1
+    while True:
+        results, more = client.search_hub(text, page=page)
+        rows = [[r["name"], (r["description"] or "")[:60], r["stars"], "[OK]" if r["official"] else ""]
+                for r in results]
+        render.table(["NAME", "DESCRIPTION", "STARS", "OFFICIAL"], rows)
+        if not more or not (all_ or (sys.stdin.isatty() and click.confirm("more?", default=True, err=True))):
+            return
+        page += 1
+
+
+@click.group()
+def manifest():
+    """Look at manifests in a registry."""
+
+
+@manifest.command("inspect")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (the default).")
+@click.argument("image")
+@click.pass_obj
+def manifest_inspect(state, as_json, image):
+    """Print the registry's manifest or image index for IMAGE (pretty JSON)."""
+    from udocker.errors import RegistryError
+    from udocker.reference import parse
+
+    answer = _client(state).get_manifest(parse(image))
+    try:
+        data = json.loads(answer.data)
+    except ValueError:
+        raise RegistryError(f"manifest {image} is not valid JSON") from None
+    click.echo(json.dumps(data, indent=2))
+
+
+COMMANDS = [login, logout, search, manifest]

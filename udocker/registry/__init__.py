@@ -1,0 +1,1 @@
+"""Everything that talks to registries over HTTP; the only package that imports requests."""
