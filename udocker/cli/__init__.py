@@ -41,9 +41,9 @@ def cli(ctx, show_version, debug, quiet, insecure, repo, config_file, allow_root
 
 
 def _register() -> None:
-    from udocker.cli import general, images
+    from udocker.cli import archive, general, images
 
-    for module in (images, general):
+    for module in (images, archive, general):
         for command in module.COMMANDS:
             cli.add_command(command)
 
