@@ -39,19 +39,32 @@ class Archive:
         self.name = name
         try:
             self._tar = tarfile.open(path, "r:")  # noqa: SIM115 - closed in close()
-            members = self._tar.getmembers()
         except (tarfile.TarError, EOFError) as exc:
             raise UdockerError(f"not a valid tar archive: {name}: {exc}") from None
         except OSError as exc:
             raise UdockerError(f"cannot read {name}: {exc.strerror or exc}") from None
-        size = os.path.getsize(path)
-        self.members: dict[str, tarfile.TarInfo] = {}
+        try:
+            self.members = self._index(os.path.getsize(path))
+        except BaseException:
+            self._tar.close()
+            raise
+
+    def _index(self, size: int) -> dict[str, tarfile.TarInfo]:
+        """Every member by its cleaned name; checks names and that no member runs past the end."""
+        try:
+            members = self._tar.getmembers()
+        except (tarfile.TarError, EOFError) as exc:
+            if str(exc) == "unexpected end of data":
+                raise UdockerError(f"archive is truncated: {self.name}") from None
+            raise UdockerError(f"not a valid tar archive: {self.name}: {exc}") from None
+        index: dict[str, tarfile.TarInfo] = {}
         for member in members:
             if member.isfile() and member.offset_data + member.size > size:
-                raise UdockerError(f"archive is truncated: {name} (in {member.name!r})")
-            cleaned = clean_name(member.name, name)
+                raise UdockerError(f"archive is truncated: {self.name} (in {member.name!r})")
+            cleaned = clean_name(member.name, self.name)
             if cleaned:
-                self.members[cleaned] = member  # a later member of the same name wins, as tar extracts it
+                index[cleaned] = member  # a later member of the same name wins, as tar extracts it
+        return index
 
     def close(self) -> None:
         self._tar.close()
