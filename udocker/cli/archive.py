@@ -24,11 +24,13 @@ def load(ctx, input_file, platform, name):
     """Load images from an archive made by 'docker save' (docker-archive) or an OCI image layout
     tarball (e.g. 'skopeo copy ... oci-archive:FILE'), plain or compressed.
 
-    Images are named as in the archive: RepoTags of a docker-archive; in an OCI layout, the
-    io.containerd.image.name annotation or a full org.opencontainers.image.ref.name
-    (REPO:TAG). An OCI ref.name that is a bare tag (as umoci writes) names no repository: give
-    one as REPO (the tag is kept), e.g. 'udocker load -i image.tar myimage'. REPO:TAG names the
-    image (of an archive of one image) instead of the names inside.
+    Images are named as in the archive: the RepoTags of a docker-archive; in an OCI layout the
+    io.containerd.image.name annotation, or org.opencontainers.image.ref.name when it is a full
+    REPO:TAG. A ref.name that is a bare tag (as umoci writes) names no repository: give one, e.g.
+    'udocker load -i image.tar myimage' loads it as myimage:TAG (udocker 1.3 did the same).
+
+    With REPO[:TAG], the image of a one-image archive gets that name instead of the names inside;
+    without :TAG it keeps the archive's tags (or latest).
 
     Nothing is named unless every member, digest and diff_id checks out.
     """
