@@ -27,7 +27,7 @@ def load(ctx, input_file, platform, name):
     Images are named as in the archive: the RepoTags of a docker-archive; in an OCI layout the
     io.containerd.image.name annotation, or org.opencontainers.image.ref.name when it is a full
     REPO:TAG. A ref.name that is a bare tag (as umoci writes) names no repository: give one, e.g.
-    'udocker load -i image.tar myimage' loads it as myimage:TAG (udocker 1.3 did the same).
+    'udocker load -i image.tar myimage' loads it as myimage:TAG.
 
     With REPO[:TAG], the image of a one-image archive gets that name instead of the names inside;
     without :TAG it keeps the archive's tags (or latest).
