@@ -1,0 +1,57 @@
+"""The Engine contract. Every engine (proot, fakechroot, runc, crun) implements it.
+
+Life cycle, driven by run.py and `udocker setup`:
+  probe(mode)            -> None, or raises EngineUnavailable saying why the mode cannot run on this host
+  prepare(container, mode)   changes the container so that `mode` can run it (idempotent; e.g. F3 patches
+                             ELF interpreters, R modes write an OCI bundle); records what it changed under
+                             container_dir/engine/<name>/ so that unprepare() can restore it exactly
+  unprepare(container, mode) undoes prepare() (switching modes with `setup --execmode`)
+  command(spec, mode)    -> Launch: pure, no I/O beyond reading files; what to exec
+run.py then execs Launch.argv with Launch.env (os.execve: signals, stdin/tty and the exit status pass
+straight through), or, when Launch.cleanup is set, runs it as a child, forwards SIGINT/SIGTERM/SIGHUP,
+waits, runs cleanup, and exits with the child's status.
+
+Engines never print; they raise udocker.errors.UdockerError subclasses (EngineUnavailable, EngineError).
+Binaries are found by engines.locate.find(name, config) (configured path, $UDOCKER_DIR/engines/bin, PATH).
+"""
+
+
+class Launch:
+    """What run.py executes. argv[0] is an absolute host path. env is the complete environment of the
+    engine process (not only the container's). cleanup: argv to run after the child exits, or None."""
+
+    __slots__ = ("argv", "env", "cleanup")
+
+    def __init__(self, argv, env, cleanup=None):
+        self.argv = list(argv)
+        self.env = dict(env)
+        self.cleanup = cleanup
+
+    def __repr__(self):
+        return f"Launch({self.argv!r}, cleanup={self.cleanup!r})"
+
+
+class Engine:
+    """Base class. Subclasses set `name` and `modes` and implement the four methods."""
+
+    name = ""
+    modes = ()
+
+    def __init__(self, config, layout):
+        self.config = config
+        self.layout = layout
+
+    def probe(self, mode):
+        """Raise EngineUnavailable(reason) if `mode` cannot run here (binary missing, no user namespaces,
+        ptrace or seccomp blocked...). Cheap: may run the engine once on an empty command."""
+        raise NotImplementedError
+
+    def prepare(self, container, mode):
+        """Make `container` (a store.containers.Container) runnable in `mode`. Idempotent."""
+
+    def unprepare(self, container, mode):
+        """Undo prepare() exactly, leaving the container as create() made it (plus the user's changes)."""
+
+    def command(self, spec, mode):
+        """Return the Launch that runs `spec` (runspec.RunSpec) in `mode`. Pure."""
+        raise NotImplementedError
