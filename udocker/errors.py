@@ -60,3 +60,12 @@ class StoreError(UdockerError):
 
 class LockTimeout(UdockerError):
     """A lock on a repository object could not be taken in time."""
+
+
+class EngineUnavailable(UdockerError):
+    """An execution mode cannot run on this host; the message says why (binary missing, no user
+    namespaces, ptrace blocked...)."""
+
+
+class EngineError(UdockerError):
+    """An engine failed to prepare or start a container."""
