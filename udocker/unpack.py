@@ -336,6 +336,7 @@ class _Rootfs:
         self.entries = 0
         self.label = ""
         self.touched: set[str] = set()  # paths made by the current layer, with their parents
+        self.skipped: set[str] = set()  # paths of members skipped with a notice
 
     def close(self) -> None:
         self.dirs.close()
@@ -371,6 +372,10 @@ class _Rootfs:
         if self.on_notice is not None:
             self.on_notice(notice)
 
+    def _skip(self, member: tarfile.TarInfo, rel: str, reason: str) -> None:
+        self.skipped.add(rel)  # so that a hard link to it is skipped too, not an error
+        self._notice(member, reason)
+
     def _touch(self, rel: str) -> None:
         touched = self.touched
         touched.add(rel)
@@ -385,7 +390,7 @@ class _Rootfs:
             return  # the rootfs itself: its mode is the caller's
         parent, _, name = rel.rpartition("/")
         if rel.startswith("dev/"):
-            self._notice(member, "skipped entry under /dev")
+            self._skip(member, rel, "skipped entry under /dev")
             return
         if name.startswith(_WHITEOUT):
             self._whiteout(parent, name)
@@ -400,12 +405,13 @@ class _Rootfs:
         elif member.issym():
             self._symlink(member, parent, name, rel)
         elif member.islnk():
-            self._hardlink(member, parent, name, rel)
+            if not self._hardlink(member, parent, name, rel):
+                return
         elif member.isfifo():
             if not self._fifo(member, parent, name, rel):
                 return
         else:
-            self._notice(member, "skipped device node" if member.isdev() else "skipped unsupported member type")
+            self._skip(member, rel, "skipped device node" if member.isdev() else "skipped unsupported member type")
             return
         self._touch(rel)
         self.entries += 1
@@ -468,25 +474,35 @@ class _Rootfs:
             os.symlink(member.linkname, name, dir_fd=pfd)
         _set_mtime(member, name, pfd)
 
-    def _hardlink(self, member: tarfile.TarInfo, parent: str, name: str, rel: str) -> None:
+    def _hardlink(self, member: tarfile.TarInfo, parent: str, name: str, rel: str) -> bool:
         target = _normalise(member.linkname)
         if not target:
             raise _Refused("unsafe hard link target")
+        if target in self.skipped:
+            self._skip(member, rel, "skipped hard link to a skipped entry")
+            return False
         tparent, _, tname = target.rpartition("/")
+        missing = _Refused(f"hard link target {member.linkname} missing")
         pfd = self.dirs.get(parent)
-        for attempt in (1, 2):
-            tfd = self.dirs.get(tparent, create=False)
-            if tfd is None:
-                raise _Refused(f"hard link target {member.linkname} missing")
+        try:
             try:
-                os.link(tname, name, src_dir_fd=tfd, dst_dir_fd=pfd, follow_symlinks=False)
-                return
+                os.link(tname, name, src_dir_fd=self._target_dir(tparent, missing), dst_dir_fd=pfd,
+                        follow_symlinks=False)
             except FileExistsError:
-                if attempt == 2 or target == rel:
+                if target == rel:
                     raise
-                self._remove(pfd, name, rel)  # may close tfd (target under rel): fetched again
-            except FileNotFoundError:
-                raise _Refused(f"hard link target {member.linkname} missing") from None
+                self._remove(pfd, name, rel)  # may close the target's dir fd (target under rel): get it again
+                os.link(tname, name, src_dir_fd=self._target_dir(tparent, missing), dst_dir_fd=pfd,
+                        follow_symlinks=False)
+        except FileNotFoundError:
+            raise missing from None
+        return True
+
+    def _target_dir(self, rel: str, missing: _Refused) -> int:
+        fd = self.dirs.get(rel, create=False)
+        if fd is None:
+            raise missing
+        return fd
 
     def _fifo(self, member: tarfile.TarInfo, parent: str, name: str, rel: str) -> bool:
         mode = member.mode & 0o777 | 0o600
@@ -498,7 +514,7 @@ class _Rootfs:
                 self._remove(pfd, name, rel)
                 os.mkfifo(name, mode, dir_fd=pfd)
         except PermissionError:
-            self._notice(member, "skipped fifo (not permitted)")
+            self._skip(member, rel, "skipped fifo (not permitted)")
             return False
         if mode & self.umask:
             os.chmod(name, mode, dir_fd=pfd)

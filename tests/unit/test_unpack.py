@@ -251,6 +251,11 @@ def test_zstd_layer(world):
         assert info.value.hint
 
 
+def test_empty_layer(world):
+    assert world.apply([]).entries == 0
+    assert os.listdir(world.root) == []
+
+
 def test_truncated_layer(world):
     source = build(world.layers / "t.tar", [F("big", os.urandom(100_000))])
     with open(source.path, "r+b") as stream:
@@ -308,7 +313,8 @@ HOSTILE = {
     "opaque-through-symlink": (lambda w: [[S("o", str(w.outside))], [W("o/.wh..wh..opq")]],
                                ("error", "path through symlink o"), None),
     "device-nodes": (lambda w: [[special("dev/null", tarfile.CHRTYPE), special("sda", tarfile.BLKTYPE),
-                                 special("tty", tarfile.CHRTYPE), D("dev"), F("dev/shm/x")]],
+                                 special("tty", tarfile.CHRTYPE), D("dev"), F("dev/shm/x"), H("tty0", "tty"),
+                                 H("null", "/dev/null")]],
                      ("notice", "skipped device node"),
                      lambda w: sorted(os.listdir(w.root)) == ["dev"] and os.listdir(w.root / "dev") == []),
     "setuid-setgid": (lambda w: [[F("bin/su", b"su", 0o4755), F("bin/wall", b"w", 0o2755), D("mail", 0o2775)]],
