@@ -98,7 +98,7 @@ class Notice:
     reason: str
 
     def __str__(self) -> str:
-        return f"{self.reason} in layer {_short(self.layer)}: {self.member}"
+        return f"{self.reason} in layer {_short(self.layer)}: {_shown(self.member)}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,6 +153,14 @@ def apply_layer(rootfs: str, stream: BinaryIO, media_type: str, *, name: str = "
 def _short(label: str) -> str:
     algorithm, _, hexdigest = label.partition(":")
     return f"{algorithm}:{hexdigest[:12]}…" if hexdigest and len(hexdigest) > 12 else label
+
+
+def _shown(name: str, limit: int = 200) -> str:
+    """`name` safe to print: non-printable characters (NUL, undecodable bytes) escaped, long names cut."""
+    if not name.isprintable():
+        name = name.encode("utf-8", "surrogateescape").decode("ascii", "backslashreplace")
+        name = "".join(char if char.isprintable() else f"\\x{ord(char):02x}" for char in name)
+    return name if len(name) <= limit else name[:limit] + "…"
 
 
 def _umask() -> int:
@@ -347,6 +355,7 @@ class _Rootfs:
     def apply(self, stream: BinaryIO, media_type: str, label: str) -> None:
         self.label, self.touched = label, set()
         member = None
+        source = stream
         try:
             source = _decompressed(stream, media_type, label)
             with tarfile.open(fileobj=source, mode="r|", encoding="utf-8", errors="surrogateescape") as archive:
@@ -355,14 +364,18 @@ class _Rootfs:
                     self._member(archive, member)
         except _Refused as exc:
             name = member.name if member else ""
-            raise UnpackError(f"{exc} in layer {_short(label)}: {name}", layer=label, member=name,
+            raise UnpackError(f"{exc} in layer {_short(label)}: {_shown(name)}", layer=label, member=name,
                               hint="the image is corrupt or malicious") from None
         except _BAD_ARCHIVE as exc:
             raise UnpackError(f"layer {_short(label)} is not a valid tar archive: {exc}", layer=label) from None
         except OSError as exc:
             name = member.name if member else ""
             reason = (exc.strerror or str(exc)).lower()
-            raise UnpackError(f"{reason} in layer {_short(label)}: {name}", layer=label, member=name) from None
+            raise UnpackError(f"{reason} in layer {_short(label)}: {_shown(name)}", layer=label,
+                              member=name) from None
+        finally:
+            if source is not stream:
+                source.close()  # the decompressor only; the caller's stream stays open
         self.touched = set()
         self.layers += 1
 

@@ -303,8 +303,8 @@ HOSTILE = {
     "hardlink-dotdot": (lambda w: [[H("c", "../outside/canary")]], ("error", "unsafe path"), None),
     "hardlink-through-symlink": (lambda w: [[S("o", str(w.outside)), H("c", "o/canary")]],
                                  ("error", "path through symlink o"), None),
-    "hardlink-to-symlink-is-the-symlink": (lambda w: [[S("o", str(w.outside / "canary")), H("c", "o")]],
-                                           ("ok", None), lambda w: os.readlink(w.root / "c") == str(w.outside / "canary")),
+    "hardlink-to-symlink-is-the-symlink": (lambda w: [[S("o", str(w.outside / "canary")), H("c", "o")]], ("ok", None),
+                                           lambda w: os.readlink(w.root / "c") == str(w.outside / "canary")),
     "whiteout-dotdot": (lambda w: [[W("../.wh.outside")]], ("error", "unsafe path"), None),
     "whiteout-nested-dotdot": (lambda w: [[D("a"), W("a/../../.wh.outside")]], ("error", "unsafe path"), None),
     "whiteout-through-symlink": (lambda w: [[S("o", str(w.outside))], [W("o/.wh.canary")]],
@@ -351,7 +351,8 @@ def test_hostile_layer_changes_nothing_outside(world, case):
         error = info.value
         assert text in error.message
         assert error.layer.startswith("sha256:") and " in layer sha256:" in error.message
-        assert error.message.endswith(error.member) and error.member
+        assert error.member and error.member[:40].replace("\x00", "\\x00") in error.message
+        assert error.message.isprintable()
     else:
         report = world.apply(*make(world))
         if outcome == "notice":
