@@ -32,9 +32,12 @@ so no member can reach outside the rootfs. What happens to each hostile member:
 - Hard link to a missing target (e.g. `/etc/passwd` when the rootfs has none) or to a directory: error.
 - NUL byte in a name or link target: error. A name component longer than the file system allows:
   error (from the system call). Paths have no length limit of their own.
-- Character and block devices, and every entry under `/dev`: skipped with a notice.
+- Character and block devices, and every entry under `/dev`: skipped with a notice; so is a hard link
+  to a skipped member.
 - FIFOs: created; skipped with a notice where the system refuses.
-- Other member types (tar volume headers, ...): skipped with a notice.
+- Other member types (tar volume headers, ...): skipped with a notice. A member naming the rootfs
+  itself (`./`) is ignored: the rootfs mode is the caller's.
+- Names are decoded as UTF-8 with surrogateescape (undecodable bytes survive); messages escape them.
 - Sparse members are written with holes, and all-zero 1 MiB blocks of large files are left as holes,
   so a huge sparse file or a gzip bomb of zeros takes only the disk its real data needs; an apparent
   size beyond what the file system supports fails with an error.

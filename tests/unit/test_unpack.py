@@ -300,6 +300,7 @@ HOSTILE = {
     "symlink-then-dir-through-it": (lambda w: [[S("o", str(w.outside)), D("o/newdir")]],
                                     ("error", "path through symlink"), None),
     "hardlink-to-etc-passwd": (lambda w: [[H("pw", "/etc/passwd")]], ("error", "hard link target"), None),
+    "hardlink-to-directory": (lambda w: [[D("d"), H("h", "d")]], ("error", "operation not permitted"), None),
     "hardlink-dotdot": (lambda w: [[H("c", "../outside/canary")]], ("error", "unsafe path"), None),
     "hardlink-through-symlink": (lambda w: [[S("o", str(w.outside)), H("c", "o/canary")]],
                                  ("error", "path through symlink o"), None),
