@@ -69,3 +69,15 @@ class EngineUnavailable(UdockerError):
 
 class EngineError(UdockerError):
     """An engine failed to prepare or start a container."""
+
+
+class UnpackError(UdockerError):
+    """A layer could not be applied to a rootfs: unsafe or invalid member, unreadable archive, I/O error.
+
+    `layer` names the layer (its digest where known), `member` the tar member ("" for the whole layer).
+    """
+
+    def __init__(self, message: str, *, hint: Optional[str] = None, layer: str = "", member: str = ""):
+        super().__init__(message, hint=hint)
+        self.layer = layer
+        self.member = member
