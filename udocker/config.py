@@ -1,9 +1,9 @@
 """Effective configuration: built-in defaults < /etc/udocker.conf < <topdir>/udocker.conf < --config FILE
 < UDOCKER_* environment < command-line options. Every value remembers where it came from."""
 
+from __future__ import annotations
+
 import os
-from dataclasses import dataclass
-from typing import Any, Dict, Mapping, Optional
 
 from udocker.errors import ConfigError
 
@@ -11,14 +11,20 @@ SYSTEM_FILE = "/etc/udocker.conf"
 USER_FILE_NAME = "udocker.conf"
 
 
-@dataclass(frozen=True)
 class Key:
-    default: Any
-    kind: str  # "str", "str?", "int", "bool", "mirrors"
-    doc: str
+    """One configuration key: its default, its kind ("str", "str?", "int", "bool", "mirrors") and what it
+    is for. A plain class, not a dataclass: this module is on the `run` path, where dataclasses' import
+    alone costs more than 10 ms."""
+
+    __slots__ = ("default", "kind", "doc")
+
+    def __init__(self, default: object, kind: str, doc: str):
+        self.default = default
+        self.kind = kind
+        self.doc = doc
 
 
-KEYS: Dict[str, Key] = {
+KEYS: dict[str, Key] = {
     "topdir": Key("~/.udocker", "str", "the repository: images, containers, engines (UDOCKER_DIR)"),
     "tmpdir": Key(None, "str?", "scratch space for temporary files; null means <topdir>/tmp (UDOCKER_TMP)"),
     "registry": Key("https://registry-1.docker.io", "str",
@@ -43,7 +49,7 @@ _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off", "")
 
 
-def _check(name: str, value: Any, where: str) -> Any:
+def _check(name: str, value: object, where: str) -> object:
     kind = KEYS[name].kind
     ok = {
         "str": isinstance(value, str),
@@ -60,7 +66,7 @@ def _check(name: str, value: Any, where: str) -> Any:
     return value
 
 
-def _from_text(name: str, text: str, where: str) -> Any:
+def _from_text(name: str, text: str, where: str) -> object:
     kind = KEYS[name].kind
     if kind == "int":
         try:
@@ -76,7 +82,7 @@ def _from_text(name: str, text: str, where: str) -> Any:
     return text
 
 
-def read_file(path: str) -> Dict[str, Any]:
+def read_file(path: str) -> dict[str, object]:
     """Read one YAML config file; unknown keys and wrong types raise ConfigError naming the key."""
     import yaml
 
@@ -102,20 +108,20 @@ class Config:
     """The effective values (`values`) and, for each key, where its value came from (`sources`)."""
 
     def __init__(self) -> None:
-        self.values: Dict[str, Any] = dict(DEFAULTS)
-        self.sources: Dict[str, str] = {name: "default" for name in KEYS}
+        self.values: dict[str, object] = dict(DEFAULTS)
+        self.sources: dict[str, str] = {name: "default" for name in KEYS}
 
-    def __getitem__(self, name: str) -> Any:
+    def __getitem__(self, name: str) -> object:
         return self.values[name]
 
-    def _apply(self, data: Mapping[str, Any], source: str) -> None:
+    def _apply(self, data: dict[str, object], source: str) -> None:
         for name, value in data.items():
             self.values[name] = value
             self.sources[name] = source
 
     @classmethod
-    def load(cls, *, config_file: Optional[str] = None, cli: Optional[Mapping[str, Any]] = None,
-             environ: Optional[Mapping[str, str]] = None, system_file: str = SYSTEM_FILE) -> "Config":
+    def load(cls, *, config_file: str | None = None, cli: dict[str, object] | None = None,
+             environ: dict[str, str] | None = None, system_file: str = SYSTEM_FILE) -> Config:
         """Build the effective configuration; raises ConfigError for bad files, variables or values."""
         environ = os.environ if environ is None else environ
         cli = {k: v for k, v in (cli or {}).items() if v is not None}
@@ -140,8 +146,8 @@ class Config:
         return config
 
 
-def _from_environ(environ: Mapping[str, str]) -> Dict[str, Any]:
-    values: Dict[str, Any] = {}
+def _from_environ(environ: dict[str, str]) -> dict[str, object]:
+    values: dict[str, object] = {}
     for var, text in environ.items():
         if not var.startswith("UDOCKER_"):
             continue

@@ -1,6 +1,6 @@
 """Exceptions raised by the library; only udocker.cli turns them into messages and exit codes."""
 
-from typing import Optional
+from __future__ import annotations
 
 
 class UdockerError(Exception):
@@ -8,7 +8,7 @@ class UdockerError(Exception):
 
     exit_code = 1
 
-    def __init__(self, message: str, *, hint: Optional[str] = None):
+    def __init__(self, message: str, *, hint: str | None = None):
         super().__init__(message)
         self.message = message
         self.hint = hint
@@ -35,8 +35,8 @@ class RegistryError(UdockerError):
     `status` is the HTTP status (None when no answer came), `code` the OCI error code if given.
     """
 
-    def __init__(self, message: str, *, hint: Optional[str] = None, status: Optional[int] = None,
-                 code: Optional[str] = None):
+    def __init__(self, message: str, *, hint: str | None = None, status: int | None = None,
+                 code: str | None = None):
         super().__init__(message, hint=hint)
         self.status = status
         self.code = code
@@ -77,7 +77,19 @@ class UnpackError(UdockerError):
     `layer` names the layer (its digest where known), `member` the tar member ("" for the whole layer).
     """
 
-    def __init__(self, message: str, *, hint: Optional[str] = None, layer: str = "", member: str = ""):
+    def __init__(self, message: str, *, hint: str | None = None, layer: str = "", member: str = ""):
         super().__init__(message, hint=hint)
         self.layer = layer
         self.member = member
+
+
+class ProgramNotFound(UdockerError):
+    """The container's program does not exist (like docker run: exit 127)."""
+
+    exit_code = 127
+
+
+class ProgramNotExecutable(UdockerError):
+    """The container's program exists but cannot be executed (like docker run: exit 126)."""
+
+    exit_code = 126

@@ -1,5 +1,7 @@
 """File-system primitives: atomic publication, fcntl locks and crash-safe scratch directories."""
 
+from __future__ import annotations
+
 import contextlib
 import errno
 import fcntl
@@ -7,7 +9,6 @@ import os
 import shutil
 import tempfile
 import time
-from typing import Iterator
 
 from udocker.errors import LockTimeout, StoreError
 
@@ -44,7 +45,7 @@ def atomic_write(path: str, data: bytes, *, tmpdir: str, mode: int = 0o644) -> N
 
 
 @contextlib.contextmanager
-def locked(path: str, *, timeout: float, shared: bool = False, what: str = "") -> Iterator[None]:
+def locked(path: str, *, timeout: float, shared: bool = False, what: str = ""):
     """Hold an flock on `path` (created if needed); raises LockTimeout after `timeout` seconds.
 
     flock locks belong to the open file description, so they are released when the process dies.
@@ -78,7 +79,7 @@ def _try_lock(fd: int) -> bool:
 
 
 @contextlib.contextmanager
-def scratch_dir(tmp: str, prefix: str = "work-") -> Iterator[str]:
+def scratch_dir(tmp: str, prefix: str = "work-"):
     """A private directory under `tmp`, flock-held while in use and removed afterwards.
 
     Creation happens under a shared lock on tmp/.lock, so clean_tmp() (which takes it exclusively)

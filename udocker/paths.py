@@ -1,7 +1,8 @@
 """The only module that knows the repository's on-disk layout (see DESIGN.md, 'On-disk layout')."""
 
+from __future__ import annotations
+
 import os
-from typing import Optional
 
 FORMAT_VERSION = "2"
 
@@ -9,7 +10,7 @@ FORMAT_VERSION = "2"
 class Layout:
     """Paths inside one repository rooted at `topdir`. Builds paths only; creates nothing."""
 
-    def __init__(self, topdir: str, tmpdir: Optional[str] = None):
+    def __init__(self, topdir: str, tmpdir: str | None = None):
         self.topdir = os.path.abspath(os.path.expanduser(topdir))
         self.scratch = os.path.abspath(os.path.expanduser(tmpdir)) if tmpdir else self.tmp
 

@@ -38,14 +38,36 @@ def images(state, long_, platform, as_json):
         render.table(["REPOSITORY", "IMAGE ID", "CREATED", "SIZE"] + (["PLATFORM"] if platform else []), rows)
 
 
+def _container(state, text):
+    """The container named or numbered `text`, or None."""
+    from udocker.errors import NotFound
+    from udocker.store.containers import ContainerStore
+
+    try:
+        return ContainerStore(state.layout, state.config["lock_timeout"]).find(text)
+    except NotFound:
+        return None
+
+
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (the default).")
-@click.option("-p", "print_dir", is_flag=True, hidden=True)
-@click.argument("image")
+@click.option("-p", "print_dir", is_flag=True, help="Print the root directory of CONTAINER.")
+@click.argument("image", metavar="CONTAINER|IMAGE")
 @click.pass_obj
 def inspect(state, as_json, print_dir, image):
-    """Print the configuration of IMAGE (JSON)."""
+    """Print the metadata of CONTAINER or the configuration of IMAGE (JSON)."""
     repo = state.repository()
+    container = _container(state, image)
+    if print_dir:
+        if container is None:
+            from udocker.errors import NotFound
+
+            raise NotFound(f"container not found: {image}", hint="see 'udocker ps'")
+        click.echo(container.rootfs)
+        return
+    if container is not None:
+        render.as_json(dict(container.record, names=_names(state, container), rootfs=container.rootfs))
+        return
     found = repo.images.find(image)
     config = repo.images.config(found, repo.blobs)
     manifest = repo.images.manifest(found, repo.blobs)
@@ -97,15 +119,28 @@ def verify(state, image):
     click.echo(f"verified: {found.ref} ({len(manifest.layers)} layers)")
 
 
+def _names(state, container):
+    from udocker.store.containers import ContainerStore
+
+    return ContainerStore(state.layout, state.config["lock_timeout"]).names_of(container.id)
+
+
 def _protection(protect: bool):
     @click.command("protect" if protect else "unprotect")
-    @click.argument("image")
+    @click.argument("image", metavar="CONTAINER|IMAGE")
     @click.pass_obj
     def command(state, image):
         repo = state.repository()
+        container = _container(state, image)
+        if container is not None:
+            from udocker.store.containers import ContainerStore
+
+            ContainerStore(state.layout, state.config["lock_timeout"]).update(container, protected=protect)
+            return
         repo.images.set_protected(repo.images.find(image).ref, protect)
 
-    command.help = "Protect IMAGE from removal." if protect else "Allow IMAGE to be removed again."
+    command.help = ("Protect CONTAINER or IMAGE from removal." if protect
+                    else "Allow CONTAINER or IMAGE to be removed again.")
     return command
 
 

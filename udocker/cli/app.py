@@ -1,0 +1,86 @@
+"""The click application: the root group, its general options, and the error boundary of every command
+but `run` (which has its own, in cli/run.py)."""
+
+import sys
+from typing import List, Optional
+
+import click
+
+from udocker import __version__, log
+from udocker.cli.state import State
+from udocker.errors import UdockerError
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+class _Group(click.Group):
+    """Keeps commands in the order they were added, as udocker 1.3's help does."""
+
+    def list_commands(self, ctx: click.Context) -> List[str]:
+        return list(self.commands)
+
+
+@click.group(cls=_Group, context_settings=CONTEXT, invoke_without_command=True)
+@click.option("-V", "--version", "show_version", is_flag=True, help="Print the version and exit.")
+@click.option("-D", "--debug", is_flag=True, help="Log debug messages; show tracebacks.")
+@click.option("-q", "--quiet", is_flag=True, help="Print only errors.")
+@click.option("--insecure", is_flag=True, default=None, help="Accept invalid TLS certificates of registries.")
+@click.option("--repo", metavar="DIR", help="The repository directory (default ~/.udocker).")
+@click.option("--config", "config_file", metavar="FILE", help="Read this configuration file too.")
+@click.option("--allow-root", is_flag=True, help="Accepted for udocker 1.3 compatibility: root is allowed.")
+@click.pass_context
+def cli(ctx, show_version, debug, quiet, insecure, repo, config_file, allow_root):
+    """udocker: pull container images and run them without root privileges."""
+    log.setup(debug=debug, quiet=quiet)
+    ctx.obj = State(config_file=config_file, overrides={"topdir": repo, "insecure": insecure},
+                    debug=debug, quiet=quiet)
+    if show_version:
+        click.echo(f"udocker {__version__}")
+        ctx.exit(0)
+    if ctx.invoked_subcommand is None:
+        click.echo(ctx.get_help())
+
+
+def _register() -> None:
+    from udocker.cli import archive, containers, general, images, pull, registry
+
+    for module in (pull, images, containers, archive, registry, general):
+        for command in module.COMMANDS:
+            cli.add_command(command)
+
+
+_register()
+
+
+def _print_error(message: str, hint: Optional[str]) -> None:
+    click.echo(f"error: {message}", err=True)
+    if hint:
+        click.echo(f"hint: {hint}", err=True)
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    """Run the command line and exit: 0 ok, 1 udocker error, 2 usage, or the command's own status."""
+    debug = "-D" in (argv or sys.argv) or "--debug" in (argv or sys.argv)
+    try:
+        status = cli.main(args=argv, prog_name="udocker", standalone_mode=False)
+    except click.UsageError as exc:
+        command = exc.ctx.command_path if exc.ctx else "udocker"
+        _print_error(exc.format_message()[0].lower() + exc.format_message()[1:],
+                     f"see '{command} --help'")
+        status = 2
+    except click.ClickException as exc:
+        _print_error(exc.format_message(), None)
+        status = exc.exit_code
+    except click.Abort:
+        _print_error("aborted", None)
+        status = 1
+    except UdockerError as exc:
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        _print_error(exc.message, exc.hint)
+        status = exc.exit_code
+    except KeyboardInterrupt:
+        status = 130
+    sys.exit(status if isinstance(status, int) else 0)

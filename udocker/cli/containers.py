@@ -1,0 +1,193 @@
+"""Commands on containers: create, ps, rm, name, rmname, rename, clone, export, setup, run (help only)."""
+
+import click
+
+from udocker.cli import render
+
+MODES = ("P1", "P2", "F1", "F2", "F3", "F4", "R1", "R2", "R3")
+
+
+def _store(state):
+    from udocker.store.containers import ContainerStore
+
+    state.repository()  # creates the repository and cleans tmp/
+    return ContainerStore(state.layout, state.config["lock_timeout"])
+
+
+@click.command()
+@click.option("--name", help="Give the container this name.")
+@click.option("--force", is_flag=True, help="Take the name even if another container has it.")
+@click.argument("image")
+@click.pass_obj
+def create(state, name, force, image):
+    """Create a container from IMAGE (pulled earlier) and print its id."""
+    from udocker.create import create as create_container
+
+    containers = _store(state)
+    container = create_container(state.repository(), containers, image, name=name, force=force)
+    click.echo(container.id)
+
+
+def _row(containers, container, *, size):
+    names = containers.names_of(container.id)
+    row = {"id": container.id, "names": names, "image": container.record.get("image"),
+           "mode": container.record.get("mode") or "", "protected": bool(container.record.get("protected")),
+           "platform": "/".join(v for v in (container.record.get("platform") or {}).values()),
+           "created": container.record.get("created")}
+    if size:
+        from udocker.store.rootfs import private_size
+
+        row["size"] = private_size(container.rootfs)
+    return row
+
+
+@click.command()
+@click.option("-m", "mode", is_flag=True, help="Show the execution mode.")
+@click.option("-s", "size", is_flag=True, help="Show the size of each container's own files.")
+@click.option("-p", "platform", is_flag=True, help="Show the platform.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def ps(state, mode, size, platform, as_json):
+    """List containers."""
+    containers = _store(state)
+    rows = [_row(containers, c, size=size) for c in containers.list()]
+    if as_json:
+        render.as_json(rows)
+        return
+    headers = ["CONTAINER ID", "P"] + (["M"] if mode else []) + ["NAMES", "IMAGE"]
+    headers += (["SIZE"] if size else []) + (["PLATFORM"] if platform else [])
+    table = []
+    for row in rows:
+        line = [row["id"], "R" if row["protected"] else "W"] + ([row["mode"] or "-"] if mode else [])
+        line += [",".join(row["names"]) or "-", row["image"] or "-"]
+        line += ([render.size(row["size"])] if size else []) + ([row["platform"]] if platform else [])
+        table.append(line)
+    render.table(headers, table)
+
+
+@click.command()
+@click.option("-f", "--force", is_flag=True, help="Remove even if protected.")
+@click.argument("names", nargs=-1, required=True, metavar="CONTAINER...")
+@click.pass_obj
+def rm(state, force, names):
+    """Remove containers."""
+    containers = _store(state)
+    for text in names:
+        container = containers.find(text)
+        containers.remove(container, force=force)
+        click.echo(container.id)
+
+
+@click.command()
+@click.argument("container")
+@click.argument("name")
+@click.pass_obj
+def name(state, container, name):
+    """Give CONTAINER the additional NAME."""
+    containers = _store(state)
+    containers.add_name(containers.find(container), name)
+
+
+@click.command()
+@click.argument("name")
+@click.pass_obj
+def rmname(state, name):
+    """Remove NAME from its container."""
+    _store(state).remove_name(name)
+
+
+@click.command()
+@click.argument("old")
+@click.argument("new")
+@click.pass_obj
+def rename(state, old, new):
+    """Rename a container from name OLD to NEW."""
+    _store(state).rename(old, new)
+
+
+@click.command()
+@click.option("--name", help="Name the copy.")
+@click.argument("container")
+@click.pass_obj
+def clone(state, name, container):
+    """Copy CONTAINER into a new container and print its id."""
+    from udocker.create import clone as clone_container
+
+    containers = _store(state)
+    click.echo(clone_container(containers, containers.find(container), name=name).id)
+
+
+@click.command()
+@click.option("-o", "--output", metavar="FILE", help="Write to FILE ('-' or default: stdout).")
+@click.option("--clone", "as_clone", is_flag=True, help="Include the container's metadata (for import --clone).")
+@click.argument("container")
+@click.pass_obj
+def export(state, output, as_clone, container):
+    """Write CONTAINER's root file system as a tarball."""
+    from udocker.create import export as export_container
+
+    found = _store(state).find(container)
+    if output and output != "-":
+        import os
+
+        partial = output + ".partial"
+        try:
+            with open(partial, "wb") as stream:
+                export_container(found, stream, with_record=as_clone)
+            os.replace(partial, output)
+        finally:
+            if os.path.exists(partial):
+                os.unlink(partial)
+        return
+    stream = click.get_binary_stream("stdout")
+    if stream.isatty():
+        raise click.UsageError("refusing to write a tarball to a terminal: use -o FILE")
+    export_container(found, stream, with_record=as_clone)
+
+
+@click.command()
+@click.option("--execmode", type=click.Choice(MODES, case_sensitive=False), help="Run the container in this mode.")
+@click.option("--force", is_flag=True, help="Prepare the mode again even if it is already set.")
+@click.option("--purge", is_flag=True, help="Undo the engine's changes (e.g. F3 patches) and forget the mode.")
+@click.option("--fixperm", is_flag=True, help="Make every directory of the container writable by the user.")
+@click.argument("container")
+@click.pass_obj
+def setup(state, execmode, force, purge, fixperm, container):
+    """Set up CONTAINER: its execution mode (P1 P2 F1-F4 R1-R3)."""
+    from udocker.engines import modes
+    from udocker.run import prepare
+
+    containers = _store(state)
+    found = containers.find(container)
+    config, layout = state.config, state.layout
+    if fixperm:
+        from udocker.store.containers import _make_removable
+
+        _make_removable(found.rootfs)
+    if purge and found.record.get("prepared"):
+        previous = found.record["prepared"]
+        modes.get_engine(previous, config, layout).unprepare(found, previous)
+        containers.update(found, prepared=None, mode=None)
+    if execmode:
+        mode = execmode.upper()
+        engine = modes.get_engine(mode, config, layout)
+        engine.probe(mode)
+        if force:
+            containers.update(found, prepared=None)
+        containers.update(found, mode=mode)
+        prepare(config, layout, containers, found, mode, engine)
+    if not (execmode or purge or fixperm):
+        click.echo(found.record.get("mode") or config["default_execution_mode"])
+
+
+@click.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
+                                 "help_option_names": []})
+@click.pass_context
+def run(ctx):
+    """Run a command in a container, or in a new container of an image."""
+    from udocker.cli.run import main as run_main
+
+    ctx.exit(run_main({}, ctx.args))
+
+
+COMMANDS = [run, create, ps, rm, name, rmname, rename, clone, export, setup]

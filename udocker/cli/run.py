@@ -1,0 +1,153 @@
+"""`udocker run`: a hand-written parser for udocker 1.3's run options (click alone costs ~28 ms of
+start-up), and the error boundary of run: udocker's own failures exit 125, a program that cannot be
+executed 126, one not found 127; otherwise the container's exit status is udocker's (DESIGN.md)."""
+
+import os
+import sys
+
+USAGE = """Usage: udocker run [OPTIONS] CONTAINER|IMAGE [COMMAND [ARG...]]
+
+  Run COMMAND (default: the image's entrypoint and cmd) in a container, or in a new container of IMAGE
+  (pulled if needed). The exit status is the program's; 125: udocker failed, 126: the program cannot
+  be executed, 127: it was not found.
+
+Options:
+  --rm                      Remove the container when it exits.
+  --name NAME               Name the container created from IMAGE.
+  -w, --workdir DIR         Working directory inside the container.
+  -u, --user USER[:GROUP]   Run as this user (name or uid) of the container.
+  -v, --volume HOST[:CONT[:ro]]  Bind a host path into the container (repeatable).
+  --novol PATH              Do not bind PATH (a system or earlier volume).
+  -e, --env KEY[=VALUE]     Set a variable; KEY alone takes the host's value (repeatable).
+  --env-file FILE           Read variables from FILE (KEY=VALUE lines).
+  --hostenv                 Pass the host's environment to the container.
+  --hostauth                Use the host's /etc/passwd and /etc/group.
+  --containerauth           Use the container's /etc/passwd and /etc/group as they are (the default).
+  --nosysdirs               Do not bind /dev, /proc, /sys, /etc/resolv.conf, /etc/hosts.
+  --nometa                  Ignore the image's metadata (entrypoint, cmd, env, workdir, user).
+  --bindhome                Bind the user's home directory.
+  --entrypoint CMD          Replace the image's entrypoint ("" clears it).
+  --cpuset-cpus CPUS        Run on these CPUs (e.g. 0-3,6).
+  --hostname NAME           Hostname seen in the container (engines with a UTS namespace).
+  --location DIR            Run a root file system directory instead of a container.
+  --platform OS/ARCH        Platform of the image to pull.
+  --pull missing|never|always|reuse  When to pull IMAGE (reuse: run the container --name if it exists).
+  --registry URL            Pull docker.io images from this registry.
+  --index URL               Docker Hub index to use.
+  --device PATH             Expose a host device (repeatable).
+  -p, --publish HOST:CONT   Publish a port (containers share the host's network).
+  -i, --interactive, -t, --tty, --nobanner   Accepted for compatibility.
+  -h, --help                Show this message and exit.
+"""
+
+# long name -> (key, takes a value, repeatable)
+_LONG = {
+    "rm": ("rm", False, False), "name": ("name", True, False), "workdir": ("workdir", True, False),
+    "user": ("user", True, False), "volume": ("volume", True, True), "novol": ("novol", True, True),
+    "env": ("env", True, True), "env-file": ("env_file", True, True), "hostenv": ("hostenv", False, False),
+    "hostauth": ("hostauth", False, False), "containerauth": ("containerauth", False, False),
+    "nosysdirs": ("nosysdirs", False, False), "nometa": ("nometa", False, False),
+    "bindhome": ("bindhome", False, False), "entrypoint": ("entrypoint", True, False),
+    "cpuset-cpus": ("cpuset_cpus", True, False), "hostname": ("hostname", True, False),
+    "location": ("location", True, False), "platform": ("platform", True, False), "pull": ("pull", True, False),
+    "registry": ("registry", True, False), "index": ("index", True, False), "device": ("device", True, True),
+    "publish": ("publish", True, True), "interactive": ("interactive", False, False), "tty": ("tty", False, False),
+    "nobanner": ("nobanner", False, False), "help": ("help", False, False),
+}
+_SHORT = {"w": "workdir", "u": "user", "v": "volume", "e": "env", "p": "publish", "i": "interactive", "t": "tty",
+          "h": "help"}
+PULL_POLICIES = ("missing", "never", "always", "reuse")
+
+
+class _Usage(Exception):
+    pass
+
+
+def _store(values, long_name, value):
+    key, _, repeatable = _LONG[long_name]
+    if repeatable:
+        values.setdefault(key, []).append(value)
+    else:
+        values[key] = value
+
+
+def parse(args):
+    """(values, target, command): options up to the first non-option, then the target, then the command."""
+    values = {}
+    index = 0
+    while index < len(args) and args[index].startswith("-") and args[index] != "-":
+        arg = args[index]
+        index += 1
+        if arg == "--":
+            break
+        if arg.startswith("--"):
+            name, sep, value = arg[2:].partition("=")
+            if name not in _LONG:
+                raise _Usage(f"unknown option: --{name}")
+            if _LONG[name][1]:
+                if not sep:
+                    if index >= len(args):
+                        raise _Usage(f"option --{name} requires a value")
+                    value = args[index]
+                    index += 1
+                _store(values, name, value)
+            elif sep:
+                raise _Usage(f"option --{name} takes no value")
+            else:
+                _store(values, name, True)
+            continue
+        letters = arg[1:]
+        while letters:
+            letter, letters = letters[0], letters[1:]
+            if letter not in _SHORT:
+                raise _Usage(f"unknown option: -{letter}")
+            name = _SHORT[letter]
+            if not _LONG[name][1]:
+                _store(values, name, True)
+                continue
+            value = letters.lstrip("=") if letters else None
+            letters = ""
+            if value is None:
+                if index >= len(args):
+                    raise _Usage(f"option -{letter} requires a value")
+                value = args[index]
+                index += 1
+            _store(values, name, value)
+    target = args[index] if index < len(args) and not values.get("location") else None
+    command = args[index + 1:] if target is not None else args[index:]
+    return values, target, command
+
+
+def _fail(message, hint, code):
+    sys.stderr.write(f"error: {message}\n" + (f"hint: {hint}\n" if hint else ""))
+    return code
+
+
+def main(general, args):
+    """Run and return the exit status (only returns when the engine was not exec'd)."""
+    try:
+        values, target, command = parse(args)
+    except _Usage as exc:
+        return _fail(str(exc), "see 'udocker run --help'", 125)
+    if values.get("help"):
+        sys.stdout.write(USAGE)
+        return 0
+    if target is None and not values.get("location"):
+        return _fail("run needs a container or an image", "see 'udocker run --help'", 125)
+    if values.get("pull", "missing") not in PULL_POLICIES:
+        return _fail(f"invalid --pull policy: {values['pull']}", "use " + ", ".join(PULL_POLICIES), 125)
+    from udocker.errors import UdockerError
+
+    try:
+        from udocker.run import run_from_cli
+
+        return run_from_cli(general, values, target, command, dict(os.environ))
+    except UdockerError as exc:
+        if general.get("debug"):
+            import traceback
+
+            traceback.print_exc()
+        code = exc.exit_code if exc.exit_code in (126, 127) else 125
+        return _fail(exc.message, exc.hint, code)
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,429 @@
+"""Run a program in a container: image config + command line + configuration -> RunSpec -> engine ->
+exec. See DESIGN.md 'Data flow'. This module is on the hot path of `udocker run`: it imports only what
+running an existing container needs (no requests, click, yaml unless a config file exists)."""
+
+import os
+import signal
+import stat
+
+from udocker.errors import ProgramNotExecutable, ProgramNotFound, UdockerError, UsageError
+from udocker.runspec import Mount, RunSpec
+
+SYSTEM_MOUNTS = ("/dev", "/proc", "/sys", "/etc/resolv.conf", "/etc/host.conf", "/etc/hosts")
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+_FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+
+
+class Options:
+    """`udocker run` options, as parsed by cli.run (names are the long option names)."""
+
+    def __init__(self, **values):
+        self.rm = values.get("rm", False)
+        self.name = values.get("name")
+        self.workdir = values.get("workdir")
+        self.user = values.get("user")
+        self.volumes = list(values.get("volume", ()))
+        self.novol = list(values.get("novol", ()))
+        self.env = list(values.get("env", ()))
+        self.env_files = list(values.get("env_file", ()))
+        self.hostauth = values.get("hostauth", False)
+        self.containerauth = values.get("containerauth", False)
+        self.nosysdirs = values.get("nosysdirs", False)
+        self.nometa = values.get("nometa", False)
+        self.hostenv = values.get("hostenv", False)
+        self.bindhome = values.get("bindhome", False)
+        self.entrypoint = values.get("entrypoint")
+        self.cpuset = values.get("cpuset_cpus")
+        self.hostname = values.get("hostname")
+        self.devices = list(values.get("device", ()))
+        self.publish = list(values.get("publish", ()))
+        self.tty = values.get("tty", False)
+        self.command = list(values.get("command", ()))
+
+
+# -- the program ---------------------------------------------------------------------------------------
+def program_argv(config, options):
+    """Docker's rule: ENTRYPOINT + CMD; a command on the command line replaces CMD; --entrypoint
+    replaces ENTRYPOINT and drops the image's CMD ("" clears the entrypoint)."""
+    entrypoint = config.get("Entrypoint") or []
+    cmd = config.get("Cmd") or []
+    if options.entrypoint is not None:
+        entrypoint = [options.entrypoint] if options.entrypoint else []
+        cmd = []
+    if options.command:
+        cmd = options.command
+    argv = list(entrypoint) + list(cmd)
+    if not argv:
+        raise UsageError("no command specified", hint="give a command after the container name")
+    return argv
+
+
+def _inside(rootfs, path, *, depth=0):
+    """Host path of container path `path`, following the container's symlinks inside the rootfs."""
+    if depth > 40:
+        return None
+    current = rootfs
+    parts = [p for p in path.split("/") if p and p != "."]
+    for index, part in enumerate(parts):
+        if part == "..":
+            current = os.path.dirname(current) if current != rootfs else rootfs
+            continue
+        candidate = os.path.join(current, part)
+        try:
+            info = os.lstat(candidate)
+        except OSError:
+            return None
+        if stat.S_ISLNK(info.st_mode):
+            target = os.readlink(candidate)
+            base = "/" if target.startswith("/") else "/" + os.path.relpath(current, rootfs)
+            rest = "/".join(parts[index + 1:])
+            return _inside(rootfs, os.path.join(base, target, rest), depth=depth + 1)
+        current = candidate
+    return current
+
+
+def check_program(rootfs, argv0, env):
+    """Resolve argv[0] in the container like execvp (PATH lookup for a bare name); raises
+    ProgramNotFound (127) or ProgramNotExecutable (126). Returns the container path."""
+    if "/" in argv0:
+        candidates = [argv0 if argv0.startswith("/") else os.path.join(env.get("PWD", "/"), argv0)]
+    else:
+        candidates = [os.path.join(d or ".", argv0) for d in env.get("PATH", DEFAULT_PATH).split(":")]
+    for candidate in candidates:
+        host = _inside(rootfs, candidate)
+        if host and os.path.isfile(host):
+            if not os.access(host, os.X_OK):
+                raise ProgramNotExecutable(f"permission denied: {argv0} is not executable")
+            return candidate
+    if "/" in argv0:
+        raise ProgramNotFound(f"no such file or directory: {argv0}")
+    raise ProgramNotFound(f"executable file not found in $PATH: {argv0}")
+
+
+# -- identity ------------------------------------------------------------------------------------------
+def _passwd(rootfs, name):
+    path = _inside(rootfs, f"/etc/{name}")
+    try:
+        with open(path or os.devnull, encoding="utf-8", errors="replace") as stream:
+            return [line.rstrip("\n").split(":") for line in stream if line.count(":") >= 2]
+    except OSError:
+        return []
+
+
+def resolve_user(rootfs, user):
+    """(uid, gid, home) for Docker's user forms: name, uid, name:group, uid:gid."""
+    user = user or "0"
+    name, _, group = user.partition(":")
+    entries = _passwd(rootfs, "passwd")
+    entry = next((e for e in entries if e[0] == name or (name.isdigit() and e[2] == name)), None)
+    if entry is None and not name.isdigit():
+        raise UdockerError(f"unable to find user {name}: no matching entries in passwd file")
+    uid = int(entry[2]) if entry else int(name)
+    gid = int(entry[3]) if entry and len(entry) > 3 and entry[3].isdigit() else uid if not entry else 0
+    home = entry[5] if entry and len(entry) > 5 and entry[5] else "/"
+    if group:
+        if group.isdigit():
+            gid = int(group)
+        else:
+            found = next((g for g in _passwd(rootfs, "group") if g[0] == group), None)
+            if found is None:
+                raise UdockerError(f"unable to find group {group}: no matching entries in group file")
+            gid = int(found[2])
+    return uid, gid, home
+
+
+# -- environment ---------------------------------------------------------------------------------------
+def _env_pairs(items, environ, where):
+    pairs = []
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not key:
+            raise UsageError(f"invalid environment variable in {where}: {item!r}")
+        if sep:
+            pairs.append((key, value))
+        elif key in environ:  # `-e NAME` takes the host's value, as docker does
+            pairs.append((key, environ[key]))
+    return pairs
+
+
+def _env_file(path, environ):
+    try:
+        with open(path, encoding="utf-8") as stream:
+            lines = [line.strip() for line in stream]
+    except OSError as exc:
+        raise UsageError(f"cannot read env file {path}: {exc.strerror}") from None
+    return _env_pairs([line for line in lines if line and not line.startswith("#")], environ, path)
+
+
+def build_env(config, options, environ, home, hostname):
+    env = {}
+    if options.hostenv:
+        env.update(environ)
+    for key, value in _env_pairs(config.get("Env") or [], {}, "the image"):
+        env[key] = value
+    for path in options.env_files:
+        env.update(_env_file(path, environ))
+    env.update(_env_pairs(options.env, environ, "-e"))
+    env.setdefault("PATH", DEFAULT_PATH)
+    env.setdefault("HOME", home)
+    env.setdefault("HOSTNAME", hostname)
+    if options.tty:
+        env.setdefault("TERM", environ.get("TERM", "xterm"))
+    return env
+
+
+# -- mounts --------------------------------------------------------------------------------------------
+def parse_volume(text):
+    """HOST[:CONTAINER[:ro|rw]] -> Mount. The host path must exist (udocker 1.3 and docker -v with a
+    path): a typo would otherwise silently bind nothing."""
+    parts = text.split(":")
+    if len(parts) > 3 or not parts[0]:
+        raise UsageError(f"invalid volume: {text}", hint="use -v HOST[:CONTAINER[:ro]]")
+    source = parts[0]
+    target = parts[1] if len(parts) > 1 and parts[1] else source
+    flag = parts[2] if len(parts) == 3 else "rw"
+    if flag not in ("ro", "rw"):
+        raise UsageError(f"invalid volume option {flag!r} in {text}", hint="use ro or rw")
+    if not source.startswith("/") or not target.startswith("/"):
+        raise UsageError(f"invalid volume: {text}", hint="host and container paths must be absolute")
+    if not os.path.exists(source):
+        raise UdockerError(f"volume source does not exist: {source}")
+    return Mount(os.path.normpath(source), os.path.normpath(target), flag == "ro")
+
+
+def build_mounts(options, environ):
+    mounts = []
+    if not options.nosysdirs:
+        mounts += [Mount(p, p) for p in SYSTEM_MOUNTS if os.path.exists(p)]
+    if options.hostauth:
+        mounts += [Mount(p, p, True) for p in ("/etc/passwd", "/etc/group") if os.path.exists(p)]
+    if options.bindhome and environ.get("HOME"):
+        mounts.append(Mount(environ["HOME"], environ["HOME"]))
+    for text in options.volumes:
+        mounts.append(parse_volume(text))
+    dropped = {os.path.normpath(p.split(":")[0]) for p in options.novol}
+    return [m for m in mounts if m.source not in dropped and m.target not in dropped]
+
+
+def check_ports(publish):
+    """Every engine here shares the host's network: a port can be published only as itself."""
+    ports = []
+    for text in publish:
+        parts = text.split(":")
+        host, container = parts[-2] if len(parts) > 1 else parts[-1], parts[-1].split("/")[0]
+        if not host.isdigit() or not container.isdigit():
+            raise UsageError(f"invalid port mapping: {text}", hint="use HOST_PORT:CONTAINER_PORT")
+        if host != container:
+            raise UdockerError(f"cannot map port {container} to {host}: containers share the host's network",
+                               hint=f"publish it as {container}:{container}")
+        ports.append((int(host), int(container)))
+    return ports
+
+
+def build_spec(container, options, environ):
+    """The RunSpec for `options` in `container` (image config from container.json unless --nometa)."""
+    config = {} if options.nometa else (container.record.get("config") or {})
+    rootfs = container.rootfs
+    uid, gid, home = resolve_user(rootfs, options.user or config.get("User"))
+    hostname = options.hostname or os.uname().nodename
+    env = build_env(config, options, environ, home, hostname)
+    cwd = options.workdir or config.get("WorkingDir") or "/"
+    argv = program_argv(config, options)
+    env["PWD"] = cwd
+    check_program(rootfs, argv[0], env)
+    return RunSpec(rootfs=rootfs, argv=argv, env=env, cwd=cwd, uid=uid, gid=gid,
+                   mounts=build_mounts(options, environ), devices=options.devices, hostname=options.hostname,
+                   tty=options.tty, container_dir=container.dir, container_id=container.id, cpuset=options.cpuset,
+                   ports=check_ports(options.publish))
+
+
+# -- execution -----------------------------------------------------------------------------------------
+def _cpuset(text):
+    cpus = set()
+    for part in text.split(","):
+        first, _, last = part.partition("-")
+        if not first.isdigit() or (last and not last.isdigit()):
+            raise UsageError(f"invalid --cpuset-cpus: {text}", hint="use e.g. 0-3,6")
+        cpus.update(range(int(first), int(last or first) + 1))
+    return cpus
+
+
+def execute(launch, *, cpuset=None, after=None):
+    """Run the engine. Without cleanup work, exec it (the engine becomes this process: signals, the
+    terminal and the exit status pass straight through). Otherwise run it as a child, forward signals to
+    it, wait, clean up, and return its exit status (128+N when killed by signal N)."""
+    if cpuset:
+        os.sched_setaffinity(0, _cpuset(cpuset))
+    if launch.cleanup is None and after is None:
+        os.execve(launch.argv[0], launch.argv, launch.env)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.execve(launch.argv[0], launch.argv, launch.env)
+        finally:
+            os._exit(127)
+    for signum in _FORWARDED:
+        signal.signal(signum, lambda number, _frame: _forward(pid, number))
+    while True:
+        try:
+            _, status = os.waitpid(pid, 0)
+            break
+        except InterruptedError:
+            continue
+    for signum in _FORWARDED:
+        signal.signal(signum, signal.SIG_IGN)
+    if launch.cleanup:
+        _run_quietly(launch.cleanup, launch.env)
+    if after:
+        after()
+    return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
+
+
+def _forward(pid, number):
+    try:
+        os.kill(pid, number)
+    except ProcessLookupError:
+        pass
+
+
+def _run_quietly(argv, env):
+    import subprocess
+
+    subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL, check=False)
+
+
+# -- the service behind `udocker run` ------------------------------------------------------------------
+class _Located:
+    """A root file system directory run with --location, as if it were a container."""
+
+    def __init__(self, directory):
+        self.rootfs = os.path.abspath(directory)
+        self.dir = self.rootfs + ".udocker"
+        self.record = {"id": "location-" + str(os.getpid()), "config": {}, "mode": None}
+        self.id = self.record["id"]
+        self.mode = None
+
+    def engine_dir(self, name):
+        return os.path.join(self.dir, "engine", name)
+
+
+def run_from_cli(general, values, target, command, environ):
+    """Find or create the container, prepare its engine and run `command`; returns the exit status
+    when the engine is not exec'd (it is, unless --rm or the engine needs cleanup)."""
+    from udocker.config import Config
+    from udocker.paths import Layout
+    from udocker.store.containers import ContainerStore
+
+    config = Config.load(config_file=general.get("config"), environ=environ,
+                         cli={"topdir": general.get("repo"), "insecure": general.get("insecure"),
+                              "registry": values.get("registry"), "index": values.get("index"),
+                              "platform": values.get("platform")})
+    layout = Layout(config["topdir"], config["tmpdir"])
+    containers = ContainerStore(layout, config["lock_timeout"])
+    options = Options(**values, command=command, tty=values.get("tty") or os.isatty(0))
+    if values.get("location"):
+        if not os.path.isdir(values["location"]):
+            raise UdockerError(f"not a directory: {values['location']}")
+        container = _Located(values["location"])
+    else:
+        container = _container(config, layout, containers, target, values)
+    mode, engine = _engine(config, layout, containers, container)
+    spec = build_spec(container, options, environ)
+    launch = engine.command(spec, mode)
+    after = (lambda: containers.remove(container, force=True)) if options.rm and not values.get("location") else None
+    return execute(launch, cpuset=options.cpuset, after=after)
+
+
+def _container(config, layout, containers, target, values):
+    """The container named `target`, or a new one of image `target` (pulled as --pull says)."""
+    from udocker.errors import NotFound
+
+    policy = values.get("pull") or "missing"
+    name = values.get("name")
+    if policy == "reuse" and name:
+        try:
+            return containers.find(name)
+        except NotFound:
+            pass
+    if os.path.isdir(layout.containers):
+        try:
+            return containers.find(target)
+        except NotFound:
+            pass
+    return _from_image(config, layout, containers, target, policy, name)
+
+
+def _from_image(config, layout, containers, target, policy, name):
+    from udocker.create import create
+    from udocker.errors import NotFound
+    from udocker.store import Repository
+
+    repo = Repository.open(layout, lock_timeout=config["lock_timeout"])
+    try:
+        local = repo.images.find(target) if policy != "always" else None
+    except NotFound:
+        local = None
+        if policy == "never":
+            raise NotFound(f"no container or image named {target}", hint="pull it or use --pull=missing") from None
+    if local is None:
+        _pull(config, repo, target)
+    container = create(repo, containers, target, name=name, mode=None)
+    return container
+
+
+def _pull(config, repo, target):
+    from udocker import pull as pulling
+    from udocker.cli.progress import for_stderr
+    from udocker.oci import platform as platforms
+    from udocker.reference import parse
+    from udocker.registry.client import RegistryClient
+
+    wanted = platforms.parse(config["platform"]) if config["platform"] else platforms.host()
+    client = RegistryClient(config, repo.layout)
+    try:
+        pulling.pull(repo, client, parse(target), platform=wanted, concurrency=config["pull_concurrency"],
+                     progress=for_stderr(quiet=False))
+    finally:
+        client.close()
+
+
+def _engine(config, layout, containers, container):
+    """The mode to run in (the container's, else the configured default, else probed) and its engine,
+    prepared for this container (once per mode switch, under the container's lock)."""
+    from udocker.engines import modes
+
+    mode = container.mode or config["default_execution_mode"]
+    if not mode or mode == "auto":
+        mode = modes.auto_mode(config, layout)
+    engine = modes.get_engine(mode, config, layout)
+    engine.probe(mode)
+    if isinstance(container, _Located):
+        engine.prepare(container, mode)
+    elif container.record.get("prepared") != mode or getattr(engine, "prepare_each_run", False):
+        prepare(config, layout, containers, container, mode, engine)
+    return mode, engine
+
+
+def prepare(config, layout, containers, container, mode, engine):
+    """Switch `container` to `mode`: undo the previous mode's preparation, make shared files private
+    when the engine may write them in place (R modes: root in a user namespace overrides permissions),
+    then prepare. Serialised per container so that concurrent runs prepare once."""
+    from udocker import fs
+    from udocker.engines import modes
+    from udocker.store import rootfs as rootfs_store
+
+    with fs.locked(layout.lock("prepare", container.id), timeout=config["lock_timeout"],
+                   what=f"container {container.id}"):
+        record = containers.load(container.id).record
+        previous = record.get("prepared")
+        if previous == mode and not getattr(engine, "prepare_each_run", False):
+            container.record = record
+            return
+        if previous and previous != mode:
+            modes.get_engine(previous, config, layout).unprepare(container, previous)
+        if mode.startswith("R") and record.get("shared"):
+            rootfs_store.materialize(container.rootfs)
+            containers.update(container, shared=False)
+        engine.prepare(container, mode)
+        containers.update(container, prepared=mode)

@@ -1,0 +1,76 @@
+"""The repository: an OCI image layout (blobs + index.json) plus containers, with per-object locks."""
+
+import contextlib
+import json
+import os
+from typing import Iterator
+
+from udocker import fs
+from udocker.errors import StoreError
+from udocker.paths import FORMAT_VERSION, Layout
+from udocker.store.blobs import BlobStore
+from udocker.store.images import ImageStore
+
+
+class Repository:
+    """An opened repository. Use Repository.open(); attributes: layout, blobs, images."""
+
+    def __init__(self, layout: Layout, lock_timeout: float):
+        self.layout = layout
+        self.lock_timeout = lock_timeout
+        self.blobs = BlobStore(layout, lock_timeout)
+        self.images = ImageStore(layout, lock_timeout)
+
+    @classmethod
+    def open(cls, layout: Layout, *, create: bool = True, lock_timeout: float = 3600) -> "Repository":
+        """Check the format version (creating the layout when `create`), clean tmp/ leftovers of dead
+        processes. Raises StoreError if the directory is not a udocker repository of this format."""
+        if not os.path.exists(layout.version_file):
+            if not create:
+                raise StoreError(f"no udocker repository at {layout.topdir}", hint="run 'udocker mkrepo DIR'")
+            _initialise(layout)
+        try:
+            with open(layout.version_file, encoding="utf-8") as stream:
+                version = stream.read().strip()
+        except OSError as exc:
+            raise StoreError(f"cannot read {layout.version_file}: {exc.strerror}") from None
+        if version != FORMAT_VERSION:
+            raise StoreError(f"repository {layout.topdir} has format {version!r}, expected {FORMAT_VERSION!r}",
+                             hint="use another --repo or remove the old repository")
+        for path in (layout.tmp, layout.locks, layout.blobs, layout.containers):
+            fs.ensure_dir(path)  # directories removed by hand are recreated
+        fs.clean_tmp(layout.tmp)
+        return cls(layout, lock_timeout)
+
+    @contextlib.contextmanager
+    def gc_guard(self) -> Iterator[None]:
+        """Held (shared) by anything that adds blobs not yet referenced by index.json, so that a
+        concurrent garbage collection (held exclusively) never deletes them."""
+        with fs.locked(self.layout.lock("repo", "gc"), timeout=self.lock_timeout, shared=True,
+                       what="the repository"):
+            yield
+
+    def collect_garbage(self) -> int:
+        """Delete blobs that no image references; returns how many. Waits for running pulls."""
+        with fs.locked(self.layout.lock("repo", "gc"), timeout=self.lock_timeout, what="the repository"):
+            keep = self.images.referenced_blobs(self.blobs)
+            removed = 0
+            for digest in self.blobs.list():
+                if digest not in keep:
+                    self.blobs.remove(digest)
+                    removed += 1
+            return removed
+
+
+def _initialise(layout: Layout) -> None:
+    for path in (layout.topdir, layout.tmp, layout.locks, layout.blobs, layout.containers):
+        fs.ensure_dir(path)
+    with fs.locked(layout.lock("repo", "init"), timeout=60, what="the repository"):
+        if os.path.exists(layout.version_file):
+            return
+        oci_layout = json.dumps({"imageLayoutVersion": "1.0.0"}).encode()
+        fs.atomic_write(layout.oci_layout, oci_layout, tmpdir=layout.tmp)
+        if not os.path.exists(layout.index_json):
+            index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": []}
+            fs.atomic_write(layout.index_json, json.dumps(index).encode(), tmpdir=layout.tmp)
+        fs.atomic_write(layout.version_file, (FORMAT_VERSION + "\n").encode(), tmpdir=layout.tmp)

@@ -1,0 +1,136 @@
+"""Unpacked images shared by containers.
+
+The first `create` of an image applies its layers once into unpacked/<manifest hex>/ (published with
+an atomic rename) and makes every regular file there read-only. Each container's rootfs is then a
+"link farm" of that tree: real directories, symlinks and fifos of its own, and hard links to the
+read-only files, except under PRIVATE_DIRS (/etc, /var, /root, /home, /tmp...), which are copied
+because programs edit files there in place. A second create of the same image therefore writes
+directory entries only, no file data.
+
+Why this is safe: a program that opens a shared file for writing gets EACCES (the file is read-only
+and the user is not root); tools that replace files (dpkg, pip, sed -i, editors) write a new inode and
+rename it over the link. Engines that would write shared files in place must call materialize() first:
+R modes (root in a user namespace may override file permissions) and F3/F4 (patchelf rewrites ELF
+files). Known limit: chmod on a shared file inside a P or F container changes its mode for the other
+containers of that image too (the user owns every inode); its content stays protected until a
+program then writes to it. See the issue notes.
+"""
+
+import os
+import shutil
+import stat
+
+from udocker import fs
+from udocker.unpack import LayerSource, apply_layers
+
+PRIVATE_DIRS = ("etc", "var", "root", "home", "tmp", "run", "srv", "mnt", "media")
+_WRITE = stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH
+
+
+def unpacked_dir(layout, manifest_digest):
+    return os.path.join(layout.topdir, "unpacked", manifest_digest.split(":", 1)[1])
+
+
+def ensure_unpacked(repo, manifest, manifest_digest, *, on_notice=None):
+    """The read-only unpacked tree of an image, applying its layers on first use. Concurrent callers
+    wait for the first; a crash leaves only a scratch directory in tmp/."""
+    target = unpacked_dir(repo.layout, manifest_digest)
+    if os.path.isdir(target):
+        return target
+    fs.ensure_dir(os.path.dirname(target))
+    with fs.locked(repo.layout.lock("unpacked", manifest_digest), timeout=repo.lock_timeout,
+                   what=f"image {manifest_digest[7:19]}"):
+        if os.path.isdir(target):
+            return target
+        with fs.scratch_dir(repo.layout.tmp, prefix="unpack-") as scratch:
+            rootfs = os.path.join(scratch, "rootfs")
+            os.mkdir(rootfs, 0o755)
+            layers = [LayerSource(repo.blobs.path(d.digest), d.media_type, d.digest) for d in manifest.layers]
+            apply_layers(rootfs, layers, on_notice=on_notice)
+            _make_read_only(rootfs)
+            os.rename(rootfs, target)
+    return target
+
+
+def _make_read_only(top):
+    for parent, _, files in os.walk(top):
+        for name in files:
+            path = os.path.join(parent, name)
+            mode = os.lstat(path).st_mode
+            if stat.S_ISREG(mode) and mode & _WRITE:
+                os.chmod(path, stat.S_IMODE(mode) & ~_WRITE)
+
+
+def link_tree(source, target, *, share=True, keep_shared_only=False):
+    """Populate `target` (an existing empty directory) from `source`: directories, symlinks and fifos
+    are recreated, regular files are hard-linked when `share` and outside PRIVATE_DIRS, else copied.
+    With `keep_shared_only` (cloning a container), a file is linked exactly when it is shared already
+    (read-only with several links), whatever its directory."""
+    copied = {}  # (st_dev, st_ino) -> first copy, to keep the image's own hard links among copies
+    for parent, dirs, files in os.walk(source):
+        relative = os.path.relpath(parent, source)
+        private = not share or relative.split(os.sep, 1)[0] in PRIVATE_DIRS
+        destination = target if relative == "." else os.path.join(target, relative)
+        for name in dirs + files:
+            path = os.path.join(parent, name)
+            link = not private and not (relative == "." and name in PRIVATE_DIRS)
+            if keep_shared_only:
+                link = share and _is_shared(path)
+            _place(path, os.path.join(destination, name), copied, link=link)
+        os.chmod(destination, stat.S_IMODE(os.lstat(parent).st_mode) | stat.S_IRWXU)
+
+
+def _place(src, dst, copied, *, link):
+    info = os.lstat(src)
+    mode = info.st_mode
+    if stat.S_ISDIR(mode):
+        os.mkdir(dst, 0o700)
+    elif stat.S_ISLNK(mode):
+        os.symlink(os.readlink(src), dst)
+    elif stat.S_ISREG(mode):
+        if link:
+            os.link(src, dst)
+        elif (info.st_dev, info.st_ino) in copied:
+            os.link(copied[(info.st_dev, info.st_ino)], dst)
+        else:
+            if info.st_nlink > 1:
+                copied[(info.st_dev, info.st_ino)] = dst
+            shutil.copy2(src, dst, follow_symlinks=False)
+            os.chmod(dst, stat.S_IMODE(mode) | stat.S_IRUSR | stat.S_IWUSR)
+    elif stat.S_ISFIFO(mode):
+        os.mkfifo(dst, stat.S_IMODE(mode))
+
+
+def _is_shared(path):
+    info = os.lstat(path)
+    return stat.S_ISREG(info.st_mode) and info.st_nlink > 1 and not info.st_mode & _WRITE
+
+
+def materialize(rootfs):
+    """Replace every hard-linked (shared) file under `rootfs` by a private writable copy."""
+    for parent, _, files in os.walk(rootfs):
+        for name in files:
+            path = os.path.join(parent, name)
+            info = os.lstat(path)
+            if stat.S_ISREG(info.st_mode) and info.st_nlink > 1:
+                private_copy(path)
+
+
+def private_copy(path):
+    """Break the hard link of `path`: copy it next to itself and rename the copy over it."""
+    mode = stat.S_IMODE(os.lstat(path).st_mode)
+    temporary = path + ".udocker-copy"
+    shutil.copy2(path, temporary, follow_symlinks=False)
+    os.chmod(temporary, mode | stat.S_IWUSR)
+    os.replace(temporary, path)
+
+
+def private_size(rootfs):
+    """Bytes of the files this container does not share (hard-link count 1)."""
+    total = 0
+    for parent, _, files in os.walk(rootfs):
+        for name in files:
+            info = os.lstat(os.path.join(parent, name))
+            if stat.S_ISREG(info.st_mode) and info.st_nlink == 1:
+                total += info.st_blocks * 512
+    return total
