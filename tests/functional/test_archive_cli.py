@@ -128,14 +128,6 @@ def test_import_flat_tarball(udocker, tmp_path):
     assert ok(udocker("import", "-", "mine:2", input_bytes=data)).startswith("sha256:")
 
 
-@pytest.mark.parametrize("option", ["--tocontainer", "--clone"])
-def test_import_to_container_not_yet(udocker, tmp_path, option):
-    (tmp_path / "r.tar").write_bytes(layer({"a": b"b"}))
-    result = udocker("import", option, "r.tar", "mine:1")
-    assert result.returncode == 2
-    assert f"error: import {option} is not available yet" in result.stderr.decode()
-
-
 def _corrupt(tmp_path, case):
     members = docker_members([Image(["img:1"], [BASE, TOP])])
     layer_name = next(n for n, _ in members if n.endswith("/layer.tar"))

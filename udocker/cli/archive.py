@@ -69,21 +69,27 @@ def save(ctx, output, images):
 @click.option("--mv", "move", is_flag=True, help="Delete TARBALL after a successful import.")
 @click.option("--platform", metavar="OS/ARCH[/VARIANT]", help="The image's platform (default: this host's).")
 @click.option("-m", "--message", help="The history comment of the image.")
-@click.option("--tocontainer", is_flag=True, help="(Not available yet.)")
-@click.option("--clone", is_flag=True, help="(Not available yet.)")
+@click.option("--tocontainer", is_flag=True, help="Import TARBALL as a new container instead of an image.")
+@click.option("--clone", is_flag=True, help="Import a container written by 'udocker export --clone'.")
+@click.option("--name", "container_name", help="Name the container (with --tocontainer or --clone).")
 @click.argument("tarball", metavar="TARBALL|-")
-@click.argument("name", metavar="REPO[:TAG]")
+@click.argument("name", metavar="[REPO[:TAG]]", required=False)
 @click.pass_context
-def import_(ctx, move, platform, message, tocontainer, clone, tarball, name):
+def import_(ctx, move, platform, message, tocontainer, clone, container_name, tarball, name):
     """Import a flat root filesystem TARBALL (.tar, .tar.gz, .tgz, .tar.bz2, .tar.xz; '-' for stdin)
-    as an image of one layer named REPO[:TAG], like 'docker import'. Prints the image ID."""
+    as an image of one layer named REPO[:TAG], like 'docker import'. Prints the image ID.
+
+    With --tocontainer, TARBALL becomes a new container (prints its id); with --clone, TARBALL is a
+    container exported with 'udocker export --clone'."""
     from udocker.archive import import_tarball
     from udocker.oci import platform as platforms
     from udocker.reference import parse
 
     if tocontainer or clone:
-        option = "--tocontainer" if tocontainer else "--clone"
-        raise click.UsageError(f"import {option} is not available yet", ctx=ctx)
+        _import_container(ctx, tarball, container_name, clone=clone, move=move)
+        return
+    if not name:
+        raise click.UsageError("missing argument 'REPO[:TAG]'", ctx=ctx)
     ref = parse(name)
     target = platforms.parse(platform) if platform else platforms.host()
     source = tarball if tarball != _STDIO else _stdin(ctx, "tarball")
@@ -91,6 +97,23 @@ def import_(ctx, move, platform, message, tocontainer, clone, tarball, name):
     imported = import_tarball(repo, source, ref, label=tarball if tarball != _STDIO else "stdin",
                               platform=target, message=message, move=move)
     click.echo(imported.image_id)
+
+
+def _import_container(ctx, tarball, name, *, clone, move):
+    import os
+
+    from udocker.create import import_tarball
+    from udocker.store.containers import ContainerStore
+
+    if tarball == _STDIO:
+        raise click.UsageError("import --tocontainer and --clone read a file, not stdin", ctx=ctx)
+    state = ctx.obj
+    state.repository()
+    containers = ContainerStore(state.layout, state.config["lock_timeout"])
+    container = import_tarball(containers, tarball, name=name, clone_record=clone)
+    if move:
+        os.unlink(tarball)
+    click.echo(container.id)
 
 
 COMMANDS = [load, save, import_]

@@ -28,11 +28,15 @@ def create(state, name, force, image):
     click.echo(container.id)
 
 
+def _platform(platform):
+    return "/".join(platform[k] for k in ("os", "architecture", "variant") if platform.get(k))
+
+
 def _row(containers, container, *, size):
     names = containers.names_of(container.id)
     row = {"id": container.id, "names": names, "image": container.record.get("image"),
            "mode": container.record.get("mode") or "", "protected": bool(container.record.get("protected")),
-           "platform": "/".join(v for v in (container.record.get("platform") or {}).values()),
+           "platform": _platform(container.record.get("platform") or {}),
            "created": container.record.get("created")}
     if size:
         from udocker.store.rootfs import private_size

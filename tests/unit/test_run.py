@@ -1,0 +1,141 @@
+"""The pure parts of `udocker run`: option parsing, program, user, environment, volumes, ports."""
+
+import os
+
+import pytest
+
+from udocker.cli.run import _Usage, parse
+from udocker.errors import ProgramNotExecutable, ProgramNotFound, UdockerError, UsageError
+from udocker.run import (
+    Options,
+    build_env,
+    build_mounts,
+    check_ports,
+    check_program,
+    parse_volume,
+    program_argv,
+    resolve_user,
+)
+from udocker.runspec import Mount
+
+
+@pytest.mark.parametrize(
+    "args, values, target, command",
+    [
+        (["c1"], {}, "c1", []),
+        (["--rm", "-e", "A=1", "-eB=2", "--env=C", "c1", "ls", "-l"], {"rm": True, "env": ["A=1", "B=2", "C"]},
+         "c1", ["ls", "-l"]),
+        (["-it", "-v", "/a:/b", "--volume=/c", "img:1", "--rm"], {"interactive": True, "tty": True,
+                                                                  "volume": ["/a:/b", "/c"]}, "img:1", ["--rm"]),
+        (["-w/tmp", "-u", "1000:1000", "--name", "x", "i"], {"workdir": "/tmp", "user": "1000:1000", "name": "x"},
+         "i", []),
+        (["--entrypoint=", "i", "sh"], {"entrypoint": ""}, "i", ["sh"]),
+        (["--location", "/r", "/bin/true"], {"location": "/r"}, None, ["/bin/true"]),
+        (["--", "c", "x"], {}, "c", ["x"]),
+    ],
+)
+def test_parse(args, values, target, command):
+    assert parse(args) == (values, target, command)
+
+
+@pytest.mark.parametrize("args", [["--bogus", "c"], ["-x", "c"], ["--name"], ["--rm=yes", "c"], ["-e"]])
+def test_parse_rejects(args):
+    with pytest.raises(_Usage):
+        parse(args)
+
+
+@pytest.mark.parametrize(
+    "config, options, argv",
+    [
+        ({"Cmd": ["sh"]}, {}, ["sh"]),
+        ({"Entrypoint": ["/init"], "Cmd": ["a"]}, {}, ["/init", "a"]),
+        ({"Entrypoint": ["/init"], "Cmd": ["a"]}, {"command": ["b", "c"]}, ["/init", "b", "c"]),
+        ({"Entrypoint": ["/init"], "Cmd": ["a"]}, {"entrypoint": "/x"}, ["/x"]),
+        ({"Entrypoint": ["/init"], "Cmd": ["a"]}, {"entrypoint": "", "command": ["ls"]}, ["ls"]),
+    ],
+)
+def test_program_follows_docker(config, options, argv):
+    assert program_argv(config, Options(**options)) == argv
+
+
+def test_no_command_is_an_error():
+    with pytest.raises(UsageError, match="no command specified"):
+        program_argv({}, Options())
+
+
+@pytest.fixture
+def rootfs(tmp_path):
+    root = tmp_path / "rootfs"
+    for directory in ("bin", "usr/bin", "etc"):
+        (root / directory).mkdir(parents=True)
+    (root / "bin" / "sh").write_text("#!")
+    (root / "bin" / "sh").chmod(0o755)
+    (root / "bin" / "data").write_text("x")
+    (root / "bin" / "data").chmod(0o644)
+    os.symlink("/bin/sh", root / "usr" / "bin" / "ash")
+    os.symlink("../../bin", root / "usr" / "bin" / "up")
+    (root / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\ntester:x:1000:1001::/home/tester:/bin/sh\n")
+    (root / "etc" / "group").write_text("root:x:0:\nstaff:x:50:\n")
+    return str(root)
+
+
+@pytest.mark.parametrize("argv0", ["sh", "/bin/sh", "ash", "/usr/bin/ash", "/usr/bin/up/sh"])
+def test_program_found_inside_the_rootfs(rootfs, argv0):
+    check_program(rootfs, argv0, {"PATH": "/usr/bin:/bin"})
+
+
+def test_program_not_found_or_not_executable(rootfs):
+    with pytest.raises(ProgramNotFound, match=r"executable file not found in \$PATH: nothere"):
+        check_program(rootfs, "nothere", {"PATH": "/bin"})
+    with pytest.raises(ProgramNotFound, match="no such file or directory: /bin/nothere"):
+        check_program(rootfs, "/bin/nothere", {})
+    with pytest.raises(ProgramNotExecutable):
+        check_program(rootfs, "/bin/data", {})
+    assert ProgramNotFound.exit_code == 127 and ProgramNotExecutable.exit_code == 126
+
+
+@pytest.mark.parametrize(
+    "user, expected",
+    [(None, (0, 0, "/root")), ("tester", (1000, 1001, "/home/tester")), ("1000", (1000, 1001, "/home/tester")),
+     ("4242", (4242, 4242, "/")), ("tester:staff", (1000, 50, "/home/tester")), ("0:7", (0, 7, "/root"))],
+)
+def test_resolve_user(rootfs, user, expected):
+    assert resolve_user(rootfs, user) == expected
+
+
+@pytest.mark.parametrize("user", ["nobody", "tester:nogroup"])
+def test_unknown_user_or_group(rootfs, user):
+    with pytest.raises(UdockerError, match="unable to find"):
+        resolve_user(rootfs, user)
+
+
+def test_environment_precedence(tmp_path):
+    env_file = tmp_path / "env"
+    env_file.write_text("# comment\nFROM_FILE=1\nA=file\n\n")
+    options = Options(env=["A=cli", "HOSTVAR", "MISSING"], env_file=[str(env_file)])
+    env = build_env({"Env": ["A=image", "PATH=/image/bin", "B=image"]}, options,
+                    {"HOSTVAR": "host", "SECRET": "x"}, "/root", "node1")
+    assert env == {"A": "cli", "B": "image", "PATH": "/image/bin", "FROM_FILE": "1", "HOSTVAR": "host",
+                   "HOME": "/root", "HOSTNAME": "node1"}
+    assert build_env({}, Options(hostenv=True), {"SECRET": "x"}, "/", "n")["SECRET"] == "x"
+    assert build_env({}, Options(), {}, "/", "n")["PATH"].endswith("/bin")
+
+
+def test_volumes(tmp_path):
+    assert parse_volume(str(tmp_path)) == Mount(str(tmp_path), str(tmp_path))
+    assert parse_volume(f"{tmp_path}:/data:ro") == Mount(str(tmp_path), "/data", True)
+    for bad in ("relative:/x", f"{tmp_path}:/x:rx", f"{tmp_path}:rel", "a:b:c:d"):
+        with pytest.raises(UsageError):
+            parse_volume(bad)
+    with pytest.raises(UdockerError, match="volume source does not exist"):
+        parse_volume("/nonexistent/dir:/x")
+    mounts = build_mounts(Options(volume=[f"{tmp_path}:/data"], novol=["/proc"]), {"HOME": "/h"})
+    targets = [m.target for m in mounts]
+    assert "/dev" in targets and "/proc" not in targets and targets[-1] == "/data"
+    assert build_mounts(Options(nosysdirs=True), {}) == []
+
+
+def test_ports():
+    assert check_ports(["8080:8080", "9000"]) == [(8080, 8080), (9000, 9000)]
+    with pytest.raises(UdockerError, match="share the host's network"):
+        check_ports(["8080:80"])
