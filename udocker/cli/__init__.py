@@ -41,9 +41,9 @@ def cli(ctx, show_version, debug, quiet, insecure, repo, config_file, allow_root
 
 
 def _register() -> None:
-    from udocker.cli import archive, general, images, pull, registry
+    from udocker.cli import archive, general, images, install, pull, registry
 
-    for module in (pull, images, archive, registry, general):
+    for module in (pull, images, archive, registry, install, general):
         for command in module.COMMANDS:
             cli.add_command(command)
 
