@@ -15,6 +15,9 @@
 # (patchelf --force-rpath). DT_RPATH, unlike DT_RUNPATH, is searched before LD_LIBRARY_PATH and also for
 # the dependencies of dependencies, so a module's LD_LIBRARY_PATH on an HPC node cannot swap in another
 # libtalloc, and the bundle works from any directory with LD_LIBRARY_PATH unset.
+# Exception: runc and crun re-execute themselves from a memfd copy (CVE-2019-5736 defence), where $ORIGIN
+# no longer names bin/; `udocker install` therefore appends the installed engines/lib as an absolute path to
+# their RPATH and records their new sums in engines/patched.json (manifest.yaml keeps the bundle's sums).
 #
 # glibc is NOT bundled (libc, libm, libpthread, libdl, librt, libresolv, libutil, the loader): its libraries
 # must match the host's loader and kernel interface, and running engines through a bundled loader

@@ -1,6 +1,7 @@
 """udocker install with a real bundle built by engines/build-bundle.sh from this machine's Debian packages
 (proot, runc, crun, patchelf, libfakechroot; .ci/run installs them)."""
 
+import json
 import os
 import re
 import shutil
@@ -69,6 +70,12 @@ def test_install_bundle_and_relocate(udocker, bundle, tmp_path):
     for name in ("bin/proot", "bin/runc", "bin/crun", "bin/patchelf", "lib/libtalloc.so.2",
                  "lib/fakechroot/libfakechroot.so", "manifest.yaml"):
         assert os.path.isfile(os.path.join(engines, name)), name
+    with open(os.path.join(engines, "patched.json"), encoding="utf-8") as stream:
+        patched = json.load(stream)  # runc and crun re-exec from a memfd: they also get engines/lib in RPATH
+    assert sorted(patched) == ["bin/crun", "bin/runc"]
+    for name, record in patched.items():
+        assert record["rpath"] == f"$ORIGIN/../lib:{engines}/lib"
+        assert install.sha256_file(os.path.join(engines, name)) == record["sha256"] != record["bundle_sha256"]
     for where in (engines, shutil.copytree(engines, str(tmp_path / "elsewhere" / "engines"))):
         run = _run_clean(os.path.join(where, "bin", "proot"), "--version")
         assert run.returncode == 0 and "5.1" in run.stdout + run.stderr, run.stderr

@@ -14,6 +14,7 @@ A refused bundle leaves the engines folder untouched. Nothing here opens a netwo
 """
 
 import hashlib
+import json
 import os
 import platform
 import re
@@ -27,6 +28,7 @@ from udocker import fs
 from udocker.config import read_yaml
 from udocker.engines import locate
 from udocker.errors import DigestMismatch, EngineError, EngineUnavailable, UdockerError
+from udocker.paths import Layout
 
 SHIPPED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "engines.yaml")
 MANIFEST = "manifest.yaml"
@@ -263,6 +265,7 @@ def install_from(source: str, layout, *, force: bool = False, trust_bundle_manif
                 raise EngineError(f"engines are already installed in {target}",
                                   hint="use --force to replace them, or --purge to remove them")
             _set_modes(staged, verified.manifest)
+            _pin_library_dir(staged, target, verified.manifest)
             _swap(staged, target, os.path.join(scratch, "old"))
             return Installed(target, verified, changed=True)
 
@@ -279,6 +282,42 @@ def _set_modes(root: str, manifest: Manifest) -> None:
     for name in list(manifest.files) + [MANIFEST]:
         os.chmod(os.path.join(root, name), 0o755 if name.startswith("bin/") else 0o644)
     os.chmod(root, 0o755)
+
+
+# runc and crun re-execute themselves from a sealed memfd copy (the CVE-2019-5736 defence), where $ORIGIN no
+# longer names the bundle's bin/: the copy would load the host's libseccomp, libyajl... or fail where the host
+# has none. Installing adds the absolute lib/ of the engines folder after '$ORIGIN/../lib' in their RPATH,
+# so moving the engines folder keeps the first exec working and the re-exec needs the installed copy.
+SELF_CLONING = ("bin/runc", "bin/crun")
+PATCHED = "patched.json"
+
+
+def _pin_library_dir(staged: str, target: str, manifest: Manifest) -> None:
+    """Patch the self-cloning engines of the staged tree (with its own patchelf, else the host's) and record
+    their new sha256 in patched.json; files the bundle verified stay listed in manifest.yaml."""
+    names = [n for n in SELF_CLONING if n in manifest.files]
+    if not names or not any(n.startswith("lib/") for n in manifest.files):
+        return
+    patchelf = os.path.join(staged, "bin", "patchelf")
+    if not os.path.isfile(patchelf):
+        try:
+            patchelf = locate.find("patchelf", Layout(os.path.dirname(target)))
+        except EngineUnavailable:
+            raise EngineUnavailable("patchelf is needed to install runc or crun from a bundle",
+                                    hint="use a bundle that includes patchelf") from None
+    rpath = "$ORIGIN/../lib:" + os.path.join(target, "lib")
+    record = {}
+    for name in names:
+        result = subprocess.run([patchelf, "--force-rpath", "--set-rpath", rpath, os.path.join(staged, name)],
+                                capture_output=True, text=True, timeout=60, check=False,
+                                env={"PATH": "/usr/bin:/bin"})
+        if result.returncode != 0:
+            raise EngineError(f"cannot set the library path of {name}: {result.stderr.strip()}")
+        record[name] = {"rpath": rpath, "sha256": sha256_file(os.path.join(staged, name)),
+                        "bundle_sha256": manifest.files[name]}
+    with open(os.path.join(staged, PATCHED), "w", encoding="utf-8") as stream:
+        json.dump(record, stream, indent=2, sort_keys=True)
+    os.chmod(os.path.join(staged, PATCHED), 0o644)
 
 
 def _swap(staged: str, target: str, aside: str) -> None:
