@@ -12,7 +12,7 @@ USER_FILE_NAME = "udocker.conf"
 
 
 class Key:
-    """One configuration key: its default, its kind ("str", "str?", "int", "bool", "mirrors") and what it
+    """One configuration key: its default, its kind ("str", "str?", "int", "bool", "mirrors", "paths") and what it
     is for. A plain class, not a dataclass: this module is on the `run` path, where dataclasses' import
     alone costs more than 10 ms."""
 
@@ -42,6 +42,8 @@ KEYS: dict[str, Key] = {
     "default_execution_mode": Key("auto", "str",
                                   "engine mode for new containers: auto, P1, P2, F1-F4, R1-R3"
                                   " (UDOCKER_DEFAULT_EXECUTION_MODE)"),
+    "engine_paths": Key({}, "paths", "engine executables or libraries to use instead of searching them, by name"
+                                     " (e.g. proot: /opt/bin/proot, libfakechroot.so: /opt/lib/libfakechroot.so)"),
 }
 DEFAULTS = {name: key.default for name, key in KEYS.items()}
 ENV_ALIASES = {"UDOCKER_DIR": "topdir", "UDOCKER_TMP": "tmpdir"}
@@ -58,10 +60,14 @@ def _check(name: str, value: object, where: str) -> object:
         "bool": isinstance(value, bool),
         "mirrors": isinstance(value, dict)
         and all(isinstance(v, list) and all(isinstance(u, str) for u in v) for v in value.values()),
+        "paths": isinstance(value, dict)
+        and all(isinstance(k, str) and isinstance(v, str) and os.path.isabs(os.path.expanduser(v))
+                for k, v in value.items()),
     }[kind]
     if not ok:
         want = {"str": "a string", "str?": "a string or null", "int": "a non-negative integer",
-                "bool": "true or false", "mirrors": "a mapping of registry host to a list of URLs"}[kind]
+                "bool": "true or false", "mirrors": "a mapping of registry host to a list of URLs",
+                "paths": "a mapping of names to absolute paths"}[kind]
         raise ConfigError(f"config key '{name}' in {where} must be {want}, not {value!r}")
     return value
 
@@ -77,7 +83,7 @@ def _from_text(name: str, text: str, where: str) -> object:
         if text.lower() in _TRUE + _FALSE:
             return text.lower() in _TRUE
         raise ConfigError(f"config key '{name}' in {where} must be true or false, not {text!r}")
-    if kind == "mirrors":
+    if kind in ("mirrors", "paths"):
         raise ConfigError(f"config key '{name}' cannot be set from {where}")
     return text
 
@@ -102,6 +108,20 @@ def read_file(path: str) -> dict[str, object]:
             raise ConfigError(f"unknown config key '{name}' in {path}", hint="see 'udocker showconf'")
         _check(name, value, path)
     return data
+
+
+def read_yaml(path: str, what: str) -> object:
+    """Parse a YAML data file other than a config file (e.g. an engine manifest); this module is the only
+    one importing yaml. Raises ConfigError naming `what` and the file."""
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as stream:
+            return yaml.safe_load(stream)
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{what} {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
 
 
 class Config:
@@ -152,6 +172,6 @@ def _from_environ(environ: dict[str, str]) -> dict[str, object]:
         if not var.startswith("UDOCKER_"):
             continue
         name = ENV_ALIASES.get(var, var[len("UDOCKER_"):].lower())
-        if name in KEYS and KEYS[name].kind != "mirrors":
+        if name in KEYS and KEYS[name].kind not in ("mirrors", "paths"):
             values[name] = _from_text(name, text, f"environment variable {var}")
     return values
