@@ -3,6 +3,8 @@
 registry          session: a plain-HTTP docker-registry on loopback with every test image pushed
 make_registry     session: a factory for more registries (htpasswd users, TLS, chosen images)
 udocker           function: run the CLI in a subprocess against a fresh repository in tmp_path
+debian_image      session: the Debian 12 image built by utils/build_debian_image.py, pushed to `registry` as
+                  test/debian:12; needs UDOCKER_TEST_DEBIAN (skips without it, fails under CI)
 
 The image builders live in utils/build_test_images.py (LAYERS_EXPECTED, check_tree, ...): import them as
 `from utils.build_test_images import ...`; this file puts the checkout's root on sys.path.
@@ -21,6 +23,7 @@ TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if TOP not in sys.path:
     sys.path.insert(0, TOP)
 
+from utils import build_debian_image as debian  # noqa: E402
 from utils import build_test_images as builders  # noqa: E402
 from utils.local_registry import BINARY, LocalRegistry  # noqa: E402
 
@@ -142,6 +145,61 @@ def registry(make_registry) -> RunningRegistry:
     """A plain-HTTP registry on loopback with every test image: test/busybox, test/busybox-oci, test/layers,
     test/multiarch (OCI index), test/multiarch-docker (Docker list), all tagged latest."""
     return make_registry(images=builders.NAMES)
+
+
+DEBIAN_ENV = "UDOCKER_TEST_DEBIAN"
+
+
+@dataclass
+class DebianImage:
+    """The Debian 12 image in `registry` under `name` ("test/debian:12"). `archive`: the OCI layout tarball it
+    was pushed from; `info`: utils/build_debian_image.py's record of the build (debian_version, packages,
+    layers with digest/diff_id/size, seconds, ...); `expected`: layer 2's effects on layer 1 and
+    `base_expected`: a few facts of layer 1, both for utils.build_test_images.check_tree()."""
+
+    registry: RunningRegistry
+    name: str
+    pushed: "builders.Pushed"
+    archive: str
+    info: dict
+
+    @property
+    def ref(self) -> str:
+        """The full reference, e.g. 127.0.0.1:PORT/test/debian:12."""
+        return self.registry.ref(self.name)
+
+    @property
+    def digest(self) -> str:
+        return self.pushed.digest
+
+    @property
+    def expected(self) -> Dict[str, dict]:
+        return self.info["expected"]
+
+    @property
+    def base_expected(self) -> Dict[str, dict]:
+        return self.info["base_expected"]
+
+
+@pytest.fixture(scope="session")
+def debian_image(registry) -> DebianImage:
+    """Push the archive named by UDOCKER_TEST_DEBIAN to `registry` as test/debian:12 (not listed in
+    registry.images, whose set of names other tests know). Unset: skip, or fail under CI (.ci/run builds it)."""
+    archive = os.environ.get(DEBIAN_ENV)
+    if not archive:
+        how = (f"build it as root with `python3 utils/build_debian_image.py /some/dir/debian12.tar` and set "
+               f"{DEBIAN_ENV}=/some/dir/debian12.tar")
+        if os.environ.get("CI"):
+            pytest.fail(f"{DEBIAN_ENV} is not set: .ci/run should have built the Debian image ({how})")
+        pytest.skip(f"no Debian test image: {how}")
+    try:
+        info = debian.load_info(archive)
+        pushed = debian.push_archive(registry.client(), archive, f"test/debian:{debian.TAG}")
+    except (OSError, ValueError, KeyError) as error:
+        pytest.fail(f"{DEBIAN_ENV}={archive}: cannot push it: {error}")
+    if pushed.digest != info["manifest_digest"]:
+        pytest.fail(f"{archive}: manifest {pushed.digest} is not the one its info names, {info['manifest_digest']}")
+    return DebianImage(registry, pushed.ref, pushed, archive, info)
 
 
 class UdockerRunner:
