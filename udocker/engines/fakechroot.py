@@ -68,7 +68,7 @@ class FakechrootEngine(Engine):
         also when its loader cannot be found, is not glibc's, or its libc is older than libfakechroot needs."""
         self._host_tools(mode)
         if container is not None:
-            self._inspect(container.rootfs)
+            self._inspect(container)
 
     def _host_tools(self, mode):
         from udocker.engines import locate
@@ -79,15 +79,18 @@ class FakechrootEngine(Engine):
         patchelf = locate.find("patchelf", self.layout) if mode in ("F3", "F4") else None
         return library, patchelf
 
-    def _inspect(self, rootfs):
+    def _inspect(self, container):
         """{"loader": container path of the glibc loader, "libdirs": [host paths]}; raises EngineUnavailable."""
         from udocker.engines import locate
 
+        rootfs = container.rootfs
+        state = read_json(os.path.join(container.engine_dir(self.name), "state.json")) or {}
         loader, static = None, []
         for program in PROBE_PROGRAMS:
             info = elfpatch.read_elf(resolve(rootfs, program))
             if info is not None and info.interp:
-                loader = info.interp
+                # after F3/F4 the interpreter is the engine's copy of the loader
+                loader = state["loader"] if info.interp == state.get("loader_copy") else info.interp
                 break
             if info is not None:
                 static.append(program)
@@ -122,7 +125,7 @@ class FakechrootEngine(Engine):
         F3/F4: also patch the tree (first time), F4 again for files changed since the last prepare.
         Switching from F3/F4 to F1/F2 restores the tree first. Raises EngineUnavailable, EngineError."""
         _library, patchelf = self._host_tools(mode)
-        facts = self._inspect(container.rootfs)
+        facts = self._inspect(container)
         state_dir = container.engine_dir(self.name)
         os.makedirs(state_dir, exist_ok=True)
         import fcntl
