@@ -262,7 +262,8 @@ class FakechrootEngine(Engine):
 
 
 def _norm(path):
-    return os.path.normpath("/" + path) if not path.startswith("//") else os.path.normpath(path)
+    """A container path made absolute and normal ('//x' stays '//x' for os.path.normpath)."""
+    return os.path.normpath("/" + path.lstrip("/"))
 
 
 def resolve(rootfs, path, mounts=(), cwd="/"):
