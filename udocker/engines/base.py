@@ -41,6 +41,7 @@ class Engine:
 
     name = ""
     modes = ()
+    prepare_each_run = ()  # modes whose prepare() must run before every run (F4 patches new programs)
 
     def __init__(self, config, layout):
         self.config = config

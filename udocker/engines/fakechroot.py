@@ -62,6 +62,7 @@ MAX_SYMLINKS = 40
 class FakechrootEngine(Engine):
     name = "fakechroot"
     modes = MODES
+    prepare_each_run = ("F4",)
 
     # --- probe -------------------------------------------------------------------------------------------
 
