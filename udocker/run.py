@@ -420,7 +420,7 @@ def prepare(config, layout, containers, container, mode, engine):
                    what=f"container {container.id}"):
         record = containers.load(container.id).record
         previous = record.get("prepared")
-        if previous == mode and not mode in engine.prepare_each_run:
+        if previous == mode and mode not in engine.prepare_each_run:
             container.record = record
             return
         if previous and previous != mode:
