@@ -26,7 +26,9 @@ class Key:
 
 KEYS: dict[str, Key] = {
     "topdir": Key("~/.udocker", "str", "the repository: images, containers, engines (UDOCKER_DIR)"),
-    "tmpdir": Key(None, "str?", "scratch space for temporary files; null means <topdir>/tmp (UDOCKER_TMP)"),
+    "tmpdir": Key(None, "str?", "scratch space for temporary files that need not be on the repository's file"
+                               " system (archives being loaded or imported); null means $TMPDIR when set (a batch"
+                               " job's node-local scratch), else <topdir>/tmp (UDOCKER_TMP)"),
     "registry": Key("https://registry-1.docker.io", "str",
                     "where docker.io images are pulled from (UDOCKER_REGISTRY)"),
     "index": Key("https://hub.docker.com", "str", "Docker Hub's search API (UDOCKER_INDEX)"),
@@ -163,6 +165,11 @@ class Config:
         for data, source in layers:
             config._apply(data, source)
         config.values["topdir"] = os.path.abspath(os.path.expanduser(config.values["topdir"]))
+        if config.values["tmpdir"] is None and os.path.isabs(environ.get("TMPDIR") or ""):
+            # Below every explicit setting: batch systems set TMPDIR to node-local, per-job scratch. Partial
+            # downloads and unpacks still go to <topdir>/tmp (Layout.tmp), where os.replace is atomic.
+            config.values["tmpdir"] = environ["TMPDIR"]
+            config.sources["tmpdir"] = "environment variable TMPDIR"
         return config
 
 

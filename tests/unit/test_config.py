@@ -51,6 +51,21 @@ def test_udocker_variables_keep_their_meaning(tmp_path):
 
 
 @pytest.mark.parametrize(
+    "environ, conf, expected, source",
+    [({"TMPDIR": "/job/tmp"}, "", "/job/tmp", "environment variable TMPDIR"),
+     ({"TMPDIR": "relative"}, "", None, "default"),
+     ({}, "", None, "default"),
+     ({"TMPDIR": "/job/tmp", "UDOCKER_TMP": "/scratch"}, "", "/scratch", "environment"),
+     ({"TMPDIR": "/job/tmp"}, "tmpdir: /conf\n", "/conf", "FILE")])
+def test_tmpdir_falls_back_to_a_batch_jobs_tmpdir(tmp_path, environ, conf, expected, source):
+    explicit = _write(tmp_path / "x.conf", conf)
+    config = Config.load(config_file=explicit, environ={"UDOCKER_DIR": str(tmp_path), **environ},
+                         system_file="/nonexistent")
+    assert config["tmpdir"] == expected
+    assert config.sources["tmpdir"] == (explicit if source == "FILE" else source)
+
+
+@pytest.mark.parametrize(
     "text, message",
     [("bogus: 1\n", "unknown config key 'bogus'"),
      ("retries: many\n", "config key 'retries'"),
