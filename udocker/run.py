@@ -11,6 +11,12 @@ from udocker.runspec import Mount, RunSpec
 
 SYSTEM_MOUNTS = ("/dev", "/proc", "/sys", "/etc/resolv.conf", "/etc/host.conf", "/etc/hosts")
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# Variables of the batch system and of MPI launchers that reach the program without --hostenv, so that
+# `srun udocker run ...` and `mpirun udocker run ...` work unchanged: the task's rank, the job's ids, the
+# PMI/PMIx rendezvous (server addresses, namespaces, ranks) and Open MPI's per-process settings. The image's
+# ENV and -e still override them.
+BATCH_ENV_PREFIXES = ("SLURM_", "SLURMD_", "SRUN_", "PMI_", "PMIX_", "OMPI_", "PRTE_", "OPAL_", "ORTE_",
+                      "HYDRA_", "MPI_LOCALNRANKS", "MPI_LOCALRANKID", "PBS_", "LSB_", "SGE_", "FLUX_")
 _FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 
 
@@ -159,6 +165,8 @@ def build_env(config, options, environ, home, hostname):
     env = {}
     if options.hostenv:
         env.update(environ)
+    else:
+        env.update((k, v) for k, v in environ.items() if k.startswith(BATCH_ENV_PREFIXES))
     for key, value in _env_pairs(config.get("Env") or [], {}, "the image"):
         env[key] = value
     for path in options.env_files:

@@ -121,6 +121,15 @@ def test_environment_precedence(tmp_path):
     assert build_env({}, Options(), {}, "/", "n")["PATH"].endswith("/bin")
 
 
+def test_batch_and_mpi_variables_reach_the_program():
+    host = {"SLURM_PROCID": "3", "SLURM_JOB_ID": "17", "PMIX_RANK": "3", "PMIX_SERVER_URI41": "pmix-server.1;x",
+            "OMPI_COMM_WORLD_RANK": "3", "PMI_FD": "5", "SECRET": "x", "HOME": "/home/u", "XSLURM_X": "no"}
+    env = build_env({"Env": ["SLURM_JOB_ID=image"]}, Options(env=["PMI_FD=cli"]), host, "/root", "n")
+    assert {k: v for k, v in env.items() if k not in ("PATH", "HOSTNAME")} == {
+        "SLURM_PROCID": "3", "SLURM_JOB_ID": "image", "PMIX_RANK": "3", "PMIX_SERVER_URI41": "pmix-server.1;x",
+        "OMPI_COMM_WORLD_RANK": "3", "PMI_FD": "cli", "HOME": "/root"}
+
+
 def test_volumes(tmp_path):
     assert parse_volume(str(tmp_path)) == Mount(str(tmp_path), str(tmp_path))
     assert parse_volume(f"{tmp_path}:/data:ro") == Mount(str(tmp_path), "/data", True)
