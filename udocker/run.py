@@ -17,6 +17,7 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # ENV and -e still override them.
 BATCH_ENV_PREFIXES = ("SLURM_", "SLURMD_", "SRUN_", "PMI_", "PMIX_", "OMPI_", "PRTE_", "OPAL_", "ORTE_",
                       "HYDRA_", "MPI_LOCALNRANKS", "MPI_LOCALRANKID", "PBS_", "LSB_", "SGE_", "FLUX_")
+RENDEZVOUS_VARS = ("PMIX_SERVER_TMPDIR",)
 _FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 
 
@@ -207,6 +208,12 @@ def build_mounts(options, environ):
         mounts += [Mount(p, p, True) for p in ("/etc/passwd", "/etc/group") if os.path.exists(p)]
     if options.bindhome and environ.get("HOME"):
         mounts.append(Mount(environ["HOME"], environ["HOME"]))
+    for var in RENDEZVOUS_VARS:
+        # PMIx's server directory (its shared-memory data store; Open MPI's session directory under mpirun):
+        # the ranks find it at the path the launcher gave them.
+        path = environ.get(var, "").rstrip("/")
+        if path.startswith("/") and os.path.isdir(path) and not options.nosysdirs:
+            mounts.append(Mount(os.path.normpath(path), os.path.normpath(path)))
     for text in options.volumes:
         mounts.append(parse_volume(text))
     dropped = {os.path.normpath(p.split(":")[0]) for p in options.novol}
@@ -354,15 +361,34 @@ def _container(config, layout, containers, target, values):
     name = values.get("name")
     if policy == "reuse" and name:
         try:
-            return containers.find(name)
+            if os.path.isdir(layout.containers):  # a new repository has none: find() would fail to list it
+                return containers.find(name)
         except NotFound:
             pass
+        return _reuse(config, layout, containers, target, name)
     if os.path.isdir(layout.containers):
         try:
             return containers.find(target)
         except NotFound:
             pass
     return _from_image(config, layout, containers, target, policy, name)
+
+
+def _reuse(config, layout, containers, target, name):
+    """Container `name`, made from image `target` by the first of several processes asking at once (the
+    tasks of a job preparing one container per node): the others wait for it instead of failing with
+    'container name already in use'."""
+    from udocker import fs
+    from udocker.errors import NotFound
+
+    fs.ensure_dir(layout.locks)
+    with fs.locked(layout.lock("name", name), timeout=config["lock_timeout"], what=f"container name {name}"):
+        try:
+            if os.path.isdir(layout.containers):
+                return containers.find(name)
+        except NotFound:
+            pass
+        return _from_image(config, layout, containers, target, "missing", name)
 
 
 def _from_image(config, layout, containers, target, policy, name):

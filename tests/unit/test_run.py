@@ -130,6 +130,15 @@ def test_batch_and_mpi_variables_reach_the_program():
         "OMPI_COMM_WORLD_RANK": "3", "PMI_FD": "cli", "HOME": "/root"}
 
 
+def test_pmix_server_directory_is_bound(tmp_path):
+    server = tmp_path / "pmix.3.0"
+    server.mkdir()
+    environ = {"PMIX_SERVER_TMPDIR": f"{server}/", "PMIX_SYSTEM_TMPDIR": "/tmp"}
+    assert Mount(str(server), str(server)) in build_mounts(Options(), environ)
+    assert build_mounts(Options(nosysdirs=True), environ) == []
+    assert build_mounts(Options(nosysdirs=True), {"PMIX_SERVER_TMPDIR": str(tmp_path / "gone")}) == []
+
+
 def test_volumes(tmp_path):
     assert parse_volume(str(tmp_path)) == Mount(str(tmp_path), str(tmp_path))
     assert parse_volume(f"{tmp_path}:/data:ro") == Mount(str(tmp_path), "/data", True)
