@@ -69,7 +69,9 @@ munge -n | unmunge >/dev/null
 say "$CONF for node $NODE ($CPUS CPUs declared, $(nproc) present)"
 install -d -o slurm -g slurm -m 755 "$STATE" "$STATE/slurmctld" "$LOGS" "$RUN"
 install -d -m 755 "$STATE/slurmd"
-rm -rf "${STATE:?}/slurmctld/"*  # a fresh controller state: no jobs or node states left from an earlier run
+# Fresh state: job ids start again at 1, and a step's leftover PMIx socket in slurmd's spool directory
+# (stepd.slurm.pmix.JOB.STEP) would make the step of the same id fail with "Address already in use".
+rm -rf "${STATE:?}/slurmctld/"* "${STATE:?}/slurmd/"*
 cat >"$CONF" <<EOF
 # Written by udocker's utils/slurm_setup.sh: one node, for tests. Rerunning the script rewrites it.
 ClusterName=udocker-ci
