@@ -69,9 +69,11 @@ munge -n | unmunge >/dev/null
 say "$CONF for node $NODE ($CPUS CPUs declared, $(nproc) present)"
 install -d -o slurm -g slurm -m 755 "$STATE" "$STATE/slurmctld" "$LOGS" "$RUN"
 install -d -m 755 "$STATE/slurmd"
-# Fresh state: job ids start again at 1, and a step's leftover PMIx socket in slurmd's spool directory
-# (stepd.slurm.pmix.JOB.STEP) would make the step of the same id fail with "Address already in use".
-rm -rf "${STATE:?}/slurmctld/"* "${STATE:?}/slurmd/"*
+# The controller's state is kept, so job ids keep growing across restarts: a PMIx step leaves files named after
+# its id (slurmd's spool stepd.slurm.pmix.JOB.STEP and pmix.JOB.STEP/, /tmp/spmix_appdir_UID_JOB.STEP) when it
+# fails, and a later step of the same id would fail on them ("Address already in use", "File exists"). Those
+# of earlier runs are removed here.
+rm -rf "${STATE:?}/slurmd/"stepd.slurm.pmix.* "${STATE:?}/slurmd/"pmix.* /tmp/spmix_appdir_*
 cat >"$CONF" <<EOF
 # Written by udocker's utils/slurm_setup.sh: one node, for tests. Rerunning the script rewrites it.
 ClusterName=udocker-ci
