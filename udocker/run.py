@@ -240,16 +240,18 @@ def build_spec(container, options, environ):
                    ports=check_ports(options.publish))
 
 
-def inject(spec, config, options, container, environ):
+def inject(spec, config, options, container, environ, *, root="/"):
     """Add the node's NVIDIA driver and Infiniband stack to `spec` when wanted (udocker/inject): found now,
-    on the node that runs the job, never remembered, so another node's driver is never used."""
+    on the node that runs the job, never remembered, so another node's driver is never used. `root`: the
+    host tree to read (tests)."""
     from udocker import inject as injectors
 
     request = dict(environ)
     request.update(_env_pairs(options.env, environ, "-e"))
     nvidia = injectors.setting(config["nvidia"], options.nvidia, container.record.get("nvidia"), key="nvidia")
     infiniband = injectors.setting(config["infiniband"], options.infiniband, None, key="infiniband")
-    for plan in injectors.plans(nvidia=nvidia, infiniband=infiniband, request=request, image_env=spec.env):
+    for plan in injectors.plans(nvidia=nvidia, infiniband=infiniband, request=request, image_env=spec.env,
+                                root=root):
         plan.apply(spec, default_path=DEFAULT_PATH)
 
 

@@ -270,7 +270,7 @@ def _add_binaries(result, root, caps):
 
 def _add_files(result, root, caps):
     for cap in caps:
-        for path in data()["capabilities"][cap].get("files", ()) + data()["capabilities"][cap].get("ipc", ()):
+        for path in data()["capabilities"][cap].get("files", []) + data()["capabilities"][cap].get("ipc", []):
             host = libraries.under(root, path)
             if os.path.exists(host):
                 result.bind(host, path)
