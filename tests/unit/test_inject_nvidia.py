@@ -50,9 +50,12 @@ def test_cache_garbage_and_missing(tmp_path):
     assert libraries.read_cache(str(tmp_path / "absent")) == []
 
 
-@pytest.mark.skipif(not (os.path.exists("/etc/ld.so.cache") and shutil.which("ldconfig")), reason="no ldconfig")
+LDCONFIG = shutil.which("ldconfig") or shutil.which("ldconfig", path="/usr/sbin:/sbin")
+
+
+@pytest.mark.skipif(not (os.path.exists("/etc/ld.so.cache") and LDCONFIG), reason="no ldconfig")
 def test_cache_of_this_machine_equals_ldconfig_p():
-    out = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True, check=True).stdout.splitlines()
+    out = subprocess.run([LDCONFIG, "-p"], capture_output=True, text=True, check=True).stdout.splitlines()
     expected = {(line.strip().split(" (")[0], line.split("=> ")[1]) for line in out if "=>" in line}
     assert {(n, p) for n, p, _ in libraries.read_cache("/etc/ld.so.cache")} == expected
 
