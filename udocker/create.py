@@ -22,7 +22,7 @@ def create(repo, containers, image_text, *, name=None, force=False, share=True, 
     manifest = repo.images.manifest(image, repo.blobs)
     config = repo.images.config(image, repo.blobs)
     unpacked = rootfs_store.ensure_unpacked(repo, manifest, image.descriptor.digest,
-                                            on_notice=lambda notice: LOG.info("%s", notice))
+                                            on_notice=lambda notice: LOG.debug("%s", notice))
     record = {"image": image.ref, "manifest": image.descriptor.digest, "image_id": manifest.config.digest,
               "config": config.get("config") or {}, "created": _now(), "mode": mode,
               "platform": {k: config[k] for k in ("os", "architecture", "variant") if config.get(k)},

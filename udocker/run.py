@@ -272,6 +272,8 @@ def execute(launch, *, cpuset=None, after=None):
     it, wait, clean up, and return its exit status (128+N when killed by signal N)."""
     if cpuset:
         os.sched_setaffinity(0, _cpuset(cpuset))
+    if launch.cwd:
+        os.chdir(launch.cwd)
     if launch.cleanup is None and after is None:
         os.execve(launch.argv[0], launch.argv, launch.env)
     pid = os.fork()
@@ -348,7 +350,8 @@ def run_from_cli(general, values, target, command, environ):
         container = _container(config, layout, containers, target, values)
     mode, engine = _engine(config, layout, containers, container)
     spec = build_spec(container, options, environ)
-    inject(spec, config, options, container, environ)
+    inject(spec, config, options, container, environ)  # before before_run: fakechroot links the binds there
+    engine.before_run(spec, mode)
     launch = engine.command(spec, mode)
     after = (lambda: containers.remove(container, force=True)) if options.rm and not values.get("location") else None
     return execute(launch, cpuset=options.cpuset, after=after)
@@ -419,7 +422,7 @@ def _engine(config, layout, containers, container):
     engine.probe(mode)
     if isinstance(container, _Located):
         engine.prepare(container, mode)
-    elif container.record.get("prepared") != mode or getattr(engine, "prepare_each_run", False):
+    elif container.record.get("prepared") != mode or mode in engine.prepare_each_run:
         prepare(config, layout, containers, container, mode, engine)
     return mode, engine
 
@@ -436,7 +439,7 @@ def prepare(config, layout, containers, container, mode, engine):
                    what=f"container {container.id}"):
         record = containers.load(container.id).record
         previous = record.get("prepared")
-        if previous == mode and not getattr(engine, "prepare_each_run", False):
+        if previous == mode and mode not in engine.prepare_each_run:
             container.record = record
             return
         if previous and previous != mode:

@@ -6,10 +6,12 @@ Life cycle, driven by run.py and `udocker setup`:
                              ELF interpreters, R modes write an OCI bundle); records what it changed under
                              container_dir/engine/<name>/ so that unprepare() can restore it exactly
   unprepare(container, mode) undoes prepare() (switching modes with `setup --execmode`)
+  before_run(spec, mode)     the I/O one run needs beyond prepare() (fakechroot links mount targets); a no-op
+                             for engines that need none; called just before command()
   command(spec, mode)    -> Launch: pure, no I/O beyond reading files; what to exec
-run.py then execs Launch.argv with Launch.env (os.execve: signals, stdin/tty and the exit status pass
-straight through), or, when Launch.cleanup is set, runs it as a child, forwards SIGINT/SIGTERM/SIGHUP,
-waits, runs cleanup, and exits with the child's status.
+run.py then changes to Launch.cwd when it is set and execs Launch.argv with Launch.env (os.execve: signals,
+stdin/tty and the exit status pass straight through), or, when Launch.cleanup is set, runs it as a child,
+forwards SIGINT/SIGTERM/SIGHUP, waits, runs cleanup, and exits with the child's status.
 
 Engines never print; they raise udocker.errors.UdockerError subclasses (EngineUnavailable, EngineError).
 Binaries are found by engines.locate.find(name, config) (configured path, $UDOCKER_DIR/engines/bin, PATH).
@@ -18,14 +20,17 @@ Binaries are found by engines.locate.find(name, config) (configured path, $UDOCK
 
 class Launch:
     """What run.py executes. argv[0] is an absolute host path. env is the complete environment of the
-    engine process (not only the container's). cleanup: argv to run after the child exits, or None."""
+    engine process (not only the container's). cleanup: argv to run after the child exits, or None.
+    cwd: the host directory to change to before exec, or None to stay (engines such as fakechroot have no
+    working-directory option of their own)."""
 
-    __slots__ = ("argv", "env", "cleanup")
+    __slots__ = ("argv", "env", "cleanup", "cwd")
 
-    def __init__(self, argv, env, cleanup=None):
+    def __init__(self, argv, env, cleanup=None, cwd=None):
         self.argv = list(argv)
         self.env = dict(env)
         self.cleanup = cleanup
+        self.cwd = cwd
 
     def __repr__(self):
         return f"Launch({self.argv!r}, cleanup={self.cleanup!r})"
@@ -36,6 +41,7 @@ class Engine:
 
     name = ""
     modes = ()
+    prepare_each_run = ()  # modes whose prepare() must run before every run (F4 patches new programs)
 
     def __init__(self, config, layout):
         self.config = config
@@ -51,6 +57,9 @@ class Engine:
 
     def unprepare(self, container, mode):
         """Undo prepare() exactly, leaving the container as create() made it (plus the user's changes)."""
+
+    def before_run(self, spec, mode):
+        """Do what one run of `spec` needs on disk beyond prepare(), just before command(). Default: nothing."""
 
     def command(self, spec, mode):
         """Return the Launch that runs `spec` (runspec.RunSpec) in `mode`. Pure."""
