@@ -34,7 +34,7 @@ def test_plan(tmp_path, provider_path):
     for path in ("/etc/libibverbs.d", "/sys/class/infiniband", "/sys/class/infiniband_verbs"):
         assert binds[path] == root + path
     assert plan.env_append == {"LD_LIBRARY_PATH": [LIBDIR]}
-    assert all(m.readonly for m in plan.binds) and plan.files == []
+    assert plan.files == []
     assert infiniband.providers(root) == [f"{LIB64}/libibverbs/libmlx5" if provider_path else "mlx5"]
 
 
@@ -76,7 +76,7 @@ def test_sysfs_not_bound_twice_when_sys_is_bound_whole(tmp_path):
     root = hosttree.infiniband_host(tmp_path)
     plan = infiniband.plan(root, require_char_devices=False)
     # on the real host (root "/") sources equal targets: a /sys bind covers /sys/class/infiniband
-    real = [Mount(m.source[len(root):], m.target, True) if m.target.startswith("/sys") else m for m in plan.binds]
+    real = [Mount(m.source[len(root):], m.target) if m.target.startswith("/sys") else m for m in plan.binds]
     plan.binds = real
     spec = RunSpec(rootfs="/r", argv=["sh"], env={}, mounts=[Mount("/sys", "/sys")])
     plan.apply(spec, default_path=DEFAULT_PATH)

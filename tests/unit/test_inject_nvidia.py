@@ -82,7 +82,7 @@ def test_default_capabilities_compute_and_utility(host):
     assert binds["/.udocker/nvidia/bin/nvidia-smi"] == host + "/usr/bin/nvidia-smi"
     assert "/.udocker/nvidia/bin/nvidia-cuda-mps-control" in binds
     assert binds["/etc/OpenCL/vendors/nvidia.icd"] == host + "/etc/OpenCL/vendors/nvidia.icd"
-    assert all(m.readonly and os.path.exists(m.source) and m.source.startswith(host) for m in plan.binds)
+    assert all(os.path.exists(m.source) and m.source.startswith(host) for m in plan.binds)
     assert not any("vulkan" in t or "GLX" in t or "nvcuvid" in t or "lib32" in t for t in binds)
     assert plan.devices == [host + "/dev/" + d for d in ("nvidiactl", "nvidia-uvm", "nvidia-uvm-tools",
                                                          "nvidia-caps/nvidia-cap1", "nvidia0", "nvidia1")]
@@ -261,7 +261,7 @@ def _spec(tmp_path, host, *, options=None, environ=None, record=None, config=Non
 def test_run_spec_gets_the_driver(tmp_path, host):
     spec = _spec(tmp_path, host, environ={"CUDA_VISIBLE_DEVICES": "1"})
     mounts = {m.target: m for m in spec.mounts}
-    assert mounts[f"{LIBDIR}/libcuda.so.1"] == Mount(host + f"{LIB64}/libcuda.so.1", f"{LIBDIR}/libcuda.so.1", True)
+    assert mounts[f"{LIBDIR}/libcuda.so.1"] == Mount(host + f"{LIB64}/libcuda.so.1", f"{LIBDIR}/libcuda.so.1")
     assert host + "/dev/nvidia1" in spec.devices and host + "/dev/nvidia0" not in spec.devices
     assert spec.env["LD_LIBRARY_PATH"] == f"/opt/app/lib:{LIBDIR}"
     assert spec.env["PATH"].endswith(":/.udocker/nvidia/bin")
@@ -280,3 +280,17 @@ def test_run_spec_gets_the_driver(tmp_path, host):
 def test_run_spec_switches(tmp_path, host, kwargs, injected):
     spec = _spec(tmp_path, host, **kwargs)
     assert any(m.target.startswith(LIBDIR) for m in spec.mounts) == injected
+
+
+def test_fakechroot_links_the_driver_into_the_rootfs(tmp_path, host):
+    """Fakechroot has no bind mounts: its before_run() makes each bind a link rootfs/TARGET -> host file,
+    excluded from path translation, and the loader follows it through LD_LIBRARY_PATH (rootfs-prefixed)."""
+    fakechroot = pytest.importorskip("udocker.engines.fakechroot")
+    spec = _spec(tmp_path, host, options={"nvidia": True})
+    fakechroot.FakechrootEngine({}, None).before_run(spec, "F1")
+    link = os.path.join(spec.rootfs, LIBDIR.lstrip("/"), "libcuda.so.1")
+    assert os.readlink(link) == host + f"{LIB64}/libcuda.so.1"
+    assert libraries.elf_bits(link) == 64  # resolves on the host, to the node's own driver
+    excluded = fakechroot.exclude_path(spec.mounts).split(":")
+    assert host + f"{LIB64}/libcuda.so.1" in excluded
+    assert spec.env["LD_LIBRARY_PATH"].split(":")[-1] == LIBDIR

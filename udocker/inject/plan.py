@@ -18,7 +18,10 @@ from udocker.runspec import Mount
 
 class InjectionPlan:
     """name: the injector ("nvidia", "infiniband").
-    binds: list of runspec.Mount (host source -> container target, read-only), in order.
+    binds: list of runspec.Mount (host source -> container target), in order. Not marked read-only: the
+        host's permissions already protect the driver (root's files; nobody's in an R-mode user namespace),
+        and fakechroot, which cannot enforce read-only, refuses a read-only mount its user could write
+        (root, or a driver installed in the user's own directory).
     devices: host device paths (character devices) the container needs.
     env: variables set in the container unless the container already sets them (image ENV, -e).
     env_append: {variable: [container directories]} appended, in order, after the container's own value
@@ -47,9 +50,9 @@ class InjectionPlan:
         return not (self.binds or self.devices or self.env or self.env_append or self.files)
 
     def bind(self, source, target):
-        """Add a read-only bind unless `target` is already bound."""
+        """Add a bind unless `target` is already bound."""
         if all(m.target != target for m in self.binds):
-            self.binds.append(Mount(source, target, True))
+            self.binds.append(Mount(source, target))
 
     def apply(self, spec, *, default_path=""):
         """Add this plan to `spec` (a runspec.RunSpec) in place.
