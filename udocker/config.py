@@ -12,8 +12,8 @@ USER_FILE_NAME = "udocker.conf"
 
 
 class Key:
-    """One configuration key: its default, its kind ("str", "str?", "int", "bool", "mirrors", "paths") and what it
-    is for. A plain class, not a dataclass: this module is on the `run` path, where dataclasses' import
+    """One configuration key: its default, its kind ("str", "str?", "int", "bool", "switch", "mirrors", "paths")
+    and what it is for. A plain class, not a dataclass: this module is on the `run` path, where dataclasses' import
     alone costs more than 10 ms."""
 
     __slots__ = ("default", "kind", "doc")
@@ -44,6 +44,10 @@ KEYS: dict[str, Key] = {
     "default_execution_mode": Key("auto", "str",
                                   "engine mode for new containers: auto, P1, P2, F1-F4, R1-R3"
                                   " (UDOCKER_DEFAULT_EXECUTION_MODE)"),
+    "nvidia": Key("auto", "switch", "inject the host's NVIDIA driver: auto (when the node has a driver and the job was"
+                                 " given GPUs), on, off; run --nvidia / --no-nvidia win (UDOCKER_NVIDIA)"),
+    "infiniband": Key("auto", "switch", "make Infiniband/RDMA devices and libraries visible: auto (when the node has"
+                                     " them), on, off; run --ib / --no-ib win (UDOCKER_INFINIBAND)"),
     "engine_paths": Key({}, "paths", "engine executables or libraries to use instead of searching them, by name"
                                      " (e.g. proot: /opt/bin/proot, libfakechroot.so: /opt/lib/libfakechroot.so)"),
 }
@@ -59,6 +63,8 @@ def _check(name: str, value: object, where: str) -> object:
         "str": isinstance(value, str),
         "str?": value is None or isinstance(value, str),
         "int": isinstance(value, int) and not isinstance(value, bool) and value >= 0,
+        # YAML 1.1 reads a bare on/off as a boolean: accept both spellings
+        "switch": isinstance(value, bool) or value in ("auto", "on", "off"),
         "bool": isinstance(value, bool),
         "mirrors": isinstance(value, dict)
         and all(isinstance(v, list) and all(isinstance(u, str) for u in v) for v in value.values()),
@@ -68,7 +74,8 @@ def _check(name: str, value: object, where: str) -> object:
     }[kind]
     if not ok:
         want = {"str": "a string", "str?": "a string or null", "int": "a non-negative integer",
-                "bool": "true or false", "mirrors": "a mapping of registry host to a list of URLs",
+                "bool": "true or false", "switch": "auto, on or off",
+                "mirrors": "a mapping of registry host to a list of URLs",
                 "paths": "a mapping of names to absolute paths"}[kind]
         raise ConfigError(f"config key '{name}' in {where} must be {want}, not {value!r}")
     return value
@@ -85,6 +92,8 @@ def _from_text(name: str, text: str, where: str) -> object:
         if text.lower() in _TRUE + _FALSE:
             return text.lower() in _TRUE
         raise ConfigError(f"config key '{name}' in {where} must be true or false, not {text!r}")
+    if kind == "switch":
+        return _check(name, text.lower(), where)
     if kind in ("mirrors", "paths"):
         raise ConfigError(f"config key '{name}' cannot be set from {where}")
     return text

@@ -45,6 +45,9 @@ class Options:
         self.devices = list(values.get("device", ()))
         self.publish = list(values.get("publish", ()))
         self.tty = values.get("tty", False)
+        # True (--nvidia), False (--no-nvidia) or None (the container record, then the config key decide)
+        self.nvidia = False if values.get("no_nvidia") else True if values.get("nvidia") else None
+        self.infiniband = False if values.get("no_ib") else True if values.get("ib") else None
         self.command = list(values.get("command", ()))
 
 
@@ -252,6 +255,21 @@ def build_spec(container, options, environ):
                    ports=check_ports(options.publish))
 
 
+def inject(spec, config, options, container, environ, *, root="/"):
+    """Add the node's NVIDIA driver and Infiniband stack to `spec` when wanted (udocker/inject): found now,
+    on the node that runs the job, never remembered, so another node's driver is never used. `root`: the
+    host tree to read (tests)."""
+    from udocker import inject as injectors
+
+    request = dict(environ)
+    request.update(_env_pairs(options.env, environ, "-e"))
+    nvidia = injectors.setting(config["nvidia"], options.nvidia, container.record.get("nvidia"), key="nvidia")
+    infiniband = injectors.setting(config["infiniband"], options.infiniband, None, key="infiniband")
+    for plan in injectors.plans(nvidia=nvidia, infiniband=infiniband, request=request, image_env=spec.env,
+                                root=root):
+        plan.apply(spec, default_path=DEFAULT_PATH)
+
+
 # -- execution -----------------------------------------------------------------------------------------
 def _cpuset(text):
     cpus = set()
@@ -347,6 +365,7 @@ def run_from_cli(general, values, target, command, environ):
         container = _container(config, layout, containers, target, values)
     mode, engine = _engine(config, layout, containers, container)
     spec = build_spec(container, options, environ)
+    inject(spec, config, options, container, environ)  # before before_run: fakechroot links the binds there
     engine.before_run(spec, mode)
     launch = engine.command(spec, mode)
     after = (lambda: containers.remove(container, force=True)) if options.rm and not values.get("location") else None

@@ -154,13 +154,12 @@ def export(state, output, as_clone, container):
 @click.option("--force", is_flag=True, help="Prepare the mode again even if it is already set.")
 @click.option("--purge", is_flag=True, help="Undo the engine's changes (e.g. F3 patches) and forget the mode.")
 @click.option("--fixperm", is_flag=True, help="Make every directory of the container writable by the user.")
+@click.option("--nvidia/--no-nvidia", default=None,
+              help="Inject the node's NVIDIA driver on every run (found at run time; nothing is copied).")
 @click.argument("container")
 @click.pass_obj
-def setup(state, execmode, force, purge, fixperm, container):
-    """Set up CONTAINER: its execution mode (P1 P2 F1-F4 R1-R3)."""
-    from udocker.engines import modes
-    from udocker.run import prepare
-
+def setup(state, execmode, force, purge, fixperm, nvidia, container):
+    """Set up CONTAINER: its execution mode (P1 P2 F1-F4 R1-R3), NVIDIA injection."""
     containers = _store(state)
     found = containers.find(container)
     config, layout = state.config, state.layout
@@ -168,6 +167,9 @@ def setup(state, execmode, force, purge, fixperm, container):
         from udocker.store.containers import _make_removable
 
         _make_removable(found.rootfs)
+    if purge or execmode:
+        from udocker.engines import modes
+        from udocker.run import prepare
     if purge and found.record.get("prepared"):
         previous = found.record["prepared"]
         modes.get_engine(previous, config, layout).unprepare(found, previous)
@@ -180,7 +182,9 @@ def setup(state, execmode, force, purge, fixperm, container):
             containers.update(found, prepared=None)
         containers.update(found, mode=mode)
         prepare(config, layout, containers, found, mode, engine)
-    if not (execmode or purge or fixperm):
+    if nvidia is not None:
+        containers.update(found, nvidia=nvidia)
+    if not (execmode or purge or fixperm or nvidia is not None):
         click.echo(found.record.get("mode") or config["default_execution_mode"])
 
 

@@ -36,6 +36,10 @@ Options:
   --index URL               Docker Hub index to use.
   --device PATH             Expose a host device (repeatable).
   -p, --publish HOST:CONT   Publish a port (containers share the host's network).
+  --nvidia                  Make the node's NVIDIA driver and GPUs visible (an error without them).
+  --no-nvidia               Do not, even when the job was given GPUs (default: config key nvidia, auto).
+  --ib                      Make the node's Infiniband/RDMA devices and libraries visible.
+  --no-ib                   Do not, even when the node has them (default: config key infiniband, auto).
   -i, --interactive, -t, --tty, --nobanner   Accepted for compatibility.
   -h, --help                Show this message and exit.
 """
@@ -53,6 +57,8 @@ _LONG = {
     "registry": ("registry", True, False), "index": ("index", True, False), "device": ("device", True, True),
     "publish": ("publish", True, True), "interactive": ("interactive", False, False), "tty": ("tty", False, False),
     "nobanner": ("nobanner", False, False), "help": ("help", False, False),
+    "nvidia": ("nvidia", False, False), "no-nvidia": ("no_nvidia", False, False), "ib": ("ib", False, False),
+    "no-ib": ("no_ib", False, False),
 }
 _SHORT = {"w": "workdir", "u": "user", "v": "volume", "e": "env", "p": "publish", "i": "interactive", "t": "tty",
           "h": "help"}

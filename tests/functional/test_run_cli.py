@@ -1,0 +1,108 @@
+"""`udocker run` behaviours beyond the per-mode matrix: images as arguments, --rm, --pull policies,
+--location, exit codes of udocker's own failures, signals, concurrent runs of one container."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def ok(result):
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+@pytest.fixture
+def busybox(udocker, registry):
+    return registry.ref("test/busybox:latest")
+
+
+def _container(udocker, image, mode="P1", name="c"):
+    ok(udocker("create", f"--name={name}", image))
+    ok(udocker("setup", f"--execmode={mode}", name))
+    return name
+
+
+def test_run_image_pulls_creates_and_runs(udocker, busybox):
+    result = udocker("run", "--name=fresh", busybox, "echo", "hello")
+    assert (result.returncode, result.stdout) == (0, "hello\n"), result.stderr
+    names = [row["names"] for row in json.loads(ok(udocker("ps", "--json")))]
+    assert names == [["fresh"]]
+    again = udocker("run", "--pull=reuse", "--name=fresh", busybox, "echo", "again")
+    assert again.stdout == "again\n"
+    assert len(json.loads(ok(udocker("ps", "--json")))) == 1
+
+
+def test_run_rm_removes_the_container(udocker, busybox):
+    result = udocker("run", "--rm", busybox, "sh", "-c", "exit 3")
+    assert result.returncode == 3, result.stderr
+    assert json.loads(ok(udocker("ps", "--json"))) == []
+
+
+def test_pull_never_needs_a_local_image(udocker, busybox):
+    result = udocker("run", "--pull=never", busybox, "true")
+    assert result.returncode == 125
+    assert result.stderr.startswith(f"error: no container or image named {busybox}")
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [(["--bogus", "x"], "error: unknown option: --bogus"),
+     ([], "error: run needs a container or an image"),
+     (["--pull=sometimes", "x"], "error: invalid --pull policy: sometimes"),
+     (["nosuchimage:1"], "error: ")],
+)
+def test_udocker_failures_exit_125(udocker, args, message):
+    result = udocker("run", *args)
+    assert result.returncode == 125
+    assert result.stderr.startswith(message) and "Traceback" not in result.stderr
+
+
+def test_entrypoint_cmd_and_image_defaults(udocker, busybox):
+    name = _container(udocker, busybox)
+    assert ok(udocker("run", name, "pwd")) == "/\n"
+    assert ok(udocker("run", "--entrypoint=echo", name, "a", "b")) == "a b\n"
+    assert ok(udocker("run", "-u", "tester", name, "id", "-u")).strip() in ("1000", str(os.getuid()))
+
+
+def test_location_runs_a_directory(udocker, busybox, tmp_path):
+    name = _container(udocker, busybox)
+    rootfs = ok(udocker("inspect", "-p", name)).strip()
+    result = udocker("run", f"--location={rootfs}", "echo", "located")
+    assert (result.returncode, result.stdout) == (0, "located\n"), result.stderr
+
+
+def test_sigterm_reaches_the_program_and_nothing_is_left(udocker, busybox, tmp_path):
+    name = _container(udocker, busybox)
+    marker = tmp_path / "marker"
+    marker.mkdir()
+    script = "trap 'echo got-term > /m/term; exit 143' TERM; echo ready > /m/ready; while true; do sleep 0.1; done"
+    process = subprocess.Popen([sys.executable, "-m", "udocker", "--repo", udocker.repo, "run", "-v",
+                                f"{marker}:/m", name, "sh", "-c", script], env=udocker.env, cwd=TOP,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.monotonic() + 30
+    while not (marker / "ready").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert (marker / "ready").exists(), process.stderr.read() if process.poll() is not None else "not ready"
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(30) == 143
+    assert (marker / "term").read_text() == "got-term\n"
+    time.sleep(0.2)
+    leftovers = subprocess.run(["pgrep", "-s", str(process.pid)], capture_output=True, text=True).stdout
+    assert leftovers == ""
+
+
+@pytest.mark.parametrize("mode", ["P1", "R1"])
+def test_sixteen_concurrent_runs_of_one_container(udocker, busybox, mode):
+    name = _container(udocker, busybox, mode=mode)
+    with ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(lambda i: udocker("run", name, "sh", "-c", f"echo {i}; exit {i % 3}"), range(16)))
+    assert [(r.returncode, r.stdout) for r in results] == [(i % 3, f"{i}\n") for i in range(16)], \
+        [r.stderr for r in results if r.returncode != 0]

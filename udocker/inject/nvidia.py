@@ -1,0 +1,299 @@
+"""The host's NVIDIA driver, found at run time on the node that runs the job, made visible in a container.
+
+plan() reads a host tree (`root`, "/" on a real node; tests build one in a temporary directory):
+  driver version  /proc/driver/nvidia/version, else the version in libcuda.so.<version>'s name
+  GPUs            /proc/driver/nvidia/gpus/<bus id>/information (model, UUID, device minor), ordered by bus
+                  id as NVML numbers them; NVML (pynvml) only on the real host when /proc says nothing
+  libraries       per capability from data/nvidia.json, found like the loader would (inject/libraries.py),
+                  64-bit only unless compat32 is asked for; names of another driver version are left out
+  binaries        nvidia-smi and friends, from the usual bin directories
+  files, ipc      ICD / EGL vendor files, the persistenced socket, the MPS pipe directory
+  devices         /dev/nvidiactl, /dev/nvidia-uvm*, /dev/nvidia-caps/*, and /dev/nvidia<minor> per GPU chosen
+
+Where the driver goes in the container, and why it does not hide the container's own libraries: every
+library is bound, under the names the host has for it (libcuda.so.1, libcuda.so.550.54.15...), into a
+directory of its own, /.udocker/nvidia/lib64, that is appended to LD_LIBRARY_PATH after the image's own
+entries. The NVIDIA toolkit instead copies the names into the container's /usr/lib and runs ldconfig as
+root; P and F modes cannot. The directory holds nothing but driver libraries, which must come from the
+host anyway (they must match the kernel module), so it can only ever supply those; and the image's own
+LD_LIBRARY_PATH directories still come first, so a CUDA forward-compatibility package (cuda-compat,
+/usr/local/cuda/compat) an image puts there keeps winning, as it does under the toolkit.
+
+Which GPUs (first match wins): NVIDIA_VISIBLE_DEVICES of the request (host environment and -e), SLURM_STEP_GPUS
+or SLURM_JOB_GPUS (Slurm's global GPU ids, unaffected by device cgroups), CUDA_VISIBLE_DEVICES, the image's
+NVIDIA_VISIBLE_DEVICES, else all. Values: all, none, void, "" (none), indexes, UUIDs or unique UUID prefixes.
+In the container NVIDIA_VISIBLE_DEVICES names the chosen GPUs and, when the choice is a subset,
+CUDA_VISIBLE_DEVICES lists their UUIDs, which name the same GPUs whether the engine shows the container every
+/dev/nvidia* (P, F: /dev is bound whole) or only the chosen ones (R modes) - an index would not.
+Capabilities: NVIDIA_DRIVER_CAPABILITIES of the request, else the image's, else compute,utility ("all").
+This is the only module importing pynvml (DESIGN.md); it does so lazily.
+"""
+
+import json
+import os
+import re
+
+from udocker.errors import UdockerError
+from udocker.inject import libraries
+from udocker.inject.plan import InjectionPlan
+
+DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "nvidia.json")
+_NONE = ("", "none", "void", "nodevfiles", "-1")
+_data = None
+
+
+def data():
+    """The parsed data/nvidia.json (read once)."""
+    global _data
+    if _data is None:
+        with open(DATA, encoding="utf-8") as stream:
+            _data = json.load(stream)
+    return _data
+
+
+def driver_present(root="/"):
+    """Cheap test (two stat calls) for a loaded NVIDIA kernel driver."""
+    return any(os.path.exists(libraries.under(root, p)) for p in data()["driver_present"])
+
+
+def requested(environ):
+    """Whether the job was given GPUs: a Slurm GPU variable or a GPU list naming at least one device."""
+    return any(environ.get(var, "").strip().lower() not in _NONE for var in data()["requested_by"])
+
+
+def driver_version(root="/"):
+    try:
+        with open(libraries.under(root, "/proc/driver/nvidia/version"), encoding="utf-8", errors="replace") as stream:
+            match = re.search(r"\s(\d{3,}\.\d+(?:\.\d+)?)\s", stream.readline() + " ")
+            if match:
+                return match.group(1)
+    except OSError:
+        pass
+    return None
+
+
+def gpus_from_proc(root="/"):
+    """[{index, bus_id, name, uuid, minor}] from /proc/driver/nvidia/gpus, in NVML's (PCI bus) order."""
+    top = libraries.under(root, "/proc/driver/nvidia/gpus")
+    try:
+        buses = sorted(os.listdir(top))
+    except OSError:
+        return []
+    found = []
+    for bus in buses:
+        fields = {}
+        try:
+            with open(os.path.join(top, bus, "information"), encoding="utf-8", errors="replace") as stream:
+                for line in stream:
+                    key, _, value = line.partition(":")
+                    fields[key.strip().lower()] = value.strip()
+        except OSError:
+            continue
+        minor = fields.get("device minor", "")
+        found.append({"index": len(found), "bus_id": bus, "name": fields.get("model", ""),
+                      "uuid": fields.get("gpu uuid", ""), "minor": int(minor) if minor.isdigit() else None})
+    return found
+
+
+def nvml_report():
+    """{driver, cuda, gpus: [{index, bus_id, name, uuid, minor, memory_total}]} from NVML, or None when NVML
+    cannot be loaded or initialised (no driver, no libnvidia-ml, or pynvml missing)."""
+    try:
+        import pynvml
+    except ImportError:
+        return None
+    try:
+        pynvml.nvmlInit()
+    except Exception:  # pynvml raises NVMLError subclasses and OSError-like errors from ctypes
+        return None
+    try:
+        cuda = pynvml.nvmlSystemGetCudaDriverVersion_v2()
+        report = {"driver": _text(pynvml.nvmlSystemGetDriverVersion()),
+                  "cuda": f"{cuda // 1000}.{cuda % 1000 // 10}", "gpus": []}
+        for index in range(pynvml.nvmlDeviceGetCount()):
+            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+            report["gpus"].append({
+                "index": index, "name": _text(pynvml.nvmlDeviceGetName(handle)),
+                "uuid": _text(pynvml.nvmlDeviceGetUUID(handle)),
+                "bus_id": _text(pynvml.nvmlDeviceGetPciInfo(handle).busId).lower(),
+                "minor": _optional(pynvml.nvmlDeviceGetMinorNumber, handle),
+                "memory_total": pynvml.nvmlDeviceGetMemoryInfo(handle).total})
+        return report
+    except Exception:
+        return None
+    finally:
+        try:
+            pynvml.nvmlShutdown()
+        except Exception:
+            pass
+
+
+def _text(value):
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _optional(call, handle):
+    try:
+        return call(handle)
+    except Exception:
+        return None
+
+
+def gpus(root="/"):
+    """The node's GPUs: /proc first (cheap), NVML on the real host, else one per /dev/nvidia<N> node."""
+    found = gpus_from_proc(root)
+    if not found and root == "/":
+        found = (nvml_report() or {}).get("gpus", [])
+    if not found:
+        minors = sorted(int(n[6:]) for n in _listdir(libraries.under(root, "/dev"))
+                        if n.startswith("nvidia") and n[6:].isdigit())
+        found = [{"index": i, "bus_id": "", "name": "", "uuid": "", "minor": m} for i, m in enumerate(minors)]
+    return found
+
+
+def _listdir(path):
+    try:
+        return sorted(os.listdir(path))
+    except OSError:
+        return []
+
+
+def select(all_gpus, request, image_env):
+    """(chosen GPUs, whether the choice is a subset named by a variable); raises UdockerError for a GPU
+    that does not exist here. See the module docstring for the order of the variables."""
+    for var, env, global_ids in (("NVIDIA_VISIBLE_DEVICES", request, False), ("SLURM_STEP_GPUS", request, True),
+                                 ("SLURM_JOB_GPUS", request, True), ("CUDA_VISIBLE_DEVICES", request, False),
+                                 ("NVIDIA_VISIBLE_DEVICES", image_env, False)):
+        if var not in env:
+            continue
+        value = env[var].strip()
+        if value.lower() == "all":
+            return list(all_gpus), False
+        if value.lower() in _NONE:
+            return [], True
+        return [_one(all_gpus, token.strip(), var, global_ids) for token in value.split(",") if token.strip()], True
+    return list(all_gpus), False
+
+
+def _one(all_gpus, token, var, global_ids):
+    if token.isdigit():
+        matches = [g for g in all_gpus if g["index"] == int(token)]
+    else:
+        matches = [g for g in all_gpus if g["uuid"] and g["uuid"].startswith(token)]
+    if len(matches) != 1:
+        have = ", ".join(f"{g['index']}" + (f" ({g['uuid']})" if g["uuid"] else "") for g in all_gpus) or "none"
+        raise UdockerError(f"{var}={token}: no such GPU on this node" if not matches else
+                           f"{var}={token}: ambiguous GPU UUID prefix", hint=f"GPUs here: {have}")
+    return matches[0]
+
+
+def capabilities(request, image_env):
+    """The wanted capabilities, in data-file order; "all" means every one; unknown names are ignored."""
+    known = list(data()["capabilities"])
+    value = request.get("NVIDIA_DRIVER_CAPABILITIES", image_env.get("NVIDIA_DRIVER_CAPABILITIES"))
+    names = [n.strip().lower() for n in (value or "").split(",") if n.strip()]
+    if not names:
+        names = data()["default_capabilities"]
+    if "all" in names:
+        return known
+    return [n for n in known if n in names]
+
+
+def plan(root="/", *, request, image_env, required=False, require_char_devices=None):
+    """The InjectionPlan for this node, or an empty plan when there is nothing to inject. With `required`
+    (--nvidia) a missing driver or GPU raises UdockerError. Device nodes must be character devices unless
+    `require_char_devices` is false (test trees cannot mknod); by default they must on the real host."""
+    check_char = root == "/" if require_char_devices is None else require_char_devices
+    if not driver_present(root):
+        if required:
+            raise UdockerError("no NVIDIA driver on this node (no /proc/driver/nvidia/version, no /dev/nvidiactl)",
+                               hint="run on a GPU node, or drop --nvidia")
+        return InjectionPlan("nvidia")
+    all_gpus = gpus(root)
+    if not all_gpus and required:
+        raise UdockerError("no NVIDIA GPU on this node", hint="run on a GPU node, or drop --nvidia")
+    chosen, subset = select(all_gpus, request, image_env)
+    caps = capabilities(request, image_env)
+    finder = libraries.Finder(root, data()["library_dirs"])
+    version = driver_version(root) or _version_from_libraries(finder)
+    result = InjectionPlan("nvidia", info={"driver": version, "capabilities": caps, "gpus": chosen, "missing": []})
+    _add_libraries(result, finder, caps, version)
+    _add_binaries(result, root, caps)
+    _add_files(result, root, caps)
+    _add_devices(result, root, caps, chosen, check_char)
+    result.env["NVIDIA_VISIBLE_DEVICES"] = ",".join(g["uuid"] or str(g["index"]) for g in chosen) or "none"
+    result.env["NVIDIA_DRIVER_CAPABILITIES"] = ",".join(caps)
+    if subset and chosen and all(g["uuid"] for g in chosen):
+        result.env["CUDA_VISIBLE_DEVICES"] = ",".join(g["uuid"] for g in chosen)
+    return result
+
+
+def _version_from_libraries(finder):
+    for base in ("libcuda.so", "libnvidia-ml.so"):
+        for _, name in finder.find(base, bits=64):
+            version = libraries.driver_version_of(name)
+            if version:
+                return version
+    return None
+
+
+def _add_libraries(result, finder, caps, version):
+    dirs = data()["container_dirs"]
+    classes = [(64, dirs["lib64"], ())]
+    if "compat32" in caps:
+        classes.append((32, dirs["lib32"], data()["library_dirs_32"]))
+    for bits, target_dir, extra in classes:
+        added = False
+        for cap in caps:
+            for base in data()["capabilities"][cap].get("libraries", ()):
+                found = finder.find(base, bits=bits, version=version, extra_dirs=extra)
+                if not found and bits == 64:
+                    result.info["missing"].append(base)
+                for path, name in found:
+                    result.bind(path, f"{target_dir}/{name}")
+                    added = True
+        if added:
+            result.env_append.setdefault("LD_LIBRARY_PATH", []).append(target_dir)
+
+
+def _add_binaries(result, root, caps):
+    target_dir = data()["container_dirs"]["bin"]
+    for cap in caps:
+        for name in data()["capabilities"][cap].get("binaries", ()):
+            for directory in data()["binary_dirs"]:
+                path = libraries.under(root, f"{directory}/{name}")
+                if os.path.isfile(path) and os.access(path, os.X_OK):
+                    result.bind(path, f"{target_dir}/{name}")
+                    result.env_append["PATH"] = [target_dir]
+                    break
+
+
+def _add_files(result, root, caps):
+    for cap in caps:
+        for path in data()["capabilities"][cap].get("files", []) + data()["capabilities"][cap].get("ipc", []):
+            host = libraries.under(root, path)
+            if os.path.exists(host):
+                result.bind(host, path)
+
+
+def _add_devices(result, root, caps, chosen, check_char):
+    wanted = list(data()["control_devices"])
+    for cap in caps:
+        wanted += data()["capabilities"][cap].get("devices", ())
+    caps_dir = data()["caps_device_dir"]
+    wanted += [f"{caps_dir}/{n}" for n in _listdir(libraries.under(root, caps_dir))]
+    wanted += [f"/dev/nvidia{g['minor'] if g['minor'] is not None else g['index']}" for g in chosen]
+    for device in wanted:
+        host = libraries.under(root, device)
+        if host not in result.devices and _is_device(host, check_char):
+            result.devices.append(host)
+
+
+def _is_device(path, check_char):
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return stat.S_ISCHR(mode) if check_char else stat.S_ISCHR(mode) or stat.S_ISREG(mode)

@@ -1,0 +1,151 @@
+#!/bin/bash
+# GPU check of `udocker run --nvidia` on a real NVIDIA node (CI never needs a GPU; this is run by hand).
+#
+# It installs udocker from this tree into a fresh virtual environment, builds a tiny image from the host's
+# own programs (the node has no internet: nothing is pulled), imports it, and for each mode (P1 and R1 by
+# default) runs nvidia-smi and a CUDA device query inside the container with --nvidia. Every step is
+# labelled and time-limited; the whole check takes a minute or two, well under 10 minutes.
+#
+# usage: utils/gpu_check.sh [--wheelhouse DIR] [--engines BUNDLE] [--modes "P1 R1"] [--keep] [--dry-run]
+#   --wheelhouse DIR  wheels of the dependencies, made where PyPI is reachable with
+#                       pip download -d wheelhouse click requests pyyaml psutil nvidia-ml-py
+#                     (without it the system python3 must already import click, requests, yaml)
+#   --engines BUNDLE  an engine bundle from engines/build-bundle.sh, installed with `udocker install --from`
+#                     (without it proot/runc must be installed already, on PATH or in the repository)
+#   --modes LIST      modes to check (default "P1 R1")
+#   --keep            keep the work directory (printed at the start)
+#   --dry-run         no GPU needed: prepare everything, show `udocker info`, print the container commands
+#                     without running them
+# Exit status: 0 every check passed, 1 a check failed, 2 the node has no NVIDIA driver/GPU (not dry-run).
+set -u
+TOP=$(cd "$(dirname "$0")/.." && pwd)
+WHEELHOUSE="" ENGINES="" MODES="P1 R1" KEEP=0 DRY=0
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --wheelhouse) WHEELHOUSE=$(cd "$2" && pwd); shift 2 ;;
+        --engines) ENGINES=$(cd "$(dirname "$2")" && pwd)/$(basename "$2"); shift 2 ;;
+        --modes) MODES=$2; shift 2 ;;
+        --keep) KEEP=1; shift ;;
+        --dry-run) DRY=1; shift ;;
+        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+        *) echo "gpu_check: unknown option $1" >&2; exit 2 ;;
+    esac
+done
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/udocker-gpu-check.XXXXXX")
+[ "$KEEP" = 1 ] || trap 'rm -rf "$WORK"' EXIT
+export UDOCKER_DIR="$WORK/repo"
+FAILED=""
+section() { printf '\n===== %s =====\n' "$*"; }
+check() {  # check NAME SECONDS COMMAND...: run, show output, remember a failure
+    local name=$1 limit=$2; shift 2
+    echo "\$ $*"
+    if timeout "$limit" "$@"; then echo "----- ok: $name"; else echo "----- FAILED ($?): $name"; FAILED="$FAILED $name"; fi
+}
+echo "gpu_check: tree $TOP, work directory $WORK, modes $MODES$([ "$DRY" = 1 ] && echo ', dry run')"
+
+section "1. host driver and GPUs"
+uname -a
+if [ -r /proc/driver/nvidia/version ] && command -v nvidia-smi >/dev/null && timeout 60 nvidia-smi -L; then
+    head -1 /proc/driver/nvidia/version
+    ls -l /dev/nvidia* 2>&1 | head -20
+else
+    echo "no NVIDIA driver or GPU on this node (/proc/driver/nvidia/version, nvidia-smi)"
+    [ "$DRY" = 1 ] || exit 2
+fi
+
+section "2. udocker in a virtual environment"
+PY=python3
+if [ -n "$WHEELHOUSE" ]; then
+    timeout 120 python3 -m venv "$WORK/venv" || { echo "FAILED: python3 -m venv"; exit 1; }
+    PY="$WORK/venv/bin/python"
+    timeout 180 "$PY" -m pip install -q --no-index --find-links "$WHEELHOUSE" click requests pyyaml psutil \
+        nvidia-ml-py || { echo "FAILED: installing the dependencies from $WHEELHOUSE"; exit 1; }
+    # the project itself: a real install when setuptools is there, else run from the tree
+    timeout 120 "$PY" -m pip install -q --no-index --no-deps --no-build-isolation "$TOP" 2>/dev/null \
+        || echo "(setuptools missing in the venv: running udocker from $TOP)"
+fi
+export PYTHONPATH="$TOP"  # harmless after an install; needed without one
+udocker() { "$PY" -m udocker "$@"; }
+udocker --version || { echo "FAILED: udocker does not start (missing dependencies? use --wheelhouse)"; exit 1; }
+if [ -n "$ENGINES" ]; then check "engines install" 120 "$PY" -m udocker install --from "$ENGINES"; fi
+udocker install || true
+check "udocker info" 120 "$PY" -m udocker info
+
+section "3. a test image from the host's programs"
+ROOTFS="$WORK/rootfs"
+mkdir -p "$ROOTFS"/{bin,usr/bin,etc,tmp,dev,proc,sys}
+copy_with_libs() {  # copy_with_libs PROGRAM: into the rootfs at the same path, with its shared libraries
+    local program=$1
+    mkdir -p "$ROOTFS$(dirname "$program")" && cp -L "$program" "$ROOTFS$program"
+    ldd "$program" 2>/dev/null | grep -o '/[^ ]*' | while read -r lib; do
+        [ -e "$ROOTFS$lib" ] || { mkdir -p "$ROOTFS$(dirname "$lib")" && cp -L "$lib" "$ROOTFS$lib"; }
+    done
+}
+for tool in sh ls cat env head; do
+    path=$(command -v "$tool") && copy_with_libs "$(readlink -f "$path")" && \
+        [ -e "$ROOTFS/bin/$tool" ] || ln -sf "$(readlink -f "$path")" "$ROOTFS/bin/$tool" 2>/dev/null
+done
+echo "root:x:0:0:root:/root:/bin/sh" > "$ROOTFS/etc/passwd"; echo "root:x:0:" > "$ROOTFS/etc/group"
+QUERY=""
+if command -v gcc >/dev/null || command -v cc >/dev/null; then
+    # A CUDA driver API device query that needs no CUDA toolkit: libcuda.so.1 is opened at run time, so the
+    # program finds the driver the way any CUDA program in the container would (LD_LIBRARY_PATH).
+    cat > "$WORK/cuda_query.c" <<'CODE'
+#include <dlfcn.h>
+#include <stdio.h>
+typedef int (*f_init)(unsigned), (*f_int)(int *), (*f_get)(int *, int), (*f_name)(char *, int, int);
+typedef int (*f_mem)(size_t *, int), (*f_attr)(int *, int, int);
+int main(void) {
+    void *cuda = dlopen("libcuda.so.1", RTLD_NOW);
+    if (!cuda) { printf("dlopen libcuda.so.1: %s\n", dlerror()); return 1; }
+    f_init init = (f_init) dlsym(cuda, "cuInit"); f_int count = (f_int) dlsym(cuda, "cuDeviceGetCount");
+    f_int version = (f_int) dlsym(cuda, "cuDriverGetVersion"); f_get get = (f_get) dlsym(cuda, "cuDeviceGet");
+    f_name name = (f_name) dlsym(cuda, "cuDeviceGetName"); f_mem mem = (f_mem) dlsym(cuda, "cuDeviceTotalMem_v2");
+    f_attr attr = (f_attr) dlsym(cuda, "cuDeviceGetAttribute");
+    int rc = init(0), n = 0, v = 0;
+    if (rc) { printf("cuInit failed: CUresult %d\n", rc); return 1; }
+    version(&v); count(&n);
+    printf("CUDA driver version %d.%d, %d device(s)\n", v / 1000, v % 1000 / 10, n);
+    for (int i = 0; i < n; i++) {
+        int dev, major = 0, minor = 0; char text[256]; size_t bytes = 0;
+        get(&dev, i); name(text, sizeof text, dev); mem(&bytes, dev);
+        attr(&major, 75, dev); attr(&minor, 76, dev);  /* CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR/MINOR */
+        printf("device %d: %s, %zu MiB, compute capability %d.%d\n", i, text, bytes >> 20, major, minor);
+    }
+    return n > 0 ? 0 : 1;
+}
+CODE
+    if $(command -v gcc || command -v cc) -O -o "$WORK/cuda_query" "$WORK/cuda_query.c" -ldl; then
+        copy_with_libs "$WORK/cuda_query" && mv "$ROOTFS$WORK/cuda_query" "$ROOTFS/usr/bin/cuda_query"
+        QUERY=/usr/bin/cuda_query
+    fi
+fi
+[ -n "$QUERY" ] || echo "(no C compiler: the device query is nvidia-smi -q instead)"
+tar -C "$ROOTFS" -cf "$WORK/image.tar" . && du -sh "$WORK/image.tar"
+check "import" 120 "$PY" -m udocker import "$WORK/image.tar" gpucheck:1
+
+section "4. runs with --nvidia"
+for mode in $MODES; do
+    commands=("nvidia-smi" "${QUERY:-nvidia-smi -q}" "sh -c 'echo LD_LIBRARY_PATH=\$LD_LIBRARY_PATH; ls /.udocker/nvidia/lib64 | head'")
+    if [ "$DRY" = 1 ]; then
+        for c in "${commands[@]}"; do echo "would run: udocker run --nvidia gpucheck-$mode $c"; done
+        continue
+    fi
+    section "4.$mode"
+    check "create $mode" 120 "$PY" -m udocker create --name "gpucheck-$mode" gpucheck:1
+    check "setup $mode" 180 "$PY" -m udocker setup --execmode="$mode" "gpucheck-$mode"
+    check "$mode nvidia-smi" 120 "$PY" -m udocker run --nvidia "gpucheck-$mode" nvidia-smi
+    if [ -n "$QUERY" ]; then
+        check "$mode cuda device query" 120 "$PY" -m udocker run --nvidia "gpucheck-$mode" "$QUERY"
+    else
+        check "$mode nvidia-smi -q" 120 "$PY" -m udocker run --nvidia "gpucheck-$mode" nvidia-smi -q
+    fi
+    check "$mode environment" 60 "$PY" -m udocker run --nvidia "gpucheck-$mode" sh -c \
+        'echo LD_LIBRARY_PATH=$LD_LIBRARY_PATH NVIDIA_VISIBLE_DEVICES=$NVIDIA_VISIBLE_DEVICES; ls /.udocker/nvidia/lib64'
+    check "$mode CUDA_VISIBLE_DEVICES=0" 120 env CUDA_VISIBLE_DEVICES=0 "$PY" -m udocker run "gpucheck-$mode" \
+        nvidia-smi -L
+done
+
+section "summary"
+if [ -n "$FAILED" ]; then echo "FAILED:$FAILED"; exit 1; fi
+echo "all checks passed"
