@@ -65,4 +65,13 @@ say "udocker pull $HOST/test/busybox:latest"
 say "udocker images"
 "${UDOCKER[@]}" images
 
+say "udocker run --rm $HOST/test/busybox:latest (the image's own sh, in the default execution mode)"
+"${UDOCKER[@]}" run --rm "$HOST/test/busybox:latest" sh -c 'echo "hello from $(uname -m) busybox in $(pwd)"; ls /'
+
+say "udocker run in PRoot mode P1, as a named container"
+"${UDOCKER[@]}" create --name=demo "$HOST/test/busybox:latest"
+"${UDOCKER[@]}" setup --execmode=P1 demo
+"${UDOCKER[@]}" run demo sh -c 'echo "P1: uid $(id -u) sees $(cat /etc/hostname 2>/dev/null || hostname)"'
+"${UDOCKER[@]}" rm demo
+
 say "done: try ${UDOCKER[*]} images"
