@@ -94,7 +94,8 @@ def verify(state, image):
     manifest = repo.images.manifest(found, repo.blobs)
     for descriptor in (manifest.config,) + manifest.layers:
         repo.blobs.verify(descriptor.digest)
-    click.echo(f"verified: {found.ref} ({len(manifest.layers)} layers)")
+    count = len(manifest.layers)
+    click.echo(f"verified: {found.ref} ({count} layer{'' if count == 1 else 's'})")
 
 
 def _protection(protect: bool):
