@@ -1,7 +1,9 @@
 """The command line: the root group, its general options, and the one error boundary (main)."""
 
+import os
 import sys
-from typing import List, Optional
+import traceback
+from typing import List, Optional, Tuple
 
 import click
 
@@ -57,15 +59,31 @@ def _print_error(message: str, hint: Optional[str]) -> None:
         click.echo(f"hint: {hint}", err=True)
 
 
+def _usage(exc: click.UsageError) -> Tuple[str, str]:
+    """click's usage message as one udocker error line ('no such option '--jsn'') and a hint that names the
+    command's help and click's suggestion, if any; the same text whatever click 8 release words it."""
+    command = exc.ctx.command_path if exc.ctx else "udocker"
+    if isinstance(exc, click.exceptions.NoSuchOption):
+        text = f"no such option '{exc.option_name}'"
+        close = sorted(exc.possibilities or [])
+        suggestion = f"'{close[0]}'" if len(close) == 1 else ", ".join(f"'{name}'" for name in close)
+    else:
+        text, _, suggestion = exc.format_message().strip().partition(" Did you mean ")
+        text = text.rstrip(".")
+        text = text[:1].lower() + text[1:]
+        suggestion = suggestion.rstrip("?")
+    help_hint = f"see '{command} --help'"
+    return text, (f"did you mean {suggestion}? {help_hint}" if suggestion else help_hint)
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     """Run the command line and exit: 0 ok, 1 udocker error, 2 usage, or the command's own status."""
-    debug = "-D" in (argv or sys.argv) or "--debug" in (argv or sys.argv)
+    args = sys.argv[1:] if argv is None else argv
+    debug = "-D" in args or "--debug" in args
     try:
         status = cli.main(args=argv, prog_name="udocker", standalone_mode=False)
     except click.UsageError as exc:
-        command = exc.ctx.command_path if exc.ctx else "udocker"
-        _print_error(exc.format_message()[0].lower() + exc.format_message()[1:],
-                     f"see '{command} --help'")
+        _print_error(*_usage(exc))
         status = 2
     except click.ClickException as exc:
         _print_error(exc.format_message(), None)
@@ -75,11 +93,20 @@ def main(argv: Optional[List[str]] = None) -> None:
         status = 1
     except UdockerError as exc:
         if debug:
-            import traceback
-
             traceback.print_exc()
         _print_error(exc.message, exc.hint)
         status = exc.exit_code
+    except BrokenPipeError:
+        # stdout closed early (e.g. 'udocker images | head -1'): not an error worth a message.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        status = 1
+    except OSError as exc:
+        # A file-system or system failure that no layer turned into a UdockerError: still one line.
+        if debug:
+            traceback.print_exc()
+        where = f": {exc.filename}" if exc.filename else ""
+        _print_error(f"{exc.strerror or exc}{where}", None if debug else "run with --debug for the traceback")
+        status = 1
     except KeyboardInterrupt:
         status = 130
     sys.exit(status if isinstance(status, int) else 0)

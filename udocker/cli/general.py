@@ -20,7 +20,7 @@ def help_(ctx, command):
     root = ctx.parent.command
     target = root.get_command(ctx, command) if command else root
     if target is None:
-        raise click.UsageError(f"no such command '{command}'")
+        raise click.UsageError(f"no such command '{command}'", ctx=ctx.parent)
     with click.Context(target, info_name=command or "udocker", parent=ctx.parent if command else None) as sub:
         click.echo(target.get_help(sub))
 

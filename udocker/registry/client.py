@@ -392,6 +392,8 @@ class RegistryClient:
                 time.sleep(_retry_after(None, attempt))
                 attempt += 1
                 continue
+            LOG.debug("%s %s -> %d", method, urllib.parse.urlunsplit(urllib.parse.urlsplit(url)[:3] + ("", "")),
+                      response.status_code)  # without the query: a CDN's signed URL carries credentials
             if self._serves_tls(url, response):
                 response.close()
                 origin = urllib.parse.urlsplit(self._upgrade(target.base))[:2]
