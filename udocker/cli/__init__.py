@@ -8,20 +8,14 @@ from typing import List, Optional, Tuple
 import click
 
 from udocker import __version__, log
+from udocker.cli.group import Group, UnknownCommand
 from udocker.cli.state import State
 from udocker.errors import UdockerError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
-class _Group(click.Group):
-    """Keeps commands in the order they were added, as udocker 1.3's help does."""
-
-    def list_commands(self, ctx: click.Context) -> List[str]:
-        return list(self.commands)
-
-
-@click.group(cls=_Group, context_settings=CONTEXT, invoke_without_command=True)
+@click.group(cls=Group, context_settings=CONTEXT, invoke_without_command=True)
 @click.option("-V", "--version", "show_version", is_flag=True, help="Print the version and exit.")
 @click.option("-D", "--debug", is_flag=True, help="Log debug messages; show tracebacks.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only errors.")
@@ -63,7 +57,9 @@ def _usage(exc: click.UsageError) -> Tuple[str, str]:
     """click's usage message as one udocker error line ('no such option '--jsn'') and a hint that names the
     command's help and click's suggestion, if any; the same text whatever click 8 release words it."""
     command = exc.ctx.command_path if exc.ctx else "udocker"
-    if isinstance(exc, click.exceptions.NoSuchOption):
+    if isinstance(exc, UnknownCommand):
+        text, suggestion = exc.format_message(), f"'{exc.close}'" if exc.close else ""
+    elif isinstance(exc, click.exceptions.NoSuchOption):
         text = f"no such option '{exc.option_name}'"
         close = sorted(exc.possibilities or [])
         suggestion = f"'{close[0]}'" if len(close) == 1 else ", ".join(f"'{name}'" for name in close)
