@@ -6,37 +6,47 @@ import errno
 import os
 import pty
 import re
+import select
 import subprocess
 import sys
+import time
 
 from tests.conftest import TOP
 
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
-def _pull_on_a_terminal(udocker, *args):
+def _pull_on_a_terminal(udocker, *args, timeout: float = 120):
     """Run udocker with stderr on a pty; returns (exit status, stdout, everything written to the terminal)."""
     master, slave = pty.openpty()
     command = [sys.executable, "-m", "udocker", "--repo", udocker.repo, *args]
     env = dict(udocker.env, PYTHONPATH=TOP)
+    deadline = time.monotonic() + timeout
     with subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave,
                           cwd=udocker.cwd) as process:
         os.close(slave)
         drawn = b""
-        while True:
-            try:
-                chunk = os.read(master, 65536)
-            except OSError as exc:  # EIO: every writer of the slave side has closed it
-                if exc.errno != errno.EIO:
-                    raise
-                break
-            if not chunk:
-                break
-            drawn += chunk
-        stdout = process.stdout.read().decode()
-        status = process.wait(timeout=60)
-    os.close(master)
-    return status, stdout, drawn.decode()
+        try:
+            while time.monotonic() < deadline:
+                if not select.select([master], [], [], 0.1)[0]:
+                    if process.poll() is not None:
+                        break  # exited, and nothing is left to read
+                    continue
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError as exc:  # EIO: every writer of the slave side has closed it
+                    if exc.errno != errno.EIO:
+                        raise
+                    break
+                if not chunk:
+                    break
+                drawn += chunk
+            stdout, _ = process.communicate(timeout=max(1.0, deadline - time.monotonic()))
+        finally:
+            os.close(master)
+            if process.poll() is None:
+                process.kill()
+    return process.returncode, stdout.decode(), drawn.decode()
 
 
 def test_terminal_progress_is_redrawn_per_layer(udocker, registry):
