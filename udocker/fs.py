@@ -13,6 +13,16 @@ import time
 from udocker.errors import LockTimeout, StoreError
 
 _POLL = 0.05
+_READ_ONLY = (errno.EACCES, errno.EPERM, errno.EROFS)
+WRITABLE_HINT = "use a directory you can write to (--repo DIR or UDOCKER_DIR)"
+
+
+def store_error(action: str, what: str, exc: OSError) -> StoreError:
+    """The StoreError for an OSError met while `action`-ing `what` in the repository: 'cannot write PATH:
+    No space left on device', with a hint for the causes the user can fix (full disk, permissions)."""
+    hint = ("free some space in the repository's file system" if exc.errno in (errno.ENOSPC, errno.EDQUOT)
+            else WRITABLE_HINT if exc.errno in _READ_ONLY else None)
+    return StoreError(f"cannot {action} {what}: {exc.strerror or exc}", hint=hint)
 
 
 def fsync_dir(path: str) -> None:
@@ -29,7 +39,10 @@ def atomic_write(path: str, data: bytes, *, tmpdir: str, mode: int = 0o644) -> N
     Readers see either the old or the new file, never a partial one; a crash leaves only a file in tmpdir.
     """
     with locked(os.path.join(tmpdir, ".lock"), timeout=60, shared=True):
-        fd, tmp = tempfile.mkstemp(dir=tmpdir, prefix=".write-")
+        try:
+            fd, tmp = tempfile.mkstemp(dir=tmpdir, prefix=".write-")
+        except OSError as exc:
+            raise store_error("write", path, exc) from None
         fcntl.flock(fd, fcntl.LOCK_EX)  # marks it live for clean_tmp()
     try:
         with os.fdopen(fd, "wb") as stream:
@@ -38,6 +51,10 @@ def atomic_write(path: str, data: bytes, *, tmpdir: str, mode: int = 0o644) -> N
             os.fsync(stream.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise store_error("write", path, exc) from None
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
@@ -50,7 +67,10 @@ def locked(path: str, *, timeout: float, shared: bool = False, what: str = ""):
 
     flock locks belong to the open file description, so they are released when the process dies.
     """
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise store_error("create lock file", path, exc) from None
     try:
         operation = (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB
         deadline = time.monotonic() + timeout
@@ -86,7 +106,10 @@ def scratch_dir(tmp: str, prefix: str = "work-"):
     never removes a directory between its creation and its lock.
     """
     with locked(os.path.join(tmp, ".lock"), timeout=60, shared=True):
-        path = tempfile.mkdtemp(dir=tmp, prefix=prefix)
+        try:
+            path = tempfile.mkdtemp(dir=tmp, prefix=prefix)
+        except OSError as exc:
+            raise store_error("create a directory in", tmp, exc) from None
         fd = os.open(path, os.O_RDONLY)
         fcntl.flock(fd, fcntl.LOCK_EX)
     try:
@@ -127,5 +150,5 @@ def ensure_dir(path: str) -> str:
     try:
         os.makedirs(path, exist_ok=True)
     except OSError as exc:
-        raise StoreError(f"cannot create directory {path}: {exc.strerror}") from None
+        raise store_error("create directory", path, exc) from None
     return path

@@ -51,6 +51,11 @@ class Layout:
         return os.path.join(self.blobs, hexdigest)
 
     @property
+    def legacy_repos(self) -> str:
+        """udocker 1.x's image directory: its presence marks a repository of the old format."""
+        return os.path.join(self.topdir, "repos")
+
+    @property
     def containers(self) -> str:
         return os.path.join(self.topdir, "containers")
 

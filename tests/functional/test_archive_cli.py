@@ -124,7 +124,7 @@ def test_import_flat_tarball(udocker, tmp_path):
     assert images(udocker) == ["docker.io/library/mine:1"]
     config = json.loads(ok(udocker("inspect", "mine:1")))
     assert (config["Id"], config["architecture"], config["os"]) == (image_id, "arm64", "linux")
-    assert ok(udocker("verify", "mine:1")) == "verified: docker.io/library/mine:1 (1 layers)\n"
+    assert ok(udocker("verify", "mine:1")) == "verified: docker.io/library/mine:1 (1 layer)\n"
     assert ok(udocker("import", "-", "mine:2", input_bytes=data)).startswith("sha256:")
 
 

@@ -204,3 +204,15 @@ def test_hub_search(udocker, servers):
     assert done.stdout.splitlines() == ["NAME    DESCRIPTION                     STARS  OFFICIAL",
                                         "ubuntu  Ubuntu is a Debian-based Linux  17000  [OK]"]
     assert index.seen[0][0] == "/v2/search/repositories?query=ubuntu&page=1&page_size=25"
+
+
+@pytest.mark.parametrize("body, detail", [(b"", "HTTP 400"),
+                                          (b'{"errors": [{"code": "UNSUPPORTED", "message": "no"}]}',
+                                           "no (HTTP 400)")])
+def test_client_error_names_the_status_once(tmp_path, servers, body, detail):
+    server = servers(lambda h: reply(h, 400, body))
+    ref = f"127.0.0.1:{server.port}/tests/blob:1"
+    with pytest.raises(RegistryError) as caught:
+        make_client(tmp_path).get_manifest(parse(ref))
+    assert caught.value.message == f"registry 127.0.0.1:{server.port} refused manifest {ref}: {detail}"
+    assert len(server.seen) == 1  # a 400 that does not mention https is not taken for a TLS server

@@ -343,3 +343,21 @@ def test_clean_name_refuses_escapes(name):
 ])
 def test_sniff(head, kind):
     assert sniff(head) is kind
+
+
+@pytest.mark.parametrize("compress", [lambda data: data, gzip.compress])
+def test_check_tar_accepts_an_empty_archive(tmp_path, compress):
+    """Python 3.9's tarfile cannot step past the end of a stream it has already reached (StreamError
+    'seeking backwards is not allowed'): an empty archive must still pass as a tar archive."""
+    from udocker.archive.streams import check_tar, kind_of
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w"):
+        pass
+    path = tmp_path / "empty.tar"
+    path.write_bytes(compress(buffer.getvalue()))
+
+    def opener():
+        return open(path, "rb")
+
+    check_tar(opener, kind_of(opener), "empty.tar")

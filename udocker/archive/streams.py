@@ -165,8 +165,10 @@ def check_tar(opener: Opener, kind: Compression, what: str) -> None:
     """Raise UdockerError unless the (uncompressed) content starts like a tar archive."""
     with opener() as stream, contextlib.closing(decompressed(stream, kind, what)) as plain:
         try:
-            with tarfile.open(fileobj=plain, mode="r|") as tar:
-                tar.next()
+            # Opening reads the first header (an empty archive has none). Calling next() after that fails on
+            # Python 3.9 for an empty stream ('seeking backwards is not allowed').
+            with tarfile.open(fileobj=plain, mode="r|"):
+                pass
         except (tarfile.TarError, *_CORRUPT) as exc:
             raise UdockerError(f"not a tar archive: {what}: {exc}") from None
 

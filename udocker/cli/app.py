@@ -1,26 +1,22 @@
 """The click application: the root group, its general options, and the error boundary of every command
 but `run` (which has its own, in cli/run.py)."""
 
+import os
 import sys
-from typing import List, Optional
+import traceback
+from typing import List, Optional, Tuple
 
 import click
 
 from udocker import __version__, log
+from udocker.cli.group import Group, UnknownCommand
 from udocker.cli.state import State
 from udocker.errors import UdockerError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
-class _Group(click.Group):
-    """Keeps commands in the order they were added, as udocker 1.3's help does."""
-
-    def list_commands(self, ctx: click.Context) -> List[str]:
-        return list(self.commands)
-
-
-@click.group(cls=_Group, context_settings=CONTEXT, invoke_without_command=True)
+@click.group(cls=Group, context_settings=CONTEXT, invoke_without_command=True)
 @click.option("-V", "--version", "show_version", is_flag=True, help="Print the version and exit.")
 @click.option("-D", "--debug", is_flag=True, help="Log debug messages; show tracebacks.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only errors.")
@@ -58,15 +54,33 @@ def _print_error(message: str, hint: Optional[str]) -> None:
         click.echo(f"hint: {hint}", err=True)
 
 
+def _usage(exc: click.UsageError) -> Tuple[str, str]:
+    """click's usage message as one udocker error line ('no such option '--jsn'') and a hint that names the
+    command's help and click's suggestion, if any; the same text whatever click 8 release words it."""
+    command = exc.ctx.command_path if exc.ctx else "udocker"
+    if isinstance(exc, UnknownCommand):
+        text, suggestion = exc.format_message(), f"'{exc.close}'" if exc.close else ""
+    elif isinstance(exc, click.exceptions.NoSuchOption):
+        text = f"no such option '{exc.option_name}'"
+        close = sorted(exc.possibilities or [])
+        suggestion = f"'{close[0]}'" if len(close) == 1 else ", ".join(f"'{name}'" for name in close)
+    else:
+        text, _, suggestion = exc.format_message().strip().partition(" Did you mean ")
+        text = text.rstrip(".")
+        text = text[:1].lower() + text[1:]
+        suggestion = suggestion.rstrip("?")
+    help_hint = f"see '{command} --help'"
+    return text, (f"did you mean {suggestion}? {help_hint}" if suggestion else help_hint)
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     """Run the command line and exit: 0 ok, 1 udocker error, 2 usage, or the command's own status."""
-    debug = "-D" in (argv or sys.argv) or "--debug" in (argv or sys.argv)
+    args = sys.argv[1:] if argv is None else argv
+    debug = "-D" in args or "--debug" in args
     try:
         status = cli.main(args=argv, prog_name="udocker", standalone_mode=False)
     except click.UsageError as exc:
-        command = exc.ctx.command_path if exc.ctx else "udocker"
-        _print_error(exc.format_message()[0].lower() + exc.format_message()[1:],
-                     f"see '{command} --help'")
+        _print_error(*_usage(exc))
         status = 2
     except click.ClickException as exc:
         _print_error(exc.format_message(), None)
@@ -76,11 +90,20 @@ def main(argv: Optional[List[str]] = None) -> None:
         status = 1
     except UdockerError as exc:
         if debug:
-            import traceback
-
             traceback.print_exc()
         _print_error(exc.message, exc.hint)
         status = exc.exit_code
+    except BrokenPipeError:
+        # stdout closed early (e.g. 'udocker images | head -1'): not an error worth a message.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        status = 1
+    except OSError as exc:
+        # A file-system or system failure that no layer turned into a UdockerError: still one line.
+        if debug:
+            traceback.print_exc()
+        where = f": {exc.filename}" if exc.filename else ""
+        _print_error(f"{exc.strerror or exc}{where}", None if debug else "run with --debug for the traceback")
+        status = 1
     except KeyboardInterrupt:
         status = 130
     sys.exit(status if isinstance(status, int) else 0)

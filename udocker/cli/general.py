@@ -4,6 +4,7 @@ import click
 
 from udocker import __version__
 from udocker.cli import render
+from udocker.cli.group import unknown
 
 
 @click.command()
@@ -20,7 +21,7 @@ def help_(ctx, command):
     root = ctx.parent.command
     target = root.get_command(ctx, command) if command else root
     if target is None:
-        raise click.UsageError(f"no such command '{command}'")
+        raise unknown(root, ctx.parent, command)
     with click.Context(target, info_name=command or "udocker", parent=ctx.parent if command else None) as sub:
         click.echo(target.get_help(sub))
 

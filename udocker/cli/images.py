@@ -96,13 +96,15 @@ def tag(state, source, target):
 def rmi(state, force, image_refs):
     """Remove images and the blobs no other image uses."""
     repo = state.repository()
-    for text in image_refs:
-        found = repo.images.find(text)
-        if force and found.protected:
-            repo.images.set_protected(found.ref, False)
-        repo.images.untag(found.ref)
-        click.echo(f"Untagged: {found.ref}")
-    repo.collect_garbage()
+    try:
+        for text in image_refs:
+            found = repo.images.find(text)
+            if force and found.protected:
+                repo.images.set_protected(found.ref, False)
+            repo.images.untag(found.ref)
+            click.echo(f"Untagged: {found.ref}")
+    finally:
+        repo.collect_garbage()  # also for the names removed before one that failed
 
 
 @click.command()
@@ -116,7 +118,8 @@ def verify(state, image):
     manifest = repo.images.manifest(found, repo.blobs)
     for descriptor in (manifest.config,) + manifest.layers:
         repo.blobs.verify(descriptor.digest)
-    click.echo(f"verified: {found.ref} ({len(manifest.layers)} layers)")
+    count = len(manifest.layers)
+    click.echo(f"verified: {found.ref} ({count} layer{'' if count == 1 else 's'})")
 
 
 def _names(state, container):

@@ -9,6 +9,7 @@ import sys
 import click
 
 from udocker.cli import render
+from udocker.cli.group import Group
 
 
 def _host(registry, server):
@@ -118,7 +119,7 @@ def search(state, list_tags, all_, registry, term):
         page += 1
 
 
-@click.group()
+@click.group(cls=Group)
 def manifest():
     """Look at manifests in a registry."""
 

@@ -106,6 +106,7 @@ class RegistryClient:
         self.verify = False if config["insecure"] else (config["ca_file"] or True)
         self.timeout = (config["connect_timeout"] or None, config["stall_timeout"] or None)
         self._login: dict = {}  # host -> credentials being checked by check_login
+        self._tls_loopback: set = set()  # loopback hosts that serve https (see _serves_tls)
         self.auth = Authenticator(self._credentials_for, self._fetch_token)
 
     def close(self) -> None:
@@ -119,7 +120,27 @@ class RegistryClient:
     def _base(self, domain: str) -> str:
         if domain == DOCKER_HUB:
             return self.config["registry"].rstrip("/")
-        return ("http://" if is_loopback(domain) else "https://") + domain
+        return ("http://" if is_loopback(domain) and domain not in self._tls_loopback else "https://") + domain
+
+    def _upgrade(self, url: str) -> str:
+        """http:// -> https:// for a loopback registry found to serve TLS (see _serves_tls)."""
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme == "http" and parts.netloc in self._tls_loopback:
+            return urllib.parse.urlunsplit(("https",) + tuple(parts[1:]))
+        return url
+
+    def _serves_tls(self, url: str, response: requests.Response) -> bool:
+        """Docker reaches loopback registries over plain HTTP, but one may serve TLS (a test registry with its
+        own CA). A TLS server answers a plain request with 400 'Client sent an HTTP request to an HTTPS
+        server' (Go's wording; nginx says 'plain HTTP request was sent to HTTPS port'): remember the host."""
+        parts = urllib.parse.urlsplit(url)
+        if response.status_code != 400 or parts.scheme != "http" or not is_loopback(parts.netloc):
+            return False
+        if "https" not in response.content[:1024].decode("latin-1").lower():
+            return False
+        LOG.debug("registry %s answered a plain HTTP request with 400: using https", parts.netloc)
+        self._tls_loopback.add(parts.netloc)
+        return True
 
     def _targets(self, domain: str, *, mirrors: bool) -> list:
         found = [_Target(url.rstrip("/"), registry_host(url), True)
@@ -348,7 +369,8 @@ class RegistryClient:
     def _follow(self, target: _Target, method: str, url: str, headers: dict, authorization: Optional[str],
                 *, stream: bool) -> requests.Response:
         """Send, following redirects by hand: Authorization goes only to the registry's own origin."""
-        origin = urllib.parse.urlsplit(target.base)[:2]
+        origin = urllib.parse.urlsplit(self._upgrade(target.base))[:2]
+        url = self._upgrade(url)
         attempt = 0
         for _ in range(REDIRECTS_MAX + 1):
             sent = dict(headers)
@@ -369,6 +391,13 @@ class RegistryClient:
                 LOG.info("cannot reach %s (%s); retrying", urllib.parse.urlsplit(url).netloc, reason)
                 time.sleep(_retry_after(None, attempt))
                 attempt += 1
+                continue
+            LOG.debug("%s %s -> %d", method, urllib.parse.urlunsplit(urllib.parse.urlsplit(url)[:3] + ("", "")),
+                      response.status_code)  # without the query: a CDN's signed URL carries credentials
+            if self._serves_tls(url, response):
+                response.close()
+                origin = urllib.parse.urlsplit(self._upgrade(target.base))[:2]
+                url = self._upgrade(url)
                 continue
             if response.status_code not in _REDIRECTS or "Location" not in response.headers:
                 return response
@@ -408,7 +437,8 @@ class RegistryClient:
         if status >= 500:
             return RegistryError(f"registry {target.host} failed with HTTP {status} for {noun} {name}"
                                  + (f": {message}" if message else ""), status=status, code=code)
-        return RegistryError(f"registry {target.host} refused {noun} {name}: {detail} (HTTP {status})",
+        suffix = "" if detail == f"HTTP {status}" else f" (HTTP {status})"
+        return RegistryError(f"registry {target.host} refused {noun} {name}: {detail}{suffix}",
                              status=status, code=code)
 
     def _fetch_token(self, realm: str, params: dict, headers: dict) -> tuple:

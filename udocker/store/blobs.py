@@ -27,28 +27,40 @@ class Sink:
         self.present = path is None
         self.offset = 0
         self._hash = hashlib.sha256()
-        self._stream = open(path, "wb") if path else None  # noqa: SIM115 - closed in finish()/abort()
+        try:
+            self._stream = open(path, "wb") if path else None  # noqa: SIM115 - closed in finish()/abort()
+        except OSError as exc:
+            raise fs.store_error("write blob", descriptor.digest, exc) from None
         self.path = path
 
     def write(self, chunk: bytes) -> None:
         if self.offset + len(chunk) > self.descriptor.size:
             raise DigestMismatch(f"blob {self.descriptor.digest} is larger than its descriptor says "
                                  f"({self.descriptor.size} bytes)")
-        self._stream.write(chunk)
+        try:
+            self._stream.write(chunk)
+        except OSError as exc:
+            raise fs.store_error("write blob", self.descriptor.digest, exc) from None
         self._hash.update(chunk)
         self.offset += len(chunk)
 
     def reset(self) -> None:
         """Forget what was written, to receive the blob again from its first byte."""
-        self._stream.seek(0)
-        self._stream.truncate()
+        try:
+            self._stream.seek(0)
+            self._stream.truncate()
+        except OSError as exc:
+            raise fs.store_error("write blob", self.descriptor.digest, exc) from None
         self._hash = hashlib.sha256()
         self.offset = 0
 
     def _finish(self) -> None:
-        self._stream.flush()
-        os.fsync(self._stream.fileno())
-        self._stream.close()
+        try:
+            self._stream.flush()
+            os.fsync(self._stream.fileno())
+            self._stream.close()
+        except OSError as exc:
+            raise fs.store_error("write blob", self.descriptor.digest, exc) from None
         actual = "sha256:" + self._hash.hexdigest()
         if self.offset != self.descriptor.size:
             raise DigestMismatch(f"blob {self.descriptor.digest} is {self.offset} bytes, expected "
@@ -57,7 +69,8 @@ class Sink:
             raise DigestMismatch(f"digest mismatch for blob {self.descriptor.digest}: got {actual}")
 
     def _abort(self) -> None:
-        self._stream.close()
+        with contextlib.suppress(OSError):  # a full disk fails the flush in close() too
+            self._stream.close()
 
 
 class BlobStore:
@@ -81,11 +94,17 @@ class BlobStore:
                 data = stream.read()
         except FileNotFoundError:
             raise NotFound(f"blob unknown: {digest}", hint="run 'udocker pull' again") from None
+        except OSError as exc:
+            raise fs.store_error("read blob", digest, exc) from None
         digests.check(data, digest, f"stored blob {digest}")
         return data
 
     def list(self) -> List[str]:
-        return sorted("sha256:" + name for name in os.listdir(self.layout.blobs) if len(name) == 64)
+        try:
+            names = os.listdir(self.layout.blobs)
+        except OSError as exc:
+            raise fs.store_error("list", self.layout.blobs, exc) from None
+        return sorted("sha256:" + name for name in names if len(name) == 64)
 
     @contextlib.contextmanager
     def ingest(self, descriptor: Descriptor) -> Iterator[Sink]:
@@ -99,16 +118,24 @@ class BlobStore:
                 yield Sink(descriptor, None)
                 return
             with fs.locked(os.path.join(self.layout.tmp, ".lock"), timeout=60, shared=True):
-                fd, tmp = tempfile.mkstemp(dir=self.layout.tmp, prefix=".write-blob-")
+                try:
+                    fd, tmp = tempfile.mkstemp(dir=self.layout.tmp, prefix=".write-blob-")
+                except OSError as exc:
+                    raise fs.store_error("write blob", descriptor.digest, exc) from None
                 fcntl.flock(fd, fcntl.LOCK_EX)
-            sink = Sink(descriptor, tmp)
+            sink = None
             try:
+                sink = Sink(descriptor, tmp)
                 yield sink
                 sink._finish()
-                os.chmod(tmp, 0o444)
-                os.replace(tmp, target)
+                try:
+                    os.chmod(tmp, 0o444)
+                    os.replace(tmp, target)
+                except OSError as exc:
+                    raise fs.store_error("write blob", descriptor.digest, exc) from None
             except BaseException:
-                sink._abort()
+                if sink is not None:
+                    sink._abort()
                 with contextlib.suppress(OSError):
                     os.unlink(tmp)
                 raise
@@ -130,9 +157,15 @@ class BlobStore:
                     hasher.update(chunk)
         except FileNotFoundError:
             raise NotFound(f"blob missing from the store: {digest}", hint="pull the image again") from None
+        except OSError as exc:
+            raise fs.store_error("read blob", digest, exc) from None
         if "sha256:" + hasher.hexdigest() != digest:
             raise DigestMismatch(f"stored blob {digest} is corrupt", hint="remove the image and pull it again")
 
     def remove(self, digest: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
+        try:
             os.unlink(self.layout.blob(digest))
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise fs.store_error("remove blob", digest, exc) from None

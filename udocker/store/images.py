@@ -40,6 +40,8 @@ class ImageStore:
                 return load_json(stream.read(), self.layout.index_json)
         except FileNotFoundError:
             raise StoreError(f"the store index is missing: {self.layout.index_json}") from None
+        except OSError as exc:
+            raise fs.store_error("read", self.layout.index_json, exc) from None
 
     def list(self) -> List[Image]:
         images = []

@@ -26,6 +26,10 @@ class Repository:
         """Check the format version (creating the layout when `create`), clean tmp/ leftovers of dead
         processes. Raises StoreError if the directory is not a udocker repository of this format."""
         if not os.path.exists(layout.version_file):
+            if os.path.isdir(layout.legacy_repos) and os.path.isdir(layout.containers):
+                # udocker 1.x's ~/.udocker (repos/, layers/, containers/, bin/, lib/): never mix the two.
+                raise StoreError(f"repository {layout.topdir} was made by udocker 1, expected format "
+                                 f"{FORMAT_VERSION!r}", hint="use another --repo or remove the old repository")
             if not create:
                 raise StoreError(f"no udocker repository at {layout.topdir}", hint="run 'udocker mkrepo DIR'")
             _initialise(layout)
@@ -37,6 +41,11 @@ class Repository:
         if version != FORMAT_VERSION:
             raise StoreError(f"repository {layout.topdir} has format {version!r}, expected {FORMAT_VERSION!r}",
                              hint="use another --repo or remove the old repository")
+        writable = [os.access(path, os.W_OK | os.X_OK) for path in (layout.topdir, layout.tmp, layout.locks)
+                    if os.path.isdir(path)]
+        if not all(writable):
+            # Every command takes locks and may clean tmp/: say so once instead of failing on the first file.
+            raise StoreError(f"repository {layout.topdir} is not writable", hint=fs.WRITABLE_HINT)
         for path in (layout.tmp, layout.locks, layout.blobs, layout.containers):
             fs.ensure_dir(path)  # directories removed by hand are recreated
         fs.clean_tmp(layout.tmp)
