@@ -36,6 +36,8 @@ KEYS: Dict[str, Key] = {
     "default_execution_mode": Key("auto", "str",
                                   "engine mode for new containers: auto, P1, P2, F1-F4, R1-R3"
                                   " (UDOCKER_DEFAULT_EXECUTION_MODE)"),
+    "oci_runtime": Key("auto", "str", "runtime of modes R1-R3: auto (crun where it works, else runc), runc or"
+                       " crun (UDOCKER_OCI_RUNTIME)"),
 }
 DEFAULTS = {name: key.default for name, key in KEYS.items()}
 ENV_ALIASES = {"UDOCKER_DIR": "topdir", "UDOCKER_TMP": "tmpdir"}
