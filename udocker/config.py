@@ -50,6 +50,8 @@ KEYS: dict[str, Key] = {
                                      " them), on, off; run --ib / --no-ib win (UDOCKER_INFINIBAND)"),
     "engine_paths": Key({}, "paths", "engine executables or libraries to use instead of searching them, by name"
                                      " (e.g. proot: /opt/bin/proot, libfakechroot.so: /opt/lib/libfakechroot.so)"),
+    "oci_runtime": Key("auto", "str", "runtime of modes R1-R3: auto (crun where it works, else runc), runc or"
+                       " crun (UDOCKER_OCI_RUNTIME)"),
 }
 DEFAULTS = {name: key.default for name, key in KEYS.items()}
 ENV_ALIASES = {"UDOCKER_DIR": "topdir", "UDOCKER_TMP": "tmpdir"}

@@ -155,5 +155,12 @@ def main(general, args):
             traceback.print_exc()
         code = exc.exit_code if exc.exit_code in (126, 127) else 125
         return _fail(exc.message, exc.hint, code)
+    except OSError as exc:  # a system failure no layer turned into a UdockerError: still one line
+        if general.get("debug"):
+            import traceback
+
+            traceback.print_exc()
+        where = f": {exc.filename}" if exc.filename else ""
+        return _fail(f"{exc.strerror or exc}{where}", "run with --debug for the traceback", 125)
     except KeyboardInterrupt:
         return 130

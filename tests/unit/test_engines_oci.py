@@ -1,0 +1,151 @@
+"""OCI bundle generation (ocirt.py), runtime choice and the mode table: pure, no container runs."""
+
+import json
+import os
+
+import pytest
+
+from tests.fixtures.rootfs import make_container
+from udocker.engines import modes, ocirt
+from udocker.engines.crun import CrunEngine, hybrid_controllers
+from udocker.engines.runc import RuncEngine
+from udocker.errors import EngineError, EngineUnavailable, UsageError
+from udocker.paths import Layout
+from udocker.runspec import Mount, RunSpec
+
+
+@pytest.fixture
+def container(tmp_path):
+    return make_container(tmp_path / "c")
+
+
+def spec(container, **options):
+    return RunSpec(rootfs=container.rootfs, argv=options.pop("argv", ["sh", "-c", "exit 7"]),
+                   env={"PATH": "/bin", "A": "b"}, container_dir=container.dir, container_id="c1", **options)
+
+
+def test_run_command_bundle_and_cleanup(tmp_path, container):
+    engine = RuncEngine(None, Layout(str(tmp_path / "repo")))
+    engine.prepare(container, "R1")
+    launch = engine.command(spec(container), "R1")
+    run_id, bundle = launch.argv[-1], launch.argv[-2]
+    assert launch.argv[1:4] == ["--root", os.path.join(container.engine_dir("runc"), "state"), "run"]
+    assert run_id.startswith(f"c1-{os.getpid()}-") and bundle.endswith(run_id)
+    assert launch.env == {"PATH": ocirt._HOST_PATH}  # the container env is in config.json, not here
+    config = json.load(open(os.path.join(bundle, "config.json"), encoding="utf-8"))
+    assert config["process"]["args"] == ["/bin/sh", "-c", "exit 7"]
+    assert config["process"]["env"] == ["PATH=/bin", "A=b"]
+    assert config["root"] == {"path": container.rootfs, "readonly": False}
+    assert "network" not in [n["type"] for n in config["linux"]["namespaces"]]
+    assert "cgroupsPath" not in config["linux"] and "resources" not in config["linux"]
+    assert launch.cleanup[0] == "/bin/sh" and run_id in launch.cleanup and bundle in launch.cleanup
+    assert engine.command(spec(container), "R1").argv[-1] != run_id  # every run its own id
+
+
+@pytest.mark.parametrize("mode, uid, args_start, user", [
+    ("R1", 0, ["/bin/sh"], 0),
+    ("R1", 1000, ["/bin/sh"], 1000),
+    ("R2", 0, [ocirt.KIT + "/proot", "-0", "-r", "/", "-w", "/"], 0),
+    ("R3", 1000, [ocirt.KIT + "/proot", "-i", "1000:1000", "-r", "/", "-w", "/"], 0),
+])
+def test_config_per_mode(tmp_path, container, mode, uid, args_start, user):
+    config = RuncEngine(None, Layout(str(tmp_path))).config_json(spec(container, uid=uid, gid=uid), mode,
+                                                                 kit=str(tmp_path / "nokit"))
+    assert config["process"]["args"][:len(args_start)] == args_start
+    assert config["process"]["user"]["uid"] == user
+    env = dict(e.split("=", 1) for e in config["process"]["env"])
+    assert ("PROOT_NO_SECCOMP" in env) == (mode == "R3")
+    assert (ocirt.KIT in [m["destination"] for m in config["mounts"]]) == (mode != "R1")
+
+
+def test_mounts(tmp_path, container):
+    mounts = [Mount("/proc", "/proc"), Mount("/data", "/mnt"), Mount("/etc/hosts", "/etc/hosts", readonly=True)]
+    config = RuncEngine(None, Layout(str(tmp_path))).config_json(spec(container, mounts=mounts, hostname="box"),
+                                                                 "R1", kit="")
+    binds = [m for m in config["mounts"] if m["type"] == "bind"]
+    assert binds == [ocirt.bind("/data", "/mnt"), {"destination": "/etc/hosts", "type": "bind",
+                                                    "source": "/etc/hosts", "options": ["rbind", "ro"]}]
+    assert [m["destination"] for m in config["mounts"]].count("/proc") == 1  # the runtime's own, not the host's
+    assert config["hostname"] == "box" and {"type": "uts"} in config["linux"]["namespaces"]
+
+
+@pytest.mark.parametrize("inside, proot, expected", [
+    (0, False, [{"containerID": 0, "hostID": 1234, "size": 1}]),
+    (1000, False, [{"containerID": 0, "hostID": 1234, "size": 1}, {"containerID": 1, "hostID": 200000,
+                                                                    "size": 65536}]),
+    (0, True, [{"containerID": 0, "hostID": 1234, "size": 1}, {"containerID": 1, "hostID": 200000,
+                                                                "size": 65536}]),
+])
+def test_id_mappings(monkeypatch, inside, proot, expected):
+    monkeypatch.setattr(os, "geteuid", lambda: 1234)
+    assert ocirt.id_mappings(inside, "uid", proot=proot, euid=1234, subordinate=(200000, 65536)) == expected
+
+
+def test_crun_refuses_hybrid_cgroups_with_controllers(tmp_path, monkeypatch):
+    controllers = tmp_path / "cgroup.controllers"
+    controllers.write_text("hugetlb\n")
+    assert hybrid_controllers(str(controllers)) == "hugetlb"
+    assert hybrid_controllers(str(tmp_path / "missing")) == ""
+    monkeypatch.setattr("udocker.engines.crun.hybrid_controllers", lambda: "hugetlb")
+    assert "hybrid" in CrunEngine(None, Layout(str(tmp_path))).refusal()
+
+
+def test_probe_of_a_failing_runtime(tmp_path):
+    layout = Layout(str(tmp_path / "repo"))
+    os.makedirs(os.path.join(layout.engines, "bin"))
+    fake = os.path.join(layout.engines, "bin", "runc")
+    with open(fake, "w", encoding="ascii") as stream:
+        stream.write("#!/bin/sh\necho 'runc run failed: operation not permitted' >&2\nexit 1\n")
+    os.chmod(fake, 0o755)
+    if ocirt.userns_unavailable():
+        pytest.skip("no user namespaces here: the probe stops before running the runtime")
+    with pytest.raises(EngineUnavailable, match="runc cannot run a rootless container: runc run failed"):
+        RuncEngine(None, layout).probe("R1")
+
+
+def test_probe_missing_runtime(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(EngineUnavailable, match="runc not found"):
+        RuncEngine(None, Layout(str(tmp_path / "repo"))).probe("R1")
+
+
+def test_elf_interpreter():
+    assert ocirt.elf_interpreter("/bin/sh").startswith("/")
+    with pytest.raises(EngineUnavailable, match="not an ELF"):
+        ocirt.elf_interpreter(__file__)
+
+
+def test_wrong_mode(tmp_path, container):
+    with pytest.raises(EngineError):
+        RuncEngine(None, Layout(str(tmp_path))).command(spec(container), "P1")
+
+
+@pytest.mark.parametrize("mode, cls", [("P1", "ProotEngine"), ("p2", "ProotEngine"), ("R1", "RuncEngine"),
+                                       ("R3", "RuncEngine")])
+def test_mode_table(tmp_path, mode, cls):
+    assert type(modes.get_engine(mode, {"oci_runtime": "runc"}, Layout(str(tmp_path)))).__name__ == cls
+
+
+def test_mode_table_errors(tmp_path):
+    with pytest.raises(UsageError, match="unknown execution mode: X9"):
+        modes.get_engine("X9", {}, Layout(str(tmp_path)))
+    with pytest.raises(UsageError, match="unknown oci_runtime"):
+        modes.get_engine("R1", {"oci_runtime": "docker"}, Layout(str(tmp_path)))
+    assert type(modes.get_engine("R1", {"oci_runtime": "crun"}, Layout(str(tmp_path)))).__name__ == "CrunEngine"
+
+
+def test_auto_mode_order_and_reasons(tmp_path, monkeypatch):
+    tried = []
+
+    def probe(self, mode):
+        tried.append(mode)
+        if mode != "P2":
+            raise EngineUnavailable(f"no {mode}")
+
+    monkeypatch.setattr(ocirt.OciEngine, "probe", probe)
+    monkeypatch.setattr("udocker.engines.proot.ProotEngine.probe", probe)
+    assert modes.auto_mode({"oci_runtime": "runc"}, Layout(str(tmp_path))) == "P2"
+    assert tried == ["R1", "P1", "P2"]
+    monkeypatch.setattr(modes, "AUTO_ORDER", ("R1", "P1"))
+    with pytest.raises(EngineUnavailable, match="R1: no R1; P1: no P1"):
+        modes.auto_mode({"oci_runtime": "runc"}, Layout(str(tmp_path)))

@@ -1,0 +1,427 @@
+"""Rootless OCI runtimes (runc, crun): modes R1, R2, R3. The runtime-specific parts live in runc.py and crun.py.
+
+R1  `RUNTIME [GLOBAL...] --root STATE run --bundle BUNDLE ID`, where BUNDLE/config.json (OCI runtime-spec
+    1.0) asks for new user, mount, pid and ipc namespaces (uts only when a hostname is set; no network
+    namespace: the container shares the host's network, as udocker always did). The caller's uid and gid are
+    mapped to spec.uid and spec.gid (one id each: an unprivileged process may map only itself without
+    newuidmap). No cgroups: `linux.cgroupsPath` and `linux.resources` are left out, so rootless runc skips
+    them on a cgroup v1/v2 hybrid host; crun is started with --cgroup-manager=disabled.
+R2  R1 with the container process being PRoot: uid 0 is mapped to the caller and the program runs under
+    `proot -0` (or `-i UID:GID`) with `-r /`, which emulates the several owners package managers need
+    (a single-id user namespace refuses chown to any other id with EINVAL). The host's PRoot comes in
+    through a read-only bind of a "kit" directory made by prepare() at /.udocker: the binary and, when it is
+    dynamically linked (Debian's needs libtalloc and glibc), its ELF interpreter and libraries; it is then
+    started as `/.udocker/ld.so --library-path /.udocker/lib /.udocker/proot ...` so that it never depends on
+    the container's own libc (busybox, musl, an older glibc). PROOT_TMP_DIR is a tmpfs at /.udocker/tmp.
+    The container's first process is the host's GNU `timeout -k 10 0` (same interpreter, carried in the kit):
+    the runtime forwards signals to the first process only and PRoot ignores SIGTERM, SIGINT and SIGHUP;
+    timeout passes them to its process group (see proot.py). Process uid 0 has no capabilities in R2/R3.
+R3  R2 with PROOT_NO_SECCOMP=1.
+
+Every run gets its own runtime id (`<container id>-<pid>-<random>`) and its own bundle directory under
+<container>/engine/<runtime>/bundles/, so that any number of runs of one container may overlap. command()
+writes that bundle (the one file an OCI runtime cannot take on its command line: `runc run` reads only
+BUNDLE/config.json); Launch.cleanup removes it and force-deletes the runtime's state in case the runtime
+itself was killed. `run` stays in the foreground: the runtime forwards signals to the container's first
+process and exits with its status (udocker 1.3 lost it by detaching).
+"""
+
+import json
+import os
+
+from udocker.engines.base import Engine, Launch
+from udocker.errors import EngineError, EngineUnavailable
+
+KIT = "/.udocker"  # where R2/R3 see the PRoot kit
+_PROBES = {}  # (runtime binary, mode) -> None or EngineUnavailable
+_USERNS = []  # [reason or None] once known
+_SYSTEM_MOUNTS = ("/proc", "/sys", "/dev")  # provided by the runtime itself: host binds of them are dropped
+_CAPS = ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW", "CAP_SETGID",
+         "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL",
+         "CAP_AUDIT_WRITE", "CAP_SYS_PTRACE"]  # Docker's default set, plus ptrace for PRoot in R2/R3
+_MASKED = ["/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
+           "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware", "/proc/scsi"]
+_READONLY = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
+_HOST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def default_mounts():
+    """The kernel file systems every container gets (runtime-spec config-linux.md defaults for rootless
+    containers: sysfs cannot be mounted without a network namespace, so the host's is bound read-only)."""
+    return [
+        {"destination": "/proc", "type": "proc", "source": "proc"},
+        {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+         "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+        {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+         "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]},
+        {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+         "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+        {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]},
+        {"destination": "/sys", "type": "none", "source": "/sys",
+         "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]},
+    ]
+
+
+def bind(source, target, *, readonly=False):
+    return {"destination": target, "type": "bind", "source": source,
+            "options": ["rbind", "ro"] if readonly else ["rbind"]}
+
+
+class OciEngine(Engine):
+    """Shared by RuncEngine and CrunEngine: they set `name` (also the executable) and may add global options."""
+
+    modes = ("R1", "R2", "R3")
+    global_options = ()
+
+    def binary(self):
+        from udocker.engines.locate import find
+
+        return find(self.name, self.layout)
+
+    def refusal(self):
+        """Why this runtime refuses this host although user namespaces work, or None (crun: hybrid cgroups)."""
+        return None
+
+    def probe(self, mode):
+        if mode not in self.modes:
+            raise EngineUnavailable(f"{self.name} cannot run mode {mode}")
+        binary = self.binary()
+        key = (binary, mode)
+        if key not in _PROBES:
+            _PROBES[key] = self._probe(binary, mode)
+        if _PROBES[key] is not None:
+            raise _PROBES[key]
+
+    def _probe(self, binary, mode):
+        reason = userns_unavailable() or self.refusal()
+        if reason:
+            return EngineUnavailable(f"{self.name} cannot run: {reason}", hint="use P1 (proot) or F1 (fakechroot)")
+        if mode != "R1":
+            try:
+                kit_sources(self.layout)
+            except EngineUnavailable as error:
+                return error
+        return _try_runtime(binary, self.global_options)
+
+    def prepare(self, container, mode):
+        directory = container.engine_dir(self.name)
+        for sub in ("state", "bundles"):
+            os.makedirs(os.path.join(directory, sub), mode=0o700, exist_ok=True)
+        if mode in ("R2", "R3"):
+            make_kit(os.path.join(directory, "kit"), self.layout)
+            os.makedirs(container.rootfs + KIT, exist_ok=True)
+
+    def unprepare(self, container, mode):
+        import shutil
+
+        shutil.rmtree(container.engine_dir(self.name), ignore_errors=True)
+        try:
+            os.rmdir(container.rootfs + KIT)
+        except OSError:
+            pass
+
+    def command(self, spec, mode):
+        if mode not in self.modes:
+            raise EngineError(f"{self.name} cannot run mode {mode}")
+        directory = os.path.join(spec.container_dir, "engine", self.name)
+        run_id = f"{spec.container_id or 'udocker'}-{os.getpid()}-{os.urandom(4).hex()}"
+        bundle = os.path.join(directory, "bundles", run_id)
+        config = self.config_json(spec, mode, kit=os.path.join(directory, "kit"))
+        write_bundle(bundle, config)
+        binary = self.binary()
+        state = os.path.join(directory, "state")
+        argv = [binary, *self.global_options, "--root", state, "run", "--bundle", bundle, run_id]
+        cleanup = _cleanup(binary, [*self.global_options, "--root", state], run_id, bundle)
+        from udocker.engines.proot import taskset_prefix
+
+        return Launch(taskset_prefix(spec, self.layout) + argv, {"PATH": _HOST_PATH}, cleanup)
+
+    def config_json(self, spec, mode, *, kit):
+        """The OCI runtime-spec config.json for one run, as a dict."""
+        proot = mode in ("R2", "R3")
+        uid, gid = (0, 0) if proot else (spec.uid, spec.gid)
+        process = {"terminal": bool(spec.tty), "user": {"uid": uid, "gid": gid}, "args": self._args(spec, mode),
+                   "env": [f"{k}={v}" for k, v in self._env(spec, mode).items()], "cwd": spec.cwd or "/",
+                   "capabilities": _capabilities(uid, proot=proot), "rlimits": _rlimits(), "noNewPrivileges": True}
+        mounts = default_mounts()
+        mounts += [bind(d, d) for d in spec.devices]
+        mounts += [bind(m.source, m.target, readonly=m.readonly) for m in spec.mounts
+                   if not (m.source == m.target and m.target.rstrip("/") in _SYSTEM_MOUNTS)]
+        if proot:
+            mounts += [bind(kit, KIT, readonly=True),
+                       {"destination": KIT + "/tmp", "type": "tmpfs", "source": "tmpfs",
+                        "options": ["nosuid", "nodev", "mode=700"]}]
+        namespaces = [{"type": t} for t in ("pid", "ipc", "mount", "user")]
+        if spec.hostname:
+            namespaces.append({"type": "uts"})
+        linux = {"uidMappings": id_mappings(uid, "uid", proot=proot),
+                 "gidMappings": id_mappings(gid, "gid", proot=proot),
+                 "namespaces": namespaces, "maskedPaths": _MASKED, "readonlyPaths": _READONLY}
+        config = {"ociVersion": "1.0.2", "process": process, "root": {"path": spec.rootfs, "readonly": False},
+                  "mounts": mounts, "linux": linux}
+        if spec.hostname:
+            config["hostname"] = spec.hostname
+        return config
+
+    def _args(self, spec, mode):
+        from udocker.engines.proot import KILL_AFTER, find_program
+
+        try:
+            program = find_program(spec.rootfs, spec.argv[0], spec.env)
+        except EngineError:
+            if mode != "R1":
+                raise
+            program = spec.argv[0]  # maybe inside a bind mount: let the runtime search
+        args = [program] + spec.argv[1:]
+        if mode == "R1":
+            return args
+        identity = ["-0"] if spec.uid == 0 else ["-i", f"{spec.uid}:{spec.gid}"]
+        kit = os.path.join(spec.container_dir, "engine", self.name, "kit")
+        loader = [KIT + "/ld.so", "--library-path", KIT + "/lib"] if os.path.exists(kit + "/ld.so") else []
+        proot = loader + [KIT + "/proot", *identity, "-r", "/", "-w", spec.cwd or "/"]
+        if os.path.exists(kit + "/timeout"):
+            proot = loader + [KIT + "/timeout", "-k", KILL_AFTER, "0"] + proot
+        return proot + args
+
+    def _env(self, spec, mode):
+        env = dict(spec.env)
+        if mode in ("R2", "R3"):
+            env["PROOT_TMP_DIR"] = KIT + "/tmp"
+            if mode == "R3":
+                env["PROOT_NO_SECCOMP"] = "1"
+            else:
+                env.pop("PROOT_NO_SECCOMP", None)
+        return env
+
+
+def _cleanup(binary, options, run_id, bundle):
+    """Force-delete the runtime's state (left behind only if the runtime was killed) and remove the bundle."""
+    script = 'b=$1; id=$2; shift 2; "$0" "$@" delete -f "$id" >/dev/null 2>&1; rm -rf "$b"'
+    return ["/bin/sh", "-c", script, binary, bundle, run_id, *options]
+
+
+def _capabilities(uid, *, proot):
+    """Docker's rule: the default set for root; only the bounding set for other users. Under PRoot (R2, R3)
+    none either: without CAP_CHOWN, CAP_SETUID... the kernel answers EPERM, which `proot -0` turns into
+    success, and every file stays owned by the caller."""
+    if uid == 0 and not proot:
+        return {key: list(_CAPS) for key in ("bounding", "effective", "permitted", "inheritable")}
+    return {"bounding": list(_CAPS)}
+
+
+def _rlimits():
+    """The caller's open-files limit, stated explicitly: the Go runtime of runc raises its own soft limit to
+    the hard one, and without this the container would inherit that."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return [{"type": "RLIMIT_NOFILE", "soft": soft, "hard": hard}]
+
+
+def id_mappings(inside, kind, *, proot, euid=None, subordinate=None):
+    """uidMappings or gidMappings (kind "uid" or "gid") that make the caller appear as id `inside`.
+
+    Only the caller's own id can be mapped without help; more need newuidmap/newgidmap (which the runtime
+    calls) and a range in /etc/subuid or /etc/subgid (`subordinate`: (start, count), read when None).
+    Rootless runtimes need container root to be the caller (runc fchowns its own files to it), so: uid 0 in
+    R1 -> the caller alone; another id, or R2/R3 -> the caller as root and the range behind it (ids 1...).
+    In R2/R3 that makes chown to another id a permission error, which PRoot fakes, instead of EINVAL for an
+    unmapped id, which it does not. As real root: the identity mapping of the first 65536 ids."""
+    euid = (os.geteuid() if kind == "uid" else os.getegid()) if euid is None else euid
+    if os.geteuid() == 0 and euid == 0:
+        return [{"containerID": 0, "hostID": 0, "size": 65536}]
+    if inside == 0 and not proot:
+        return [{"containerID": 0, "hostID": euid, "size": 1}]
+    start, count = subordinate or subordinate_range(kind)
+    return [{"containerID": 0, "hostID": euid, "size": 1}, {"containerID": 1, "hostID": start, "size": count}]
+
+
+def subordinate_range(kind):
+    """(start, count) of the caller's first range in /etc/subuid or /etc/subgid; EngineError when none."""
+    import pwd
+
+    path = f"/etc/sub{kind}"
+    uid = os.geteuid()
+    try:
+        names = {str(uid), pwd.getpwuid(uid).pw_name}
+    except KeyError:
+        names = {str(uid)}
+    try:
+        with open(path, encoding="utf-8") as stream:
+            for line in stream:
+                fields = line.strip().split(":")
+                if len(fields) == 3 and fields[0] in names and fields[1].isdigit() and fields[2].isdigit():
+                    return int(fields[1]), int(fields[2])
+    except OSError:
+        pass
+    raise EngineError(f"a rootless container with more than one {kind} needs a range in {path} for this user",
+                      hint=f"ask an administrator for one (usermod --add-sub{kind}s), or run as uid 0 in R1")
+
+
+def write_bundle(bundle, config):
+    os.makedirs(bundle, mode=0o700)
+    with open(os.path.join(bundle, "config.json"), "w", encoding="utf-8") as stream:
+        json.dump(config, stream)
+
+
+def userns_unavailable():
+    """Why an unprivileged process cannot create a user namespace here, or None. Reads the sysctls that
+    disable them, then tries unshare(CLONE_NEWUSER) in a forked child. Cached per process."""
+    if not _USERNS:
+        _USERNS.append(_userns_reason())
+    return _USERNS[0]
+
+
+def _userns_reason():
+    checks = (("/proc/sys/kernel/unprivileged_userns_clone", "unprivileged user namespaces are disabled"),
+              ("/proc/sys/user/max_user_namespaces", "user namespaces are disabled"))
+    for path, why in checks:
+        try:
+            with open(path, encoding="ascii") as stream:
+                if stream.read().strip() == "0" and (os.geteuid() != 0 or "max" in path):
+                    return f"{why} ({path} is 0)"
+        except OSError:
+            continue
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    pid = os.fork()
+    if pid == 0:
+        code = 0 if libc.unshare(0x10000000) == 0 else (ctypes.get_errno() or 1)  # CLONE_NEWUSER
+        os._exit(min(code, 255))
+    _, status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(status) if hasattr(os, "waitstatus_to_exitcode") else status >> 8
+    if code != 0:
+        return f"cannot create a user namespace: {os.strerror(code)}"
+    return None
+
+
+def _try_runtime(binary, options):
+    """Run `true` from the host's own (read-only) root in a minimal container: catches what the sysctls do
+    not show (an AppArmor or SELinux policy, a seccomp filter around the runtime, an unusable state dir)."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    true = next((p for p in ("/bin/true", "/usr/bin/true") if os.path.isfile(p)), None)
+    if true is None:
+        return None
+    top = tempfile.mkdtemp(prefix="udocker-probe-")
+    try:
+        rootfs = os.path.join(top, "rootfs")
+        os.mkdir(rootfs)
+        mounts = default_mounts()[:2]  # /proc, and a tmpfs /dev for the device nodes
+        for name in ("bin", "sbin", "lib", "lib32", "lib64", "usr"):  # the host's programs, read-only
+            if os.path.islink("/" + name):
+                os.symlink(os.readlink("/" + name), os.path.join(rootfs, name))
+            elif os.path.isdir("/" + name):
+                mounts.append(bind("/" + name, "/" + name, readonly=True))
+        config = {"ociVersion": "1.0.2",
+                  "process": {"user": {"uid": 0, "gid": 0}, "args": [true], "cwd": "/", "env": ["PATH=/bin"]},
+                  "root": {"path": rootfs, "readonly": False}, "mounts": mounts,
+                  "linux": {"uidMappings": [{"containerID": 0, "hostID": os.geteuid(), "size": 1}],
+                            "gidMappings": [{"containerID": 0, "hostID": os.getegid(), "size": 1}],
+                            "namespaces": [{"type": t} for t in ("pid", "mount", "user")]}}
+        write_bundle(os.path.join(top, "bundle"), config)
+        argv = [binary, *options, "--root", os.path.join(top, "state"), "run", "--bundle",
+                os.path.join(top, "bundle"), f"udocker-probe-{os.getpid()}"]
+        done = subprocess.run(argv, env={"PATH": _HOST_PATH}, capture_output=True, timeout=60,
+                              stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return EngineUnavailable(f"{os.path.basename(binary)} cannot run: {error}")
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+    if done.returncode != 0:
+        lines = done.stderr.decode("utf-8", "replace").strip().splitlines()
+        detail = lines[-1] if lines else f"exit status {done.returncode}"
+        return EngineUnavailable(f"{os.path.basename(binary)} cannot run a rootless container: {detail}")
+    return None
+
+
+def kit_sources(layout):
+    """(proot binary, timeout binary or None, ELF interpreter or None, [(name, library path)]) of what R2/R3
+    carry into the container. timeout (GNU coreutils) becomes the container's first process, because PRoot
+    ignores SIGTERM, SIGINT and SIGHUP and the runtime forwards signals to the first process only."""
+    from udocker.engines.locate import find
+
+    binary = os.path.realpath(find("proot", layout))
+    timeout = next((p for p in ("/usr/bin/timeout", "/bin/timeout") if os.path.isfile(p)), None)
+    interpreter = elf_interpreter(binary)
+    if interpreter is None:
+        return binary, None, None, []  # a static PRoot: no interpreter to carry for timeout either
+    libraries = dict(_libraries(interpreter, binary))
+    if timeout and elf_interpreter(timeout) == interpreter:
+        libraries.update(_libraries(interpreter, timeout))
+    else:
+        timeout = None
+    return binary, timeout, interpreter, sorted(libraries.items())
+
+
+def _libraries(interpreter, binary):
+    import subprocess
+
+    try:
+        listing = subprocess.run([interpreter, "--list", binary], capture_output=True, text=True, timeout=30,
+                                 env={"PATH": _HOST_PATH}, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        raise EngineUnavailable(f"cannot list the libraries of {binary}: {error}") from None
+    if listing.returncode != 0:
+        raise EngineUnavailable(f"cannot list the libraries of {binary}: {listing.stderr.strip()}")
+    libraries = []
+    for line in listing.stdout.splitlines():
+        # "libtalloc.so.2 => /lib/x86_64-linux-gnu/libtalloc.so.2 (0x...)"; the vdso and the loader have no "=>"
+        name, arrow, rest = line.strip().partition(" => ")
+        if arrow and rest.startswith("/"):
+            libraries.append((name, rest.split(" (")[0]))
+        elif arrow:
+            raise EngineUnavailable(f"{binary} needs {name}, which is missing: {rest}")
+    return libraries
+
+
+def make_kit(directory, layout):
+    """Copy PRoot (and, for a dynamic one, timeout, their interpreter as ld.so and their libraries under lib/)
+    into `directory`. Copies, not hard links: the sources are usually root-owned files on another file system."""
+    import shutil
+
+    binary, timeout, interpreter, libraries = kit_sources(layout)
+    scratch = directory + ".new"
+    shutil.rmtree(scratch, ignore_errors=True)
+    os.makedirs(os.path.join(scratch, "lib"))
+    os.makedirs(os.path.join(scratch, "tmp"))
+    shutil.copy2(binary, os.path.join(scratch, "proot"))
+    if interpreter:
+        shutil.copy2(os.path.realpath(interpreter), os.path.join(scratch, "ld.so"))
+        for name, path in libraries:
+            shutil.copy2(os.path.realpath(path), os.path.join(scratch, "lib", name))
+    if timeout:
+        shutil.copy2(timeout, os.path.join(scratch, "timeout"))
+    shutil.rmtree(directory, ignore_errors=True)
+    os.rename(scratch, directory)
+
+
+def elf_interpreter(path):
+    """The PT_INTERP path of an ELF executable, or None for a static one. Little- or big-endian, 32 or 64 bit."""
+    import struct
+
+    with open(path, "rb") as stream:
+        header = stream.read(64)
+        if header[:4] != b"\x7fELF":
+            raise EngineUnavailable(f"{path} is not an ELF executable")
+        wide, order = header[4] == 2, "<" if header[5] == 1 else ">"
+        if wide:
+            phoff, = struct.unpack_from(order + "Q", header, 32)
+            phentsize, phnum = struct.unpack_from(order + "HH", header, 54)
+        else:
+            phoff, = struct.unpack_from(order + "I", header, 28)
+            phentsize, phnum = struct.unpack_from(order + "HH", header, 42)
+        for index in range(phnum):
+            stream.seek(phoff + index * phentsize)
+            entry = stream.read(phentsize)
+            kind, = struct.unpack_from(order + "I", entry, 0)
+            if kind != 3:  # PT_INTERP
+                continue
+            offset, size = struct.unpack_from(order + ("QxxxxxxxxxxxxxxxxQ" if wide else "IxxxxxxxxI"), entry,
+                                              8 if wide else 4)
+            stream.seek(offset)
+            return stream.read(size).rstrip(b"\0").decode()
+    return None

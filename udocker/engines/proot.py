@@ -1,0 +1,199 @@
+"""PRoot engine: modes P1 (seccomp-accelerated tracing) and P2 (PROOT_NO_SECCOMP=1).
+
+Works with the distribution's PRoot 5.1 (Debian's /usr/bin/proot) as well as a static build in the engines
+folder. Unlike udocker 1.3 it never passes `-k` (kernel release emulation): the patched fork understood it as a
+no-op default, the distribution's PRoot does not.
+
+Command line (P1; P2 adds PROOT_NO_SECCOMP=1 to the environment):
+    [timeout -k 10 0] proot {-0 | -i UID:GID} -r ROOTFS -w CWD [-b HOST:GUEST ...] PROGRAM ARGS...
+- `-0` emulates root when the spec asks for uid 0, `-i` shows another identity; real ownership never changes.
+- `timeout 0` (GNU coreutils, no time limit) wraps PRoot when stdin is not a terminal: PRoot sets SIGTERM,
+  SIGINT and SIGHUP to "ignore" (PRoot's tracee/event.c), so a signal sent to the engine process would never
+  reach the program. timeout forwards those signals to its child and then to its process group, which holds
+  the traced program, and exits with the child's status (re-raising a fatal signal). `-k 10` sends SIGKILL
+  to the group 10 s later if anything is left: PRoot can lose a signal that arrives while a tracee is being
+  started, and it waits for every tracee before it exits. With a terminal on
+  stdin it is left out: the terminal already signals the whole foreground group, and timeout's setpgid()
+  would take the program out of it.
+- Read-only mounts: PRoot has no read-only binds. A read-only mount of a file the caller neither owns nor
+  may write (/etc/resolv.conf for a normal user) is safe: the kernel refuses writes. Any other read-only
+  mount (a directory, a file the caller owns, everything when the caller is root) raises EngineError naming
+  an R mode, instead of silently giving write access; `-0` would even chmod the caller's own read-only
+  files and directories to let "root" write them.
+- Environment: exactly the container's env plus PROOT_TMP_DIR (a private writable directory made by
+  prepare()) and PROOT_NO_SECCOMP for P2; nothing from the host leaks. PRoot itself reads it too, so a
+  container LD_PRELOAD would also apply to the host's proot binary (as with udocker 1.3).
+- argv[0] without a slash is looked up here in the container's PATH (inside ROOTFS, following the
+  container's own symlinks); PRoot would otherwise search the guest with its own rules and fail with
+  "proot error: 'ls' not found".
+"""
+
+import os
+
+from udocker.engines.base import Engine, Launch
+from udocker.errors import EngineError, EngineUnavailable
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+KILL_AFTER = "10"  # seconds between the forwarded signal and SIGKILL to what is left (docker stop's default)
+_PROBES = {}  # (binary, mode) -> None or EngineUnavailable: probes run once per process
+
+
+def resolve_in_rootfs(rootfs, path, *, limit=40):
+    """The host path of container path `path`, following symlinks as the container would see them (absolute
+    targets stay inside rootfs). A missing last component is returned unresolved."""
+    parts = [p for p in path.split("/") if p]
+    resolved = rootfs
+    while parts:
+        part = parts.pop(0)
+        if part == ".":
+            continue
+        if part == "..":
+            resolved = os.path.dirname(resolved) if resolved != rootfs else rootfs
+            continue
+        candidate = os.path.join(resolved, part)
+        if os.path.islink(candidate):
+            limit -= 1
+            if limit < 0:
+                raise EngineError(f"too many levels of symbolic links in the container: {path}")
+            target = os.readlink(candidate)
+            if target.startswith("/"):
+                resolved = rootfs
+            parts = [p for p in target.split("/") if p] + parts
+            continue
+        resolved = candidate
+    return resolved
+
+
+def find_program(rootfs, name, env):
+    """argv[0] as a container path: unchanged when it holds a slash, else the first executable regular file
+    named `name` in the container's PATH. Raises EngineError (the run command maps it to 127)."""
+    if "/" in name:
+        return name
+    for directory in (env.get("PATH") or DEFAULT_PATH).split(":"):
+        if not directory.startswith("/"):
+            continue
+        host = resolve_in_rootfs(rootfs, directory.rstrip("/") + "/" + name)
+        if os.path.isfile(host) and os.access(host, os.X_OK):
+            return directory.rstrip("/") + "/" + name
+    raise EngineError(f"executable file not found in the container's PATH: {name}",
+                      hint="give an absolute path or set PATH with -e")
+
+
+def check_readonly(mount, engine):
+    """Accept a read-only mount only where the kernel will enforce it: a single non-directory the caller
+    neither owns (PRoot's root emulation chmods what the caller owns to let "root" write) nor may write.
+    A directory cannot be checked cheaply (anything below it may be writable)."""
+    try:
+        info = os.stat(mount.source)
+    except OSError:
+        info = None
+    if info is not None and not os.path.isdir(mount.source) and info.st_uid != os.geteuid() \
+            and not os.access(mount.source, os.W_OK):
+        return
+    raise EngineError(f"{engine} cannot make a bind mount read-only: {mount.source}:{mount.target}",
+                      hint="use an R mode (udocker setup --execmode=R1) or mount it read-write")
+
+
+def taskset_prefix(spec, layout):
+    """`taskset -c CPUSET` when the spec pins CPUs: the affinity is inherited by the engine's children."""
+    if not spec.cpuset:
+        return []
+    from udocker.engines.locate import find
+
+    return [find("taskset", layout), "-c", spec.cpuset]
+
+
+class ProotEngine(Engine):
+    name = "proot"
+    modes = ("P1", "P2")
+
+    def binary(self):
+        from udocker.engines.locate import find
+
+        return find("proot", self.layout)
+
+    def probe(self, mode):
+        binary = self.binary()
+        key = (binary, mode)
+        if key not in _PROBES:
+            _PROBES[key] = _probe(binary, mode)
+        if _PROBES[key] is not None:
+            raise _PROBES[key]
+
+    def prepare(self, container, mode):
+        os.makedirs(os.path.join(container.engine_dir(self.name), "tmp"), mode=0o700, exist_ok=True)
+
+    def unprepare(self, container, mode):
+        import shutil
+
+        shutil.rmtree(container.engine_dir(self.name), ignore_errors=True)
+
+    def command(self, spec, mode):
+        if mode not in self.modes:
+            raise EngineError(f"proot cannot run mode {mode}")
+        argv = [self.binary()]
+        argv += ["-0"] if spec.uid == 0 else ["-i", f"{spec.uid}:{spec.gid}"]
+        argv += ["-r", spec.rootfs, "-w", spec.cwd or "/"]
+        for mount in list(spec.mounts) + [_device(path) for path in spec.devices]:
+            if mount.readonly:
+                check_readonly(mount, "proot")
+            argv += ["-b", f"{mount.source}:{mount.target}"]
+        argv.append(find_program(spec.rootfs, spec.argv[0], spec.env))
+        argv += spec.argv[1:]
+        env = dict(spec.env)
+        env["PROOT_TMP_DIR"] = os.path.join(spec.container_dir, "engine", self.name, "tmp")
+        if mode == "P2":
+            env["PROOT_NO_SECCOMP"] = "1"
+        else:
+            env.pop("PROOT_NO_SECCOMP", None)
+        return Launch(taskset_prefix(spec, self.layout) + self._signal_wrapper(spec) + argv, env)
+
+    def _signal_wrapper(self, spec):
+        if spec.tty:
+            return []
+        for candidate in ("/usr/bin/timeout", "/bin/timeout"):
+            if os.path.isfile(candidate):
+                return [candidate, "-k", KILL_AFTER, "0"]
+        return []
+
+
+def _device(path):
+    from udocker.runspec import Mount
+
+    return Mount(path, path)
+
+
+def ptrace_blocked():
+    """Why ptrace cannot work here, or None (Yama ptrace_scope 3 forbids it to everyone)."""
+    try:
+        with open("/proc/sys/kernel/yama/ptrace_scope", encoding="ascii") as stream:
+            if stream.read().strip() == "3":
+                return "ptrace is disabled (/proc/sys/kernel/yama/ptrace_scope is 3)"
+    except OSError:
+        pass
+    return None
+
+
+def _probe(binary, mode):
+    """None if `binary` can trace a program here, else the EngineUnavailable saying why."""
+    import subprocess
+
+    reason = ptrace_blocked()
+    if reason:
+        return EngineUnavailable(f"proot cannot run: {reason}", hint="use an R mode or F1")
+    true = next((p for p in ("/bin/true", "/usr/bin/true") if os.path.isfile(p)), None)
+    if true is None:
+        return None
+    env = {"PATH": "/usr/bin:/bin", "PROOT_NO_SECCOMP": "1"} if mode == "P2" else {"PATH": "/usr/bin:/bin"}
+    env["PROOT_TMP_DIR"] = "/tmp"
+    try:
+        done = subprocess.run([binary, "-r", "/", "-w", "/", true], env=env, capture_output=True, timeout=30,
+                              stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return EngineUnavailable(f"proot cannot run: {binary}: {error}")
+    if done.returncode != 0:
+        lines = done.stderr.decode("utf-8", "replace").strip().splitlines()
+        detail = lines[0] if lines else f"exit status {done.returncode}"
+        return EngineUnavailable(f"proot cannot run: {detail}",
+                                 hint="ptrace may be blocked (seccomp or a security module)")
+    return None
