@@ -84,10 +84,14 @@ def test_bind_mount_read_only(setup, tmp_path):
     mounts = [Mount(str(shared), "/mnt", readonly=True)]
     script = ["sh", "-c", "cat /mnt/in.txt; echo x > /mnt/new.txt"]
     if mode.startswith("P"):
-        # PRoot has no read-only binds: a directory is refused rather than mounted writable
-        with pytest.raises(EngineError, match="cannot make a bind mount read-only"):
-            engine.command(make_spec(container, script, mounts=mounts), mode)
-        return
+        # PRoot has no read-only binds: a private mount namespace makes the source read-only where user
+        # namespaces work; elsewhere the mount is refused rather than mounted writable
+        from udocker.engines.ocirt import userns_unavailable
+
+        if userns_unavailable() is not None:
+            with pytest.raises(EngineError, match="cannot make a bind mount read-only"):
+                engine.command(make_spec(container, script, mounts=mounts), mode)
+            return
     status, out, _ = run(*setup, script, mounts=mounts)
     assert status != 0 and out == "read me\n"
     assert not (shared / "new.txt").exists()

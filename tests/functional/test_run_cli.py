@@ -25,6 +25,7 @@ def busybox(udocker, registry):
 
 
 def _container(udocker, image, mode="P1", name="c"):
+    ok(udocker("-q", "pull", image))
     ok(udocker("create", f"--name={name}", image))
     ok(udocker("setup", f"--execmode={mode}", name))
     return name

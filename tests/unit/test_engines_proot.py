@@ -72,9 +72,19 @@ def test_cpuset_uses_taskset(engine, container):
     assert argv[0].endswith("/taskset") and argv[1:3] == ["-c", "0-1"]
 
 
-def test_read_only_directory_is_refused(engine, container, tmp_path):
+def test_read_only_directory_in_a_private_mount_namespace(engine, container, tmp_path, monkeypatch):
+    """Where user namespaces work, the source is bind-mounted read-only onto itself in a private mount
+    namespace before PRoot starts; where they do not, the mount is refused rather than left writable."""
+    ro = spec(container, ["/bin/true"], mounts=[Mount(str(tmp_path), "/mnt", readonly=True)])
+    monkeypatch.setattr(engine, "_readonly_namespace_works", lambda: True)
+    argv = engine.command(ro, "P1").argv
+    unshare = argv.index(next(a for a in argv if a.endswith("/unshare")))
+    assert argv[unshare + 1:unshare + 5] == ["--user", "--map-root-user", "--mount", "/bin/sh"]
+    assert f"--bind {tmp_path} {tmp_path}" in argv[unshare + 6] and "remount,bind,ro" in argv[unshare + 6]
+    assert argv[unshare + 8] == engine.binary()
+    monkeypatch.setattr(engine, "_readonly_namespace_works", lambda: False)
     with pytest.raises(EngineError, match="read-only"):
-        engine.command(spec(container, ["/bin/true"], mounts=[Mount(str(tmp_path), "/mnt", readonly=True)]), "P1")
+        engine.command(ro, "P1")
 
 
 def test_program_lookup(container):

@@ -153,7 +153,10 @@ def test_report_without_modes_module(tmp_path, layout, shipped, monkeypatch):
     by_name = {row.name: row for row in engines}
     assert (by_name["proot"].origin, by_name["proot"].version) == (locate.ENGINES_FOLDER, "9.9.9")
     assert by_name["runc"].path is None and by_name["runc"].problem == "runc not found"
+    import udocker.engines
+
     monkeypatch.setitem(__import__("sys").modules, "udocker.engines.modes", None)  # ImportError
+    monkeypatch.delattr(udocker.engines, "modes", raising=False)  # else `from udocker.engines import modes` finds it
     modes = {row.mode: row for row in install.check_modes(config, layout, engines)}
     assert (modes["P1"].status, modes["P1"].engine) == ("found", "proot")
     assert (modes["R2"].status, modes["R2"].detail) == ("missing", "needs runc or crun")

@@ -256,8 +256,9 @@ class FakechrootEngine(Engine):
             env["FAKECHROOT_ELFLOADER"] = loader
         if state.get("argv0", True):
             argv += ["--argv0", argv0]
-            if mode in ("F1", "F2"):
-                env["FAKECHROOT_ELFLOADER_OPT_ARGV0"] = "--argv0"
+        # Not FAKECHROOT_ELFLOADER_OPT_ARGV0: with it, libfakechroot 2.20 runs a '#!' script exec'd by a
+        # child as 'LOADER --argv0 NAME INTERPRETER' and drops the script's path, so `sh -c script` read an
+        # empty stdin and printed nothing (found by the run matrix). Children then see argv[0] as a path.
         return Launch(argv + rest, env, cwd=cwd)
 
 

@@ -134,9 +134,15 @@ class ProotEngine(Engine):
         argv = [self.binary()]
         argv += ["-0"] if spec.uid == 0 else ["-i", f"{spec.uid}:{spec.gid}"]
         argv += ["-r", spec.rootfs, "-w", spec.cwd or "/"]
+        protect = []
         for mount in list(spec.mounts) + [_device(path) for path in spec.devices]:
             if mount.readonly:
-                check_readonly(mount, "proot")
+                try:
+                    check_readonly(mount, "proot")
+                except EngineError:
+                    if not self._readonly_namespace_works():
+                        raise
+                    protect.append(mount.source)
             argv += ["-b", f"{mount.source}:{mount.target}"]
         argv.append(find_program(spec.rootfs, spec.argv[0], spec.env))
         argv += spec.argv[1:]
@@ -146,7 +152,30 @@ class ProotEngine(Engine):
             env["PROOT_NO_SECCOMP"] = "1"
         else:
             env.pop("PROOT_NO_SECCOMP", None)
-        return Launch(taskset_prefix(spec, self.layout) + self._signal_wrapper(spec) + argv, env)
+        return Launch(taskset_prefix(spec, self.layout) + self._signal_wrapper(spec)
+                      + self._readonly_wrapper(protect) + argv, env)
+
+    def _readonly_namespace_works(self):
+        from udocker.engines.ocirt import userns_unavailable
+
+        return userns_unavailable() is None
+
+    def _readonly_wrapper(self, sources):
+        """PRoot has no read-only binds: where user namespaces work, start it in a private mount namespace
+        in which each read-only source is bind-mounted read-only onto itself, so the kernel refuses writes
+        (the container sees the same files; the user namespace maps the caller to root, whom PRoot's -0 or
+        -i then presents as the spec's identity)."""
+        if not sources:
+            return []
+        import shlex
+
+        from udocker.engines.locate import find
+
+        mount = find("mount", self.layout)
+        script = " && ".join(f"{mount} --bind {shlex.quote(s)} {shlex.quote(s)} && "
+                             f"{mount} -o remount,bind,ro {shlex.quote(s)}" for s in sources)
+        return [find("unshare", self.layout), "--user", "--map-root-user", "--mount", "/bin/sh", "-c",
+                script + ' && exec "$@"', "sh"]
 
     def _signal_wrapper(self, spec):
         if spec.tty:

@@ -107,13 +107,24 @@ def _is_shared(path):
 
 
 def materialize(rootfs):
-    """Replace every hard-linked (shared) file under `rootfs` by a private writable copy."""
+    """Replace every hard-linked (shared) file under `rootfs` by a private writable copy. Paths of the
+    container that were one file (the image's own hard links) stay one file: the first is copied, the
+    others are linked to that copy."""
+    copies = {}  # (st_dev, st_ino) of the shared file -> its private copy
     for parent, _, files in os.walk(rootfs):
         for name in files:
             path = os.path.join(parent, name)
             info = os.lstat(path)
-            if stat.S_ISREG(info.st_mode) and info.st_nlink > 1:
+            if not stat.S_ISREG(info.st_mode) or info.st_nlink == 1:
+                continue
+            key = (info.st_dev, info.st_ino)
+            if key in copies:
+                temporary = path + ".udocker-link"
+                os.link(copies[key], temporary)
+                os.replace(temporary, path)
+            else:
                 private_copy(path)
+                copies[key] = path
 
 
 def private_copy(path):
