@@ -73,6 +73,8 @@ def test_run_nvidia_without_a_driver_fails_clearly(udocker, tmp_path):
     pytest.importorskip("udocker.engines.modes", reason="the engines have not landed")
     rootfs = tmp_path / "rootfs"
     (rootfs / "bin").mkdir(parents=True)
+    (rootfs / "bin" / "true").write_text("#!/bin/sh\n")  # found, so that the driver check decides
+    (rootfs / "bin" / "true").chmod(0o755)
     result = udocker("run", "--nvidia", "--location", str(rootfs), "/bin/true")
     # the engines decide first whether they can run at all; with one, injection names the missing driver
     assert result.returncode == 125

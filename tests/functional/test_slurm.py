@@ -238,6 +238,9 @@ def mpi_container(cluster, registry, mpi_image):
     image = registry.ref(mpi_image)
     cluster.udocker("pull", image)
     cluster.udocker("create", "--name=mpi", image)
+    # PRoot: the ranks run as the caller's own uid (-u is emulated). Rootless runc must map container root to
+    # the caller, so R1 runs another uid as a subordinate id, which cannot use mpirun's session directory.
+    cluster.udocker("setup", "--execmode=P1", "mpi")
     rootfs = cluster.udocker("inspect", "-p", "mpi").stdout.strip()
     shutil.copy(binary, os.path.join(rootfs, "usr/local/bin/mpi_hello"))
     with open(os.path.join(rootfs, "etc/udocker-test-marker"), "w", encoding="utf-8") as stream:
