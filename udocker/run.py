@@ -356,7 +356,7 @@ def run_from_cli(general, values, target, command, environ):
                               "platform": values.get("platform")})
     layout = Layout(config["topdir"], config["tmpdir"])
     containers = ContainerStore(layout, config["lock_timeout"])
-    options = Options(**values, command=command, tty=values.get("tty") or os.isatty(0))
+    options = Options(**dict(values, command=command, tty=values.get("tty") or os.isatty(0)))
     if values.get("location"):
         if not os.path.isdir(values["location"]):
             raise UdockerError(f"not a directory: {values['location']}")

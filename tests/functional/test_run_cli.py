@@ -107,3 +107,42 @@ def test_sixteen_concurrent_runs_of_one_container(udocker, busybox, mode):
         results = list(pool.map(lambda i: udocker("run", name, "sh", "-c", f"echo {i}; exit {i % 3}"), range(16)))
     assert [(r.returncode, r.stdout) for r in results] == [(i % 3, f"{i}\n") for i in range(16)], \
         [r.stderr for r in results if r.returncode != 0]
+
+
+def test_run_options(udocker, busybox, tmp_path):
+    """The udocker 1.3 run options not covered by the per-mode matrix, in P1."""
+    name = _container(udocker, busybox)
+    me = f"{os.getuid()}"
+    assert me in ok(udocker("run", "--hostauth", name, "cut", "-d:", "-f3", "/etc/passwd")).split()
+    assert me not in ok(udocker("run", "--containerauth", name, "cut", "-d:", "-f3", "/etc/passwd")).split() \
+        or os.getuid() in (0, 1000)
+    assert ok(udocker("run", name, "ls", "/proc/self")) != ""
+    assert ok(udocker("run", "--nosysdirs", name, "ls", "/proc")) == ""
+    nometa = udocker("run", "--nometa", name)
+    assert nometa.returncode == 125 and nometa.stderr.startswith("error: no command specified")
+    assert ok(udocker("run", "--nometa", name, "pwd")) == "/\n"
+    env = {"UDOCKER_TEST_HOSTVAR": "from-host"}
+    assert "UDOCKER_TEST_HOSTVAR" not in ok(udocker("run", name, "env", env=env))
+    assert "UDOCKER_TEST_HOSTVAR=from-host" in ok(udocker("run", "--hostenv", name, "env", env=env))
+    home = udocker.env["HOME"]
+    (tmp_path / "home" / "in-home").write_text("home file\n")
+    assert ok(udocker("run", "--bindhome", name, "cat", f"{home}/in-home")) == "home file\n"
+    assert ok(udocker("run", "--cpuset-cpus=0", name, "grep", "Cpus_allowed_list", "/proc/self/status")).split() \
+        == ["Cpus_allowed_list:", "0"]
+    assert ok(udocker("run", "--nobanner", "-i", "-t", name, "true")) == ""
+    assert ok(udocker("run", "--device=/dev/null", "--nosysdirs", name, "sh", "-c", "echo x > /dev/null; echo ok")) \
+        == "ok\n"
+    assert ok(udocker("run", "-p", "8080:8080", "--publish=9090", name, "true")) == ""
+    remap = udocker("run", "-p", "8080:80", name, "true")
+    assert remap.returncode == 125 and "containers share the host's network" in remap.stderr
+    assert ok(udocker("run", "--novol=/proc", name, "ls", "/proc")) == ""
+
+
+def test_run_image_options_platform_registry(udocker, registry):
+    """--platform, --registry and --index reach the pull that `run IMAGE` does."""
+    multi = registry.ref("test/multiarch:latest")
+    result = udocker("run", "--rm", "--platform=linux/amd64", multi, "cat", "/platform")
+    assert (result.returncode, result.stdout) == (0, "linux/amd64\n"), result.stderr
+    result = udocker("run", "--rm", f"--registry=http://{registry.host}", "--index=http://127.0.0.1:9",
+                     "test/busybox", "echo", "via-registry")
+    assert (result.returncode, result.stdout) == (0, "via-registry\n"), result.stderr
