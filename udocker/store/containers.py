@@ -5,10 +5,11 @@ import json
 import os
 import re
 import stat
-import uuid
 
-from udocker import fs
 from udocker.errors import NotFound, StoreError, UdockerError
+
+# fs (tempfile, shutil) and uuid are imported where containers are written: `run` of an existing container
+# only reads, and every import there is start-up time added to the engine's.
 
 
 class Container:
@@ -101,6 +102,10 @@ class ContainerStore:
     def create(self, record, populate, *, name=None, force=False):
         """Make a new container: `populate(rootfs)` fills its rootfs, `record` (without id) becomes its
         container.json. Returns the Container. On failure nothing is left but tmp/ leftovers."""
+        import uuid
+
+        from udocker import fs
+
         if name is not None:
             check_name(name)
         container_id = str(uuid.uuid4())
@@ -124,6 +129,8 @@ class ContainerStore:
 
     def update(self, container, **fields):
         """Change fields of container.json (atomically, under the container's lock)."""
+        from udocker import fs
+
         with fs.locked(self.layout.lock("container", container.id), timeout=self.lock_timeout,
                        what=f"container {container.id}"):
             current = self.load(container.id).record
@@ -134,6 +141,8 @@ class ContainerStore:
         return container
 
     def add_name(self, container, name, *, force=False):
+        from udocker import fs
+
         check_name(name)
         fs.ensure_dir(self.names_dir)
         link = os.path.join(self.names_dir, name)
@@ -163,6 +172,8 @@ class ContainerStore:
 
     def remove(self, container, *, force=False):
         """Remove names and directory. A protected container needs unprotect first (or force)."""
+        from udocker import fs
+
         if container.record.get("protected") and not force:
             raise UdockerError(f"container is protected: {container.id}", hint="run 'udocker unprotect' first")
         for name in self.names_of(container.id):
