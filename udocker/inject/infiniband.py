@@ -16,7 +16,6 @@ The host's libibverbs comes with the host's providers: a provider must match the
 ports() reads /sys/class/infiniband/<dev>/ports/<n>/{state,rate,link_layer} for `udocker info`.
 """
 
-import json
 import os
 import stat
 
@@ -24,16 +23,10 @@ from udocker.errors import UdockerError
 from udocker.inject import libraries
 from udocker.inject.plan import InjectionPlan
 
-DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "infiniband.json")
-_data = None
-
 
 def data():
-    global _data
-    if _data is None:
-        with open(DATA, encoding="utf-8") as stream:
-            _data = json.load(stream)
-    return _data
+    """The parsed data/infiniband.json (read once)."""
+    return libraries.policy("infiniband")
 
 
 def present(root="/"):

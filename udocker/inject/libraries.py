@@ -14,6 +14,7 @@ packages put split directories such as /usr/lib64/nvidia there), then the data f
 """
 
 import glob
+import json
 import os
 import re
 import struct
@@ -188,3 +189,15 @@ def _real_in(root, path, depth=0):
 def _unique(items):
     seen = set()
     return [i for i in items if not (i in seen or seen.add(i))]
+
+
+_POLICIES = {}
+
+
+def policy(name):
+    """The parsed udocker/data/<name>.json (what to inject, as data), read once per process."""
+    if name not in _POLICIES:
+        path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", name + ".json")
+        with open(path, encoding="utf-8") as stream:
+            _POLICIES[name] = json.load(stream)
+    return _POLICIES[name]

@@ -29,7 +29,6 @@ Capabilities: NVIDIA_DRIVER_CAPABILITIES of the request, else the image's, else 
 This is the only module importing pynvml (DESIGN.md); it does so lazily.
 """
 
-import json
 import os
 import re
 
@@ -37,18 +36,11 @@ from udocker.errors import UdockerError
 from udocker.inject import libraries
 from udocker.inject.plan import InjectionPlan
 
-DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "nvidia.json")
 _NONE = ("", "none", "void", "nodevfiles", "-1")
-_data = None
-
 
 def data():
     """The parsed data/nvidia.json (read once)."""
-    global _data
-    if _data is None:
-        with open(DATA, encoding="utf-8") as stream:
-            _data = json.load(stream)
-    return _data
+    return libraries.policy("nvidia")
 
 
 def driver_present(root="/"):
