@@ -24,13 +24,14 @@ def spec(container, **options):
                    env={"PATH": "/bin", "A": "b"}, container_dir=container.dir, container_id="c1", **options)
 
 
-def test_run_command_bundle_and_cleanup(tmp_path, container):
+def test_run_command_and_shared_bundle(tmp_path, container):
     engine = RuncEngine(None, Layout(str(tmp_path / "repo")))
     engine.prepare(container, "R1")
     launch = engine.command(spec(container), "R1")
     run_id, bundle = launch.argv[-1], launch.argv[-2]
     assert launch.argv[1:4] == ["--root", os.path.join(container.engine_dir("runc"), "state"), "run"]
-    assert run_id.startswith(f"c1-{os.getpid()}-") and bundle.endswith(run_id)
+    assert run_id.startswith(f"c1-{os.getpid()}-")
+    assert os.path.dirname(bundle) == os.path.join(container.engine_dir("runc"), "bundles")
     assert launch.env == {"PATH": ocirt._HOST_PATH}  # the container env is in config.json, not here
     config = json.load(open(os.path.join(bundle, "config.json"), encoding="utf-8"))
     assert config["process"]["args"] == ["/bin/sh", "-c", "exit 7"]
@@ -38,8 +39,10 @@ def test_run_command_bundle_and_cleanup(tmp_path, container):
     assert config["root"] == {"path": container.rootfs, "readonly": False}
     assert "network" not in [n["type"] for n in config["linux"]["namespaces"]]
     assert "cgroupsPath" not in config["linux"] and "resources" not in config["linux"]
-    assert launch.cleanup[0] == "/bin/sh" and run_id in launch.cleanup and bundle in launch.cleanup
-    assert engine.command(spec(container), "R1").argv[-1] != run_id  # every run its own id
+    assert launch.cleanup is None  # the foreground runtime deletes its container: udocker execs it
+    again = engine.command(spec(container), "R1").argv
+    assert again[-1] != run_id and again[-2] == bundle  # every run its own id, one bundle per configuration
+    assert engine.command(spec(container, argv=["true"]), "R1").argv[-2] != bundle
 
 
 @pytest.mark.parametrize("mode, uid, args_start, user", [

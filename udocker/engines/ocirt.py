@@ -18,12 +18,12 @@ R2  R1 with the container process being PRoot: uid 0 is mapped to the caller and
     timeout passes them to its process group (see proot.py). Process uid 0 has no capabilities in R2/R3.
 R3  R2 with PROOT_NO_SECCOMP=1.
 
-Every run gets its own runtime id (`<container id>-<pid>-<random>`) and its own bundle directory under
-<container>/engine/<runtime>/bundles/, so that any number of runs of one container may overlap. command()
-writes that bundle (the one file an OCI runtime cannot take on its command line: `runc run` reads only
-BUNDLE/config.json); Launch.cleanup removes it and force-deletes the runtime's state in case the runtime
-itself was killed. `run` stays in the foreground: the runtime forwards signals to the container's first
-process and exits with its status (udocker 1.3 lost it by detaching).
+Every run gets its own runtime id (`<container id>-<pid>-<random>`), so that any number of runs of one
+container may overlap. command() writes the bundle (the one file an OCI runtime cannot take on its command
+line: `runc run` reads only BUNDLE/config.json) under <container>/engine/<runtime>/bundles/<crc32 of it>/,
+shared by every run with the same configuration. `run` stays in the foreground: the runtime forwards
+signals to the container's first process, exits with its status (udocker 1.3 lost it by detaching) and
+deletes its container, so there is nothing to clean up and udocker execs the runtime.
 """
 
 import json
@@ -125,16 +125,17 @@ class OciEngine(Engine):
             raise EngineError(f"{self.name} cannot run mode {mode}")
         directory = os.path.join(spec.container_dir, "engine", self.name)
         run_id = f"{spec.container_id or 'udocker'}-{os.getpid()}-{os.urandom(4).hex()}"
-        bundle = os.path.join(directory, "bundles", run_id)
         config = self.config_json(spec, mode, kit=os.path.join(directory, "kit"))
-        write_bundle(bundle, config)
-        binary = self.binary()
+        bundle = write_bundle(os.path.join(directory, "bundles"), config)
         state = os.path.join(directory, "state")
-        argv = [binary, *self.global_options, "--root", state, "run", "--bundle", bundle, run_id]
-        cleanup = _cleanup(binary, [*self.global_options, "--root", state], run_id, bundle, state)
+        argv = [self.binary(), *self.global_options, "--root", state, "run", "--bundle", bundle, run_id]
         from udocker.engines.proot import taskset_prefix
 
-        return Launch(taskset_prefix(spec, self.layout) + argv, {"PATH": _HOST_PATH}, cleanup)
+        # No cleanup: `run` in the foreground deletes its container when the program ends and forwards
+        # signals to it, and the bundle is shared by every run with this configuration, so udocker can
+        # exec the runtime (a waiting parent and a cleanup process cost ~10 ms per run). Only a runtime
+        # killed with SIGKILL leaves a state directory behind, under a name no later run uses.
+        return Launch(taskset_prefix(spec, self.layout) + argv, {"PATH": _HOST_PATH})
 
     def config_json(self, spec, mode, *, kit):
         """The OCI runtime-spec config.json for one run, as a dict."""
@@ -192,15 +193,6 @@ class OciEngine(Engine):
             else:
                 env.pop("PROOT_NO_SECCOMP", None)
         return env
-
-
-def _cleanup(binary, options, run_id, bundle, state):
-    """Force-delete the runtime's state, left behind only if the runtime was killed (a foreground `run`
-    deletes its container itself: starting the runtime again for nothing cost ~10 ms per run), and remove
-    the bundle."""
-    script = ('b=$1; id=$2; s=$3; shift 3; if [ -e "$s/$id" ]; then "$0" "$@" delete -f "$id" >/dev/null 2>&1; '
-              'fi; rm -rf "$b"')
-    return ["/bin/sh", "-c", script, binary, bundle, run_id, state, *options]
 
 
 def _capabilities(uid, *, proot):
@@ -261,10 +253,30 @@ def subordinate_range(kind):
                       hint=f"ask an administrator for one (usermod --add-sub{kind}s), or run as uid 0 in R1")
 
 
-def write_bundle(bundle, config):
-    os.makedirs(bundle, mode=0o700)
-    with open(os.path.join(bundle, "config.json"), "w", encoding="utf-8") as stream:
-        json.dump(config, stream)
+def write_bundle(bundles, config):
+    """The bundle directory bundles/<crc32>-<length>/ of this config.json, written once and atomically: runs
+    with the same configuration (concurrent ones included) share it. A different configuration under the
+    same name (a crc32 collision) gets a bundle of its own. Returns its path. (zlib, not hashlib: this is
+    on the `run` path, and hashlib costs ~2.5 ms to import.)"""
+    import zlib
+
+    data = json.dumps(config, sort_keys=True).encode()
+    bundle = os.path.join(bundles, f"{zlib.crc32(data):08x}-{len(data)}")
+    path = os.path.join(bundle, "config.json")
+    try:
+        with open(path, "rb") as stream:
+            if stream.read() == data:
+                return bundle
+        bundle = f"{bundle}-{os.getpid()}-{os.urandom(4).hex()}"
+        path = os.path.join(bundle, "config.json")
+    except FileNotFoundError:
+        pass
+    os.makedirs(bundle, mode=0o700, exist_ok=True)
+    partial = f"{path}.{os.getpid()}"
+    with open(partial, "wb") as stream:
+        stream.write(data)
+    os.replace(partial, path)
+    return bundle
 
 
 def userns_unavailable():
@@ -325,9 +337,9 @@ def _try_runtime(binary, options):
                   "linux": {"uidMappings": [{"containerID": 0, "hostID": os.geteuid(), "size": 1}],
                             "gidMappings": [{"containerID": 0, "hostID": os.getegid(), "size": 1}],
                             "namespaces": [{"type": t} for t in ("pid", "mount", "user")]}}
-        write_bundle(os.path.join(top, "bundle"), config)
-        argv = [binary, *options, "--root", os.path.join(top, "state"), "run", "--bundle",
-                os.path.join(top, "bundle"), f"udocker-probe-{os.getpid()}"]
+        bundle = write_bundle(os.path.join(top, "bundles"), config)
+        argv = [binary, *options, "--root", os.path.join(top, "state"), "run", "--bundle", bundle,
+                f"udocker-probe-{os.getpid()}"]
         done = subprocess.run(argv, env={"PATH": _HOST_PATH}, capture_output=True, timeout=60,
                               stdin=subprocess.DEVNULL)
     except (OSError, subprocess.TimeoutExpired) as error:
