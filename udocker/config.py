@@ -48,6 +48,8 @@ KEYS: dict[str, Key] = {
                                  " given GPUs), on, off; run --nvidia / --no-nvidia win (UDOCKER_NVIDIA)"),
     "infiniband": Key("auto", "switch", "make Infiniband/RDMA devices and libraries visible: auto (when the node has"
                                      " them), on, off; run --ib / --no-ib win (UDOCKER_INFINIBAND)"),
+    "host_mpi": Key("off", "switch", "use the node's MPI libraries in place of the image's (ABI-compatible images):"
+                                     " on, off (auto means off); run --hostmpi / --no-hostmpi win (UDOCKER_HOST_MPI)"),
     "engine_paths": Key({}, "paths", "engine executables or libraries to use instead of searching them, by name"
                                      " (e.g. proot: /opt/bin/proot, libfakechroot.so: /opt/lib/libfakechroot.so)"),
     "oci_runtime": Key("auto", "str", "runtime of modes R1-R3: auto (crun where it works, else runc), runc or"

@@ -47,6 +47,7 @@ class Options:
         # True (--nvidia), False (--no-nvidia) or None (the container record, then the config key decide)
         self.nvidia = False if values.get("no_nvidia") else True if values.get("nvidia") else None
         self.infiniband = False if values.get("no_ib") else True if values.get("ib") else None
+        self.hostmpi = False if values.get("no_hostmpi") else True if values.get("hostmpi") else None
         self.command = list(values.get("command", ()))
 
 
@@ -264,7 +265,9 @@ def inject(spec, config, options, container, environ, *, root="/"):
     request.update(_env_pairs(options.env, environ, "-e"))
     nvidia = injectors.setting(config["nvidia"], options.nvidia, container.record.get("nvidia"), key="nvidia")
     infiniband = injectors.setting(config["infiniband"], options.infiniband, None, key="infiniband")
-    for plan in injectors.plans(nvidia=nvidia, infiniband=infiniband, request=request, image_env=spec.env,
+    hostmpi = injectors.setting(config["host_mpi"], options.hostmpi, None, key="host_mpi")
+    for plan in injectors.plans(nvidia=nvidia, infiniband=infiniband, hostmpi=hostmpi, request=request,
+                                image_env=spec.env,
                                 root=root):
         plan.apply(spec, default_path=DEFAULT_PATH)
 

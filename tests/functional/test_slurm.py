@@ -283,3 +283,30 @@ def test_srun_mpi_ranks_in_containers(cluster, mpi_container, plugin):
                           "/usr/local/bin/mpi_hello", env={"OMPI_MCA_btl": "self,vader"}, timeout=120)
     lines, expected = _hello_lines(result.stdout, 2)
     assert result.returncode == 0 and lines == expected, result.stdout + result.stderr
+
+
+def test_host_mpi_in_an_image_without_mpi(cluster, debian_image):
+    """--hostmpi: a Debian image without Open MPI runs an MPI program with the node's Open MPI bound in
+    (libraries first on LD_LIBRARY_PATH, components and help files at their host paths)."""
+    if not shutil.which("mpicc") or not shutil.which("mpirun"):
+        if CI:
+            pytest.fail("mpicc or mpirun is missing: .ci/run should have installed libopenmpi-dev, openmpi-bin")
+        pytest.skip("Open MPI is not installed on the host")
+    source = cluster.dir / "hello.c"
+    source.write_text(HELLO)
+    binary = cluster.dir / "mpi_hello"
+    subprocess.run(["mpicc", "-O1", "-o", str(binary), str(source)], check=True, timeout=120)
+    cluster.udocker("pull", debian_image.ref)
+    cluster.udocker("create", "--name=plain", debian_image.ref)
+    cluster.udocker("setup", "--execmode=P1", "plain")
+    rootfs = cluster.udocker("inspect", "-p", "plain").stdout.strip()
+    shutil.copy(binary, os.path.join(rootfs, "usr/local/bin/mpi_hello"))
+    with open(os.path.join(rootfs, "etc/udocker-test-marker"), "w", encoding="utf-8") as stream:
+        stream.write("in-container\n")
+    without = cluster.udocker("run", "plain", "/usr/local/bin/mpi_hello", check=False)
+    assert without.returncode == 127 or "libmpi" in without.stderr  # the image has no MPI of its own
+    result = subprocess.run(["mpirun", "-np", "2", "--oversubscribe", "--mca", "btl", "self,vader", "udocker",
+                             "run", "--hostmpi", _as_me(), "plain", "/usr/local/bin/mpi_hello"],
+                            env=cluster.env, capture_output=True, text=True, timeout=120, cwd=cluster.dir)
+    lines, expected = _hello_lines(result.stdout, 2)
+    assert result.returncode == 0 and lines == expected, result.stdout + result.stderr

@@ -253,8 +253,8 @@ def _spec(tmp_path, host, *, options=None, environ=None, record=None, config=Non
                                              **(record or {})))
     opts = Options(**(options or {}))
     spec = build_spec(container, opts, environ or {})
-    run_inject(spec, dict({"nvidia": "auto", "infiniband": "auto"}, **(config or {})), opts, container,
-               environ or {}, root=host)
+    settings = dict({"nvidia": "auto", "infiniband": "auto", "host_mpi": "off"}, **(config or {}))
+    run_inject(spec, settings, opts, container, environ or {}, root=host)
     return spec
 
 

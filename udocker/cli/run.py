@@ -40,6 +40,8 @@ Options:
   --no-nvidia               Do not, even when the job was given GPUs (default: config key nvidia, auto).
   --ib                      Make the node's Infiniband/RDMA devices and libraries visible.
   --no-ib                   Do not, even when the node has them (default: config key infiniband, auto).
+  --hostmpi                 Use the node's MPI libraries in place of the image's (ABI-compatible images).
+  --no-hostmpi              Do not (default: config key host_mpi, off).
   -i, --interactive, -t, --tty, --nobanner   Accepted for compatibility.
   -h, --help                Show this message and exit.
 """
@@ -58,7 +60,8 @@ _LONG = {
     "publish": ("publish", True, True), "interactive": ("interactive", False, False), "tty": ("tty", False, False),
     "nobanner": ("nobanner", False, False), "help": ("help", False, False),
     "nvidia": ("nvidia", False, False), "no-nvidia": ("no_nvidia", False, False), "ib": ("ib", False, False),
-    "no-ib": ("no_ib", False, False),
+    "no-ib": ("no_ib", False, False), "hostmpi": ("hostmpi", False, False),
+    "no-hostmpi": ("no_hostmpi", False, False),
 }
 _SHORT = {"w": "workdir", "u": "user", "v": "volume", "e": "env", "p": "publish", "i": "interactive", "t": "tty",
           "h": "help"}

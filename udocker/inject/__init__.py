@@ -32,9 +32,10 @@ def setting(configured, flag, recorded, *, key):
     return value
 
 
-def plans(*, nvidia, infiniband, request, image_env, root="/"):
-    """The InjectionPlans to apply, for settings `nvidia` and `infiniband` ("auto", "on", "off"); `request`
-    is the host environment with the run's -e variables, `image_env` the container's environment."""
+def plans(*, nvidia, infiniband, request, image_env, hostmpi="off", root="/"):
+    """The InjectionPlans to apply, for settings `nvidia`, `infiniband` and `hostmpi` ("auto", "on", "off";
+    the host MPI only when "on"); `request` is the host environment with the run's -e variables,
+    `image_env` the container's environment."""
     found = []
     if nvidia == "on" or (nvidia == "auto" and _wants_gpus(request, image_env, root)):
         from udocker.inject import nvidia as nvidia_injector
@@ -44,6 +45,10 @@ def plans(*, nvidia, infiniband, request, image_env, root="/"):
         from udocker.inject import infiniband as ib_injector
 
         found.append(ib_injector.plan(root, required=infiniband == "on"))
+    if hostmpi == "on":
+        from udocker.inject import hostmpi as mpi_injector
+
+        found.append(mpi_injector.plan(root, required=True))
     return [p for p in found if not p.empty()]
 
 

@@ -26,19 +26,22 @@ class InjectionPlan:
     env: variables set in the container unless the container already sets them (image ENV, -e).
     env_append: {variable: [container directories]} appended, in order, after the container's own value
         (LD_LIBRARY_PATH, PATH): the image's own search directories keep precedence.
+    env_prepend: the same, put before the container's own value (the host MPI replaces the image's).
     files: list of (host path, container path) to copy; unused (see the module docstring), kept so that an
         engine that can neither bind nor link could still be served.
     info: what was found, for logs and `udocker info` (driver version, gpus, capabilities, missing names).
     """
 
-    __slots__ = ("name", "binds", "devices", "env", "env_append", "files", "info")
+    __slots__ = ("name", "binds", "devices", "env", "env_append", "env_prepend", "files", "info")
 
-    def __init__(self, name, *, binds=(), devices=(), env=None, env_append=None, files=(), info=None):
+    def __init__(self, name, *, binds=(), devices=(), env=None, env_append=None, env_prepend=None, files=(),
+                 info=None):
         self.name = name
         self.binds = list(binds)
         self.devices = list(devices)
         self.env = dict(env or {})
         self.env_append = {key: list(value) for key, value in (env_append or {}).items()}
+        self.env_prepend = {key: list(value) for key, value in (env_prepend or {}).items()}
         self.files = list(files)
         self.info = dict(info or {})
 
@@ -47,7 +50,7 @@ class InjectionPlan:
                 f"env={self.env!r}, env_append={self.env_append!r})")
 
     def empty(self):
-        return not (self.binds or self.devices or self.env or self.env_append or self.files)
+        return not (self.binds or self.devices or self.env or self.env_append or self.env_prepend or self.files)
 
     def bind(self, source, target):
         """Add a bind unless `target` is already bound."""
@@ -70,10 +73,15 @@ class InjectionPlan:
         for key, value in self.env.items():
             spec.env.setdefault(key, value)
         for key, directories in self.env_append.items():
-            current = spec.env.get(key, default_path if key == "PATH" else "")
-            parts = [p for p in current.split(":") if p]
-            parts += [d for d in directories if d not in parts]
-            spec.env[key] = ":".join(parts)
+            parts = _parts(spec.env, key, default_path)
+            spec.env[key] = ":".join(parts + [d for d in directories if d not in parts])
+        for key, directories in self.env_prepend.items():
+            parts = _parts(spec.env, key, default_path)
+            spec.env[key] = ":".join(directories + [p for p in parts if p not in directories])
+
+
+def _parts(env, key, default_path):
+    return [p for p in env.get(key, default_path if key == "PATH" else "").split(":") if p]
 
 
 def _covered(mounts, mount):
