@@ -4,6 +4,8 @@ import base64
 import json
 import os
 
+import pytest
+
 from tests.integration.conftest import REPOSITORY, TAG
 from utils.local_registry import free_port
 
@@ -121,3 +123,26 @@ def test_search_catalog_and_tags(udocker, plain_registry):
     done = udocker("search", "--list-tags", f"{host}/tests/missing")
     assert done.returncode == 1
     assert done.stderr.startswith(f"error: repository unknown: {host}/tests/missing\n")
+
+
+@pytest.mark.parametrize("setting", ["credHelpers", "credsStore"])
+def test_docker_credential_helpers(udocker, htpasswd_registry, home, tmp_path, setting):
+    """Docker's credential helpers (docker-credential-NAME get: server on stdin, JSON on stdout)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    helper = bin_dir / "docker-credential-fake"
+    asked = tmp_path / "asked"
+    helper.write_text(f"#!/bin/sh\n[ \"$1\" = get ] || exit 1\ncat > {asked}\n"
+                      "echo '{\"ServerURL\": \"x\", \"Username\": \"alice\", \"Secret\": \"wonderland\"}'\n")
+    helper.chmod(0o755)
+    os.makedirs(os.path.join(home, ".docker"))
+    config = {"credHelpers": {htpasswd_registry.host: "fake"}} if setting == "credHelpers" else {"credsStore": "fake"}
+    with open(os.path.join(home, ".docker", "config.json"), "w", encoding="utf-8") as stream:
+        json.dump(config, stream)
+    path = f"{bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}"
+    done = udocker("pull", htpasswd_registry.ref, env={"PATH": path})
+    assert done.returncode == 0, done.stderr
+    assert asked.read_text() == htpasswd_registry.host
+    helper.write_text("#!/bin/sh\necho 'credentials not found in native keychain'; exit 1\n")
+    done = udocker("manifest", "inspect", htpasswd_registry.ref, env={"PATH": path})
+    assert done.returncode == 1 and done.stderr.startswith("error: authentication required")

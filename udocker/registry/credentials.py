@@ -3,7 +3,9 @@
 udocker's file is `Layout.credentials`, mode 0600, replaced atomically. Its content is JSON (a subset of YAML,
 so the file name stays true) shaped like Docker's: {"auths": {HOST: {"auth": base64("user:password")}}}.
 JSON keeps the yaml import in udocker.config alone. Hosts are normalised with `registry_host()`, so the
-Docker Hub aliases share one entry. Docker's credential helpers (credsStore, credHelpers) are not used.
+Docker Hub aliases share one entry. Docker's credential helpers are used as Docker uses them: credHelpers
+names a helper per registry, credsStore one for all; `docker-credential-NAME get` reads the server URL on
+stdin and prints {"Username", "Secret"} (docker-credential-helpers' protocol).
 """
 
 import base64
@@ -41,7 +43,7 @@ def _decode(entry: Any) -> Optional[tuple]:
     return (user, password) if sep and user else None
 
 
-def _read_auths(path: str, *, what: str) -> dict:
+def _read_json(path: str, *, what: str) -> dict:
     try:
         with open(path, encoding="utf-8") as stream:
             data = json.load(stream)
@@ -51,7 +53,12 @@ def _read_auths(path: str, *, what: str) -> dict:
         raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from None
     except ValueError:
         raise ConfigError(f"{what} {path} is not valid JSON", hint="remove it and run 'udocker login' again") from None
-    auths = data.get("auths") if isinstance(data, dict) else None
+    return data if isinstance(data, dict) else {}
+
+
+def _read_auths(path: str, *, what: str) -> dict:
+    data = _read_json(path, what=what)
+    auths = data.get("auths")
     return {registry_host(host): entry for host, entry in auths.items()} if isinstance(auths, dict) else {}
 
 
@@ -74,6 +81,8 @@ class CredentialStore:
         found = _decode(_read_auths(self.path, what="credentials file").get(host))
         if found is None:
             found = _decode(_read_auths(docker_config_path(), what="docker config").get(host))
+        if found is None:
+            found = _from_helper(host, _read_json(docker_config_path(), what="docker config"))
         return found
 
     def hosts(self) -> list:
@@ -104,3 +113,24 @@ class CredentialStore:
             change(auths)
             data = json.dumps({"auths": auths}, indent=2, sort_keys=True).encode() + b"\n"
             fs.atomic_write(self.path, data, tmpdir=self.layout.tmp, mode=0o600)
+
+
+def _from_helper(host: str, docker_config: dict) -> Optional[tuple]:
+    """(username, secret) from the credential helper Docker would ask for `host`, or None (no helper, helper
+    not installed, no credentials stored, or a malformed answer)."""
+    import subprocess
+
+    helpers = docker_config.get("credHelpers") if isinstance(docker_config.get("credHelpers"), dict) else {}
+    name = next((v for k, v in helpers.items() if registry_host(k) == host), None) or docker_config.get("credsStore")
+    if not isinstance(name, str) or not name:
+        return None
+    server = "https://index.docker.io/v1/" if host == DOCKER_HUB else host
+    try:
+        done = subprocess.run([f"docker-credential-{name}", "get"], input=server.encode(), capture_output=True,
+                              timeout=30, check=False)
+        answer = json.loads(done.stdout) if done.returncode == 0 else None
+    except (OSError, ValueError, subprocess.TimeoutExpired):
+        return None
+    if not isinstance(answer, dict) or not answer.get("Username") or not answer.get("Secret"):
+        return None
+    return str(answer["Username"]), str(answer["Secret"])
