@@ -146,3 +146,17 @@ def test_run_image_options_platform_registry(udocker, registry):
     result = udocker("run", "--rm", f"--registry=http://{registry.host}", "--index=http://127.0.0.1:9",
                      "test/busybox", "echo", "via-registry")
     assert (result.returncode, result.stdout) == (0, "via-registry\n"), result.stderr
+
+
+@pytest.mark.parametrize("mode", ["P1", "R1"])
+def test_terminal_passes_through(udocker, busybox, mode):
+    """With a terminal on stdin (script(1) provides one), the program gets a terminal and its status."""
+    import shlex
+
+    name = _container(udocker, busybox, mode=mode)
+    command = shlex.join([sys.executable, "-m", "udocker", "--repo", udocker.repo, "run", name, "sh", "-c",
+                          "tty; exit 4"])
+    result = subprocess.run(["script", "-qec", command, "/dev/null"], env=udocker.env, cwd=TOP,
+                            capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert result.returncode == 4, result.stdout + result.stderr
+    assert "/dev/pts/" in result.stdout
