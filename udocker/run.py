@@ -3,8 +3,8 @@ exec. See DESIGN.md 'Data flow'. This module is on the hot path of `udocker run`
 running an existing container needs (no requests, click, yaml unless a config file exists)."""
 
 import os
-import stat
 
+from udocker.engines.base import resolve
 from udocker.errors import ProgramNotExecutable, ProgramNotFound, UdockerError, UsageError
 from udocker.runspec import Mount, RunSpec
 
@@ -68,30 +68,6 @@ def program_argv(config, options):
     return argv
 
 
-def _inside(rootfs, path, *, depth=0):
-    """Host path of container path `path`, following the container's symlinks inside the rootfs."""
-    if depth > 40:
-        return None
-    current = rootfs
-    parts = [p for p in path.split("/") if p and p != "."]
-    for index, part in enumerate(parts):
-        if part == "..":
-            current = os.path.dirname(current) if current != rootfs else rootfs
-            continue
-        candidate = os.path.join(current, part)
-        try:
-            info = os.lstat(candidate)
-        except OSError:
-            return None
-        if stat.S_ISLNK(info.st_mode):
-            target = os.readlink(candidate)
-            base = "/" if target.startswith("/") else "/" + os.path.relpath(current, rootfs)
-            rest = "/".join(parts[index + 1:])
-            return _inside(rootfs, os.path.join(base, target, rest), depth=depth + 1)
-        current = candidate
-    return current
-
-
 def check_program(rootfs, argv0, env):
     """Resolve argv[0] in the container like execvp (PATH lookup for a bare name); raises
     ProgramNotFound (127) or ProgramNotExecutable (126). Returns the container path."""
@@ -100,8 +76,8 @@ def check_program(rootfs, argv0, env):
     else:
         candidates = [os.path.join(d or ".", argv0) for d in env.get("PATH", DEFAULT_PATH).split(":")]
     for candidate in candidates:
-        host = _inside(rootfs, candidate)
-        if host and os.path.isfile(host):
+        host = resolve(rootfs, candidate)
+        if os.path.isfile(host):
             if not os.access(host, os.X_OK):
                 raise ProgramNotExecutable(f"permission denied: {argv0} is not executable")
             return candidate
@@ -112,9 +88,8 @@ def check_program(rootfs, argv0, env):
 
 # -- identity ------------------------------------------------------------------------------------------
 def _passwd(rootfs, name):
-    path = _inside(rootfs, f"/etc/{name}")
     try:
-        with open(path or os.devnull, encoding="utf-8", errors="replace") as stream:
+        with open(resolve(rootfs, f"/etc/{name}"), encoding="utf-8", errors="replace") as stream:
             return [line.rstrip("\n").split(":") for line in stream if line.count(":") >= 2]
     except OSError:
         return []

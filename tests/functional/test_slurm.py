@@ -223,10 +223,9 @@ def mpi_image(registry):
     return debian.push_archive(registry.client(), archive, "test/debian-mpi:12").ref
 
 
-@pytest.fixture
-def mpi_container(cluster, registry, mpi_image):
-    """Container `mpi` of the MPI image with /usr/local/bin/mpi_hello (compiled here with mpicc) and a marker
-    file only the container has."""
+def _hello_container(cluster, image, name):
+    """Container `name` of `image`, in P1, with /usr/local/bin/mpi_hello (compiled here with mpicc) and a
+    marker file only the container has."""
     if not shutil.which("mpicc") or not shutil.which("mpirun"):
         if CI:
             pytest.fail("mpicc or mpirun is missing: .ci/run should have installed libopenmpi-dev, openmpi-bin")
@@ -235,17 +234,21 @@ def mpi_container(cluster, registry, mpi_image):
     source.write_text(HELLO)
     binary = cluster.dir / "mpi_hello"
     subprocess.run(["mpicc", "-O1", "-o", str(binary), str(source)], check=True, timeout=120)
-    image = registry.ref(mpi_image)
     cluster.udocker("pull", image)
-    cluster.udocker("create", "--name=mpi", image)
+    cluster.udocker("create", f"--name={name}", image)
     # PRoot: the ranks run as the caller's own uid (-u is emulated). Rootless runc must map container root to
     # the caller, so R1 runs another uid as a subordinate id, which cannot use mpirun's session directory.
-    cluster.udocker("setup", "--execmode=P1", "mpi")
-    rootfs = cluster.udocker("inspect", "-p", "mpi").stdout.strip()
+    cluster.udocker("setup", "--execmode=P1", name)
+    rootfs = cluster.udocker("inspect", "-p", name).stdout.strip()
     shutil.copy(binary, os.path.join(rootfs, "usr/local/bin/mpi_hello"))
     with open(os.path.join(rootfs, "etc/udocker-test-marker"), "w", encoding="utf-8") as stream:
         stream.write("in-container\n")
-    return "mpi"
+    return name
+
+
+@pytest.fixture
+def mpi_container(cluster, registry, mpi_image):
+    return _hello_container(cluster, registry.ref(mpi_image), "mpi")
 
 
 def _hello_lines(output, size):
@@ -288,21 +291,7 @@ def test_srun_mpi_ranks_in_containers(cluster, mpi_container, plugin):
 def test_host_mpi_in_an_image_without_mpi(cluster, debian_image):
     """--hostmpi: a Debian image without Open MPI runs an MPI program with the node's Open MPI bound in
     (libraries first on LD_LIBRARY_PATH, components and help files at their host paths)."""
-    if not shutil.which("mpicc") or not shutil.which("mpirun"):
-        if CI:
-            pytest.fail("mpicc or mpirun is missing: .ci/run should have installed libopenmpi-dev, openmpi-bin")
-        pytest.skip("Open MPI is not installed on the host")
-    source = cluster.dir / "hello.c"
-    source.write_text(HELLO)
-    binary = cluster.dir / "mpi_hello"
-    subprocess.run(["mpicc", "-O1", "-o", str(binary), str(source)], check=True, timeout=120)
-    cluster.udocker("pull", debian_image.ref)
-    cluster.udocker("create", "--name=plain", debian_image.ref)
-    cluster.udocker("setup", "--execmode=P1", "plain")
-    rootfs = cluster.udocker("inspect", "-p", "plain").stdout.strip()
-    shutil.copy(binary, os.path.join(rootfs, "usr/local/bin/mpi_hello"))
-    with open(os.path.join(rootfs, "etc/udocker-test-marker"), "w", encoding="utf-8") as stream:
-        stream.write("in-container\n")
+    _hello_container(cluster, debian_image.ref, "plain")
     without = cluster.udocker("run", "plain", "/usr/local/bin/mpi_hello", check=False)
     assert without.returncode == 127 or "libmpi" in without.stderr  # the image has no MPI of its own
     result = subprocess.run(["mpirun", "-np", "2", "--oversubscribe", "--mca", "btl", "self,vader", "udocker",

@@ -5,7 +5,8 @@ import os
 import pytest
 
 from tests.fixtures.rootfs import make_container
-from udocker.engines.proot import ProotEngine, find_program, resolve_in_rootfs
+from udocker.engines.base import resolve
+from udocker.engines.proot import ProotEngine, find_program
 from udocker.errors import EngineError, EngineUnavailable
 from udocker.paths import Layout
 from udocker.runspec import Mount, RunSpec
@@ -98,7 +99,7 @@ def test_program_lookup(container):
 
 def test_resolve_stays_inside_the_rootfs(container):
     os.symlink("../../../../..", os.path.join(container.rootfs, "up"))
-    assert resolve_in_rootfs(container.rootfs, "/up/etc/passwd") == os.path.join(container.rootfs, "etc", "passwd")
+    assert resolve(container.rootfs, "/up/etc/passwd") == os.path.join(container.rootfs, "etc", "passwd")
 
 
 def test_probe_reports_why(engine):

@@ -43,7 +43,7 @@ Limits, as in udocker 1.3:
 import os
 
 from udocker.engines import elfpatch
-from udocker.engines.base import Engine, Launch
+from udocker.engines.base import Engine, Launch, resolve
 from udocker.errors import EngineError, EngineUnavailable
 
 MODES = ("F1", "F2", "F3", "F4")
@@ -56,7 +56,6 @@ SYSTEM_LIBDIRS = ("/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib/aa
 # Programs whose interpreter names the container's loader (the first dynamic one wins).
 PROBE_PROGRAMS = ("/bin/sh", "/usr/bin/env", "/bin/ls", "/usr/bin/ls", "/bin/bash", "/usr/bin/bash")
 LDCONFIG = ("/sbin/ldconfig", "/usr/sbin/ldconfig", "/sbin/ldconfig.real")
-MAX_SYMLINKS = 40
 
 
 class FakechrootEngine(Engine):
@@ -268,41 +267,6 @@ class FakechrootEngine(Engine):
 def _norm(path):
     """A container path made absolute and normal ('//x' stays '//x' for os.path.normpath)."""
     return os.path.normpath("/" + path.lstrip("/"))
-
-
-def resolve(rootfs, path, mounts=(), cwd="/"):
-    """The host path of container path `path`, following symbolic links as chroot(2) would: absolute link
-    targets start again at `rootfs`, '..' stops at the root; a path under a mount target continues in the
-    mount's source. The last component need not exist."""
-    targets = sorted(((_norm(m.target), os.path.abspath(m.source)) for m in mounts), key=lambda t: -len(t[0]))
-
-    def host(parts):
-        container = "/" + "/".join(parts)
-        for target, source in targets:
-            if container == target or container.startswith(target.rstrip("/") + "/"):
-                return source + container[len(target):]
-        return rootfs.rstrip("/") + container
-
-    todo = [p for p in (path if path.startswith("/") else cwd + "/" + path).split("/") if p]
-    done, hops = [], 0
-    while todo:
-        part = todo.pop(0)
-        if part == ".":
-            continue
-        if part == "..":
-            if done:
-                done.pop()
-            continue
-        candidate = host(done + [part])
-        if os.path.islink(candidate) and hops < MAX_SYMLINKS:
-            hops += 1
-            target = os.readlink(candidate)
-            if target.startswith("/"):
-                done = []
-            todo = [p for p in target.split("/") if p] + todo
-            continue
-        done.append(part)
-    return host(done)
 
 
 def library_dirs(rootfs):

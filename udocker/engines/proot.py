@@ -30,38 +30,12 @@ Command line (P1; P2 adds PROOT_NO_SECCOMP=1 to the environment):
 
 import os
 
-from udocker.engines.base import Engine, Launch
+from udocker.engines.base import Engine, Launch, resolve
 from udocker.errors import EngineError, EngineUnavailable
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 KILL_AFTER = "10"  # seconds between the forwarded signal and SIGKILL to what is left (docker stop's default)
 _PROBES = {}  # (binary, mode) -> None or EngineUnavailable: probes run once per process
-
-
-def resolve_in_rootfs(rootfs, path, *, limit=40):
-    """The host path of container path `path`, following symlinks as the container would see them (absolute
-    targets stay inside rootfs). A missing last component is returned unresolved."""
-    parts = [p for p in path.split("/") if p]
-    resolved = rootfs
-    while parts:
-        part = parts.pop(0)
-        if part == ".":
-            continue
-        if part == "..":
-            resolved = os.path.dirname(resolved) if resolved != rootfs else rootfs
-            continue
-        candidate = os.path.join(resolved, part)
-        if os.path.islink(candidate):
-            limit -= 1
-            if limit < 0:
-                raise EngineError(f"too many levels of symbolic links in the container: {path}")
-            target = os.readlink(candidate)
-            if target.startswith("/"):
-                resolved = rootfs
-            parts = [p for p in target.split("/") if p] + parts
-            continue
-        resolved = candidate
-    return resolved
 
 
 def find_program(rootfs, name, env):
@@ -72,7 +46,7 @@ def find_program(rootfs, name, env):
     for directory in (env.get("PATH") or DEFAULT_PATH).split(":"):
         if not directory.startswith("/"):
             continue
-        host = resolve_in_rootfs(rootfs, directory.rstrip("/") + "/" + name)
+        host = resolve(rootfs, directory.rstrip("/") + "/" + name)
         if os.path.isfile(host) and os.access(host, os.X_OK):
             return directory.rstrip("/") + "/" + name
     raise EngineError(f"executable file not found in the container's PATH: {name}",
