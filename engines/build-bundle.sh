@@ -5,28 +5,27 @@
 #
 # usage: engines/build-bundle.sh [-o OUTDIR] [ENGINE...]     (ENGINE: proot runc crun patchelf fakechroot)
 #
-# Layout of the bundle (OUTDIR/udocker-engines-<arch>/ and the same tree in OUTDIR/udocker-engines-<arch>.tar.gz):
+# Writes into OUTDIR: udocker-engines-<arch>/ (the tree), udocker-engines-<arch>.tar.gz and its .sha256, and the
+# wheel udocker_engines-<version>-py3-none-<linux tags of arch>.whl (engines/make_wheel.py) for pip.
+#
+# Layout of the bundle:
 #   bin/<engine>                     the executables
-#   lib/<soname>                     the shared libraries they need that are not part of glibc
+#   lib/<soname>                     every shared library they load, glibc and its loader included
 #   lib/fakechroot/libfakechroot.so  the fakechroot library (LD_PRELOADed into containers, F modes)
-#   manifest.yaml                    engines (version, source package), and the sha256 of every file
+#   manifest.yaml                    engines (version, source package), the loader, the sha256 of every file
 #
-# Relocation: every executable gets DT_RPATH '$ORIGIN/../lib' and every bundled library DT_RPATH '$ORIGIN'
-# (patchelf --force-rpath). DT_RPATH, unlike DT_RUNPATH, is searched before LD_LIBRARY_PATH and also for
-# the dependencies of dependencies, so a module's LD_LIBRARY_PATH on an HPC node cannot swap in another
-# libtalloc, and the bundle works from any directory with LD_LIBRARY_PATH unset.
-# Exception: runc and crun re-execute themselves from a memfd copy (CVE-2019-5736 defence), where $ORIGIN
-# no longer names bin/; `udocker install` therefore appends the installed engines/lib as an absolute path to
-# their RPATH and records their new sums in engines/patched.json (manifest.yaml keeps the bundle's sums).
+# Self-contained: the C library and its dynamic loader (lib/ld-linux-*.so.*) travel with the engines, so they
+# run on any Linux kernel the bundled glibc supports whatever C library the host has (an older glibc, musl,
+# none) and whatever LD_LIBRARY_PATH a module set. `udocker install` sets each executable's ELF interpreter
+# (PT_INTERP) to the installed loader and its DT_RPATH to the installed lib/, both absolute: the kernel then
+# starts the engine through the bundled loader, /proc/self/exe stays the engine (runc re-executes itself from
+# a memfd copy, which $ORIGIN could not follow), and DT_RPATH, unlike DT_RUNPATH, is searched before
+# LD_LIBRARY_PATH, for the dependencies of dependencies too. In the tarball the executables keep Debian's
+# interpreter and get DT_RPATH '$ORIGIN/../lib'; non-glibc libraries get '$ORIGIN'; glibc's files are copied
+# untouched. libfakechroot.so is the exception: it is loaded by the container's glibc, so udocker checks its
+# GLIBC_x needs against each container's libc (F modes).
 #
-# glibc is NOT bundled (libc, libm, libpthread, libdl, librt, libresolv, libutil, the loader): its libraries
-# must match the host's loader and kernel interface, and running engines through a bundled loader
-# (ld.so BINARY) breaks engines that re-execute /proc/self/exe (runc init, crun) or that exec through a
-# loader of their own (proot). The bundle therefore needs a host glibc at least as new as the newest
-# GLIBC_x.y symbol version its files use: manifest.yaml records it as glibc_min, and udocker install checks
-# it. Build on the oldest distribution of your site to widen the range.
-#
-# Needs: sh, coreutils, ldd, dpkg-query, patchelf, tar, gzip. Downloads nothing.
+# Needs: sh, coreutils, ldd, dpkg-query, patchelf, tar, gzip, python3. Downloads nothing.
 set -eu
 
 out=.
@@ -66,19 +65,21 @@ package_of() {
 is_glibc() {
     case $(basename "$1") in
         ld-linux*|libc.so.*|libm.so.*|libdl.so.*|libpthread.so.*|librt.so.*|libresolv.so.*|libutil.so.*) return 0 ;;
-        linux-vdso.so.*|linux-gate.so.*) return 0 ;;
     esac
     return 1
 }
 
-# copy the libraries FILE needs (ldd resolves the whole closure) into lib/; prints their bundle paths
+# copy the libraries FILE needs (ldd resolves the whole closure, the loader included) into lib/; prints their
+# bundle paths. With $2 = noglibc the C library is left out (libfakechroot uses the container's).
 add_libraries() {
-    ldd "$1" | awk '$2 == "=>" && $3 ~ /^\// { print $1, $3 }' | while read -r soname path; do
-        is_glibc "$soname" && continue
+    ldd "$1" | awk '$2 == "=>" && $3 ~ /^\// { print $1, $3 } $1 ~ /^\// && $2 ~ /^\(/ { print $1, $1 }' \
+    | while read -r soname path; do
+        soname=$(basename "$soname")
+        if is_glibc "$soname" && [ "${2:-}" = noglibc ]; then continue; fi
         if [ ! -f "$bundle/lib/$soname" ]; then
             cp -L "$path" "$bundle/lib/$soname"
             chmod 0644 "$bundle/lib/$soname"
-            patchelf --force-rpath --set-rpath '$ORIGIN' "$bundle/lib/$soname"
+            is_glibc "$soname" || patchelf --force-rpath --set-rpath '$ORIGIN' "$bundle/lib/$soname"
             echo "lib/$soname $(package_of "$path")" >> "$sources"
         fi
         echo "lib/$soname"
@@ -96,7 +97,7 @@ add_engine() {
             chmod 0644 "$bundle/lib/fakechroot/libfakechroot.so"
             source=$(package_of "$lib")
             echo "lib/fakechroot/libfakechroot.so $source" >> "$sources"
-            files="lib/fakechroot/libfakechroot.so $(add_libraries "$lib" | tr '\n' ' ')"
+            files="lib/fakechroot/libfakechroot.so $(add_libraries "$lib" noglibc | tr '\n' ' ')"
             ;;
         proot|runc|crun|patchelf)
             exe=$(command -v "$engine" || true)
@@ -107,9 +108,7 @@ add_engine() {
             source=$(package_of "$exe")
             echo "bin/$engine $source" >> "$sources"
             files="bin/$engine $(add_libraries "$exe" | tr '\n' ' ')"
-            if [ "${files#* lib/}" != "$files" ]; then
-                patchelf --force-rpath --set-rpath '$ORIGIN/../lib' "$bundle/bin/$engine"
-            fi
+            patchelf --force-rpath --set-rpath '$ORIGIN/../lib' "$bundle/bin/$engine"
             ;;
         *) die "unknown engine '$engine' (known: proot runc crun patchelf fakechroot)" ;;
     esac
@@ -124,15 +123,21 @@ for engine in "$@"; do
     add_engine "$engine"
 done
 
-glibc_min=$(cat "$bundle"/bin/* $(find "$bundle/lib" -type f) | grep -ao 'GLIBC_2\.[0-9.]*[0-9]' \
-    | sed 's/GLIBC_//' | sort -u -V | tail -n 1)
+loader=
+for exe in "$bundle"/bin/*; do
+    interp=$(patchelf --print-interpreter "$exe" 2>/dev/null) || continue
+    loader=lib/$(basename "$interp")
+    [ -f "$bundle/$loader" ] || die "the loader $interp of $exe is not in the bundle"
+    break
+done
+[ -n "$loader" ] || [ -z "$(ls "$bundle/bin")" ] || die "no dynamic executable in the bundle: nothing names the loader"
 {
     echo "# udocker engine bundle: what each engine is, where it came from, the sha256 of every file."
     echo "# Written by engines/build-bundle.sh; checked by 'udocker install --from'."
     echo "format: 1"
     echo "architecture: $arch"
     echo "machine: $(uname -m)"
-    echo "glibc_min: \"$glibc_min\""
+    [ -z "$loader" ] || echo "loader: $loader"
     echo "engines:"
     cat "$sources.engines"
     echo "files:"
@@ -144,4 +149,6 @@ glibc_min=$(cat "$bundle"/bin/* $(find "$bundle/lib" -type f) | grep -ao 'GLIBC_
 
 # a reproducible tarball: sorted names, no owners, no times
 tar -C "$out" --sort=name --owner=0 --group=0 --numeric-owner --mtime=@0 -cf - "$name" | gzip -n > "$bundle.tar.gz"
+(cd "$out" && sha256sum "$name.tar.gz") > "$bundle.tar.gz.sha256"
+python3 "$(dirname "$0")/make_wheel.py" "$bundle" "$out" >/dev/null || die "cannot write the wheel"
 echo "$bundle.tar.gz"

@@ -52,6 +52,9 @@ KEYS: dict[str, Key] = {
                                      " on, off (auto means off); run --hostmpi / --no-hostmpi win (UDOCKER_HOST_MPI)"),
     "engine_paths": Key({}, "paths", "engine executables or libraries to use instead of searching them, by name"
                                      " (e.g. proot: /opt/bin/proot, libfakechroot.so: /opt/lib/libfakechroot.so)"),
+    "engines_url": Key(None, "str?", "an http(s) URL of the engine bundle tarball (a site's web server) that"
+                                     " `udocker install` downloads when no udocker-engines wheel is installed; its"
+                                     " sha256 is read from URL.sha256 (UDOCKER_ENGINES_URL)"),
     "oci_runtime": Key("auto", "str", "runtime of modes R1-R3: auto (crun where it works, else runc), runc or"
                        " crun (UDOCKER_OCI_RUNTIME)"),
 }

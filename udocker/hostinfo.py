@@ -78,11 +78,7 @@ def seccomp():
 
 def modes(config, layout):
     """{mode: {"status": "yes" | "no" | "unknown", "reason": text}} from each engine's probe()."""
-    try:
-        from udocker.engines import modes as engine_modes
-    except ImportError:
-        reason = "this udocker has no engine modes (udocker.engines.modes)"
-        return {mode: {"status": "unknown", "reason": reason} for mode in MODES}
+    from udocker.engines import modes as engine_modes
     from udocker.errors import UdockerError
 
     found = {}
@@ -125,5 +121,12 @@ def infiniband(root="/"):
 def collect(config, layout, *, root="/"):
     """The whole report as a JSON-ready dict."""
     return {"architecture": architecture(), "kernel": kernel(), "user_namespaces": user_namespaces(),
-            "ptrace": ptrace(), "seccomp": seccomp(), "modes": modes(config, layout), "gpu": gpus(root),
-            "infiniband": infiniband(root)}
+            "ptrace": ptrace(), "seccomp": seccomp(), "engines": engines(config, layout),
+            "modes": modes(config, layout), "gpu": gpus(root), "infiniband": infiniband(root)}
+
+
+def engines(config, layout):
+    """[{name, version, origin, path, problem}]: where each engine is found and where it came from."""
+    from udocker.engines import report
+
+    return report.engine_paths(report.find_engines(config, layout))

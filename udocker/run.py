@@ -351,8 +351,20 @@ def run_from_cli(general, values, target, command, environ):
     inject(spec, config, options, container, environ)  # before before_run: fakechroot links the binds there
     engine.before_run(spec, mode)
     launch = engine.command(spec, mode)
+    if general.get("debug"):
+        _debug_launch(mode, launch)
     after = (lambda: containers.remove(container, force=True)) if options.rm and not values.get("location") else None
     return execute(launch, cpuset=options.cpuset, after=after)
+
+
+def _debug_launch(mode, launch):
+    """-D: the engine's command line (its path shows which engine runs) and, in F modes, the library."""
+    import shlex
+    import sys
+
+    preload = launch.env.get("LD_PRELOAD")
+    sys.stderr.write(f"debug: mode {mode}: {shlex.join(launch.argv)}"
+                     + (f" (LD_PRELOAD={preload})" if preload else "") + "\n")
 
 
 def _container(config, layout, containers, target, values):

@@ -39,6 +39,12 @@ def test_info_json(udocker):
     scope = _read("/proc/sys/kernel/yama/ptrace_scope")
     assert report["ptrace"]["yama_ptrace_scope"] == (int(scope) if scope else None)
     assert report["seccomp"]["available"] is True and report["seccomp"]["mode"] in (0, 1, 2)
+    engines = {e["name"]: e for e in report["engines"]}  # this host's engines, from PATH / system libraries
+    assert list(engines) == ["proot", "runc", "crun", "patchelf", "fakechroot"]
+    for engine in engines.values():
+        assert (engine["origin"], engine["path"]) in (("PATH", shutil.which(engine["name"], path=os.environ["PATH"]
+                                                                         + ":/usr/sbin")), ("system", engine["path"]),
+                                                     (None, None)), engine
     assert set(report["modes"]) == {"P1", "P2", "F1", "F2", "F3", "F4", "R1", "R2", "R3"}
     assert all(m["status"] in ("yes", "no", "unknown") for m in report["modes"].values())
     if not os.path.exists("/proc/driver/nvidia/version") and not os.path.exists("/dev/nvidiactl"):
@@ -54,7 +60,9 @@ def test_info_text(udocker):
     assert lines[1] == f"kernel: Linux {uname.release}"
     assert lines[2].startswith("user namespaces: " + ("yes" if _unshare_works() else "no"))
     assert lines[3].startswith("ptrace: ") and lines[4].startswith("seccomp: yes")
-    assert lines[5] == "modes:" and [line.split(":")[0].strip() for line in lines[6:15]] == [
+    assert lines[5] == "engines:" and [line.split(":")[0].strip() for line in lines[6:11]] == [
+        "proot", "runc", "crun", "patchelf", "fakechroot"]
+    assert lines[11] == "modes:" and [line.split(":")[0].strip() for line in lines[12:21]] == [
         "P1", "P2", "F1", "F2", "F3", "F4", "R1", "R2", "R3"]
     if not os.path.exists("/proc/driver/nvidia/version") and not os.path.exists("/dev/nvidiactl"):
         assert "gpus: none" in lines

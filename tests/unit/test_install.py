@@ -9,7 +9,7 @@ import tarfile
 import pytest
 
 from udocker.config import Config
-from udocker.engines import install, locate
+from udocker.engines import install, locate, report
 from udocker.errors import DigestMismatch, EngineError, EngineUnavailable
 from udocker.paths import Layout
 
@@ -18,9 +18,9 @@ FILES = {"bin/proot": b"#!/bin/sh\necho proot 9.9.9\n", "lib/libtalloc.so.2": b"
          "lib/fakechroot/libfakechroot.so": b"fakechroot"}
 
 
-def _manifest(files, *, arch="amd64", machine=None, glibc="2.17"):
+def _manifest(files, *, arch="amd64", machine=None, loader=None):
     lines = ["format: 1", f"architecture: {arch}", f"machine: {machine or os.uname().machine}",
-             f'glibc_min: "{glibc}"', "engines:", "  proot:", '    version: "9.9.9"',
+             *([f"loader: {loader}"] if loader else []), "engines:", "  proot:", '    version: "9.9.9"',
              "    source: proot 9.9.9-1", "    files: [bin/proot, lib/libtalloc.so.2]", "files:"]
     for name, data in sorted(files.items()):
         lines += [f"  {name}:", f"    sha256: {hashlib.sha256(data).hexdigest()}", "    source: x 1"]
@@ -75,7 +75,7 @@ def test_install_tarball_with_top_directory(tmp_path, layout, shipped):
     with tarfile.open(tmp_path / "b.tar.gz", "w:gz") as archive:
         archive.add(bundle, arcname="udocker-engines-amd64")
     install.install_from(str(tmp_path / "b.tar.gz"), layout, shipped_path=shipped)
-    assert sorted(os.listdir(layout.engines)) == ["bin", "lib", "manifest.yaml"]
+    assert sorted(os.listdir(layout.engines)) == ["bin", "installed.json", "lib", "manifest.yaml"]
 
 
 def test_tampered_file_is_named_and_nothing_installed(tmp_path, layout, shipped):
@@ -128,11 +128,14 @@ def test_unsafe_tar_member_is_refused(tmp_path, layout, shipped):
     assert not (tmp_path / "evil").exists()
 
 
-def test_other_machine_and_newer_glibc_are_refused(tmp_path, layout, shipped):
+def test_other_machine_and_a_stray_loader_are_refused(tmp_path, layout, shipped):
     with pytest.raises(EngineError, match="the bundle is for riscv64"):
         install.install_from(str(_bundle(tmp_path / "a", machine="riscv64")), layout, shipped_path=shipped)
-    with pytest.raises(EngineError, match="needs glibc 99.0 or newer"):
-        install.install_from(str(_bundle(tmp_path / "b", glibc="99.0")), layout, shipped_path=shipped)
+    for loader in ("bin/proot", "lib/ld-missing.so.2"):
+        with pytest.raises(EngineError, match="names a loader that is not one of its lib/ files"):
+            install.install_from(str(_bundle(tmp_path / loader.replace("/", "_"), loader=loader)), layout,
+                                 shipped_path=shipped)
+    assert not os.path.exists(layout.engines)
 
 
 def test_existing_installation_is_replaced_only_with_force(tmp_path, layout, shipped):
@@ -142,24 +145,60 @@ def test_existing_installation_is_replaced_only_with_force(tmp_path, layout, shi
         install.install_from(str(other), layout, shipped_path=shipped)
     install.install_from(str(other), layout, shipped_path=shipped, force=True)
     assert not os.path.exists(os.path.join(layout.engines, "lib"))
-    assert install.purge(layout) == 2 and not os.path.exists(layout.engines)
+    assert install.purge(layout) == 3 and not os.path.exists(layout.engines)
     assert install.purge(layout) == 0
 
 
-def test_report_without_modes_module(tmp_path, layout, shipped, monkeypatch):
+def test_report_names_the_origin_of_installed_engines(tmp_path, layout, shipped):
     install.install_from(str(_bundle(tmp_path / "b")), layout, shipped_path=shipped)
     config = Config.load(environ={"UDOCKER_DIR": layout.topdir}, system_file="/nonexistent")
-    engines = install.find_engines(config, layout, {"PATH": str(tmp_path / "empty")})
+    engines = report.find_engines(config, layout, {"PATH": str(tmp_path / "empty")})
     by_name = {row.name: row for row in engines}
-    assert (by_name["proot"].origin, by_name["proot"].version) == (locate.ENGINES_FOLDER, "9.9.9")
+    assert (by_name["proot"].origin, by_name["proot"].version) == (install.BUNDLE, "9.9.9")
     assert by_name["runc"].path is None and by_name["runc"].problem == "runc not found"
-    import udocker.engines
+    modes = {row.mode: row for row in report.check_modes(config, layout, engines)}
+    assert (modes["R2"].status, modes["R2"].engine) == ("unusable", "runc/crun+proot")
+    record = install.installed_record(layout)
+    assert (record["origin"], record["from"], record["patched"]) == ("bundle", str(tmp_path / "b"), {})
 
-    monkeypatch.setitem(__import__("sys").modules, "udocker.engines.modes", None)  # ImportError
-    monkeypatch.delattr(udocker.engines, "modes", raising=False)  # else `from udocker.engines import modes` finds it
-    modes = {row.mode: row for row in install.check_modes(config, layout, engines)}
-    assert (modes["P1"].status, modes["P1"].engine) == ("found", "proot")
-    assert (modes["R2"].status, modes["R2"].detail) == ("missing", "needs runc or crun")
+
+@pytest.fixture
+def wheel(tmp_path, monkeypatch):
+    """A udocker_engines 'wheel' on sys.path holding a synthetic bundle."""
+    site = tmp_path / "site"
+    _bundle(site / "udocker_engines" / "bundle")
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setattr(locate, "_WHEEL", [])
+    monkeypatch.setattr(install, "SHIPPED", str(tmp_path / "no-shipped-list.yaml"))
+    return site / "udocker_engines" / "bundle"
+
+
+def test_wheel_is_installed_on_first_use_into_an_empty_engines_folder(wheel, layout):
+    assert locate.wheel_bundle() == str(wheel)
+    assert locate.locate("proot", layout, {"PATH": ""}) == (os.path.join(layout.engines, "bin", "proot"),
+                                                            locate.ENGINES_FOLDER)
+    assert install.installed_origin(layout) == install.WHEEL
+    assert locate.find_library("fakechroot/libfakechroot.so", layout).startswith(layout.engines)
+
+
+def test_an_upgraded_wheel_replaces_wheel_engines_but_not_a_bundle(wheel, tmp_path, layout):
+    install.install_from(str(_bundle(tmp_path / "b")), layout, trust_bundle_manifest=True)  # origin: bundle
+    assert not locate._install_wheel(layout, None)  # the user's engines stay
+    (wheel / "bin" / "proot").write_bytes(b"#!/bin/sh\necho proot 9.9.10\n")
+    (wheel / "manifest.yaml").write_text(_manifest(dict(FILES, **{"bin/proot": b"#!/bin/sh\necho proot 9.9.10\n"})))
+    with pytest.raises(EngineError, match="already installed"):
+        install.install_from(str(wheel), layout, origin=install.Origin(install.WHEEL, str(wheel)))
+    install.purge(layout)
+    install.install_from(str(tmp_path / "b"), layout, origin=install.Origin(install.WHEEL, "an older wheel"))
+    done = install.install_from(str(wheel), layout, origin=install.Origin(install.WHEEL, str(wheel)))
+    assert done.changed and install.installed_record(layout)["from"] == str(wheel)
+
+
+def test_a_tampered_wheel_installs_nothing(wheel, layout):
+    (wheel / "lib" / "libtalloc.so.2").write_bytes(b"evil")
+    with pytest.raises(DigestMismatch, match="checksum mismatch for lib/libtalloc.so.2"):
+        locate.locate("proot", layout, {"PATH": ""})
+    assert not os.path.exists(layout.engines)
 
 
 def test_configured_path_wins_and_a_wrong_one_is_an_error(tmp_path, layout):

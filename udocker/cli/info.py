@@ -21,7 +21,11 @@ def text_lines(report):
              f"ptrace: {_yes(trace['available'])} (yama ptrace_scope: {trace['yama_ptrace_scope']},"
              f" {trace['meaning']})",
              f"seccomp: {_yes(sec['available'])} (this process: mode {sec['mode']}, {sec['filters']} filters)",
-             "modes:"]
+             "engines:"]
+    for engine in report["engines"]:
+        where = f"{engine['origin']}, {engine['path']}" if engine["path"] else engine["problem"]
+        lines.append(f"  {engine['name']}: {engine['version'] or '-'} ({where})")
+    lines.append("modes:")
     for mode, state in report["modes"].items():
         lines.append(f"  {mode}: {state['status']}" + (f" ({state['reason']})" if state["reason"] else ""))
     if gpu["devices"]:

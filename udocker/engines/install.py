@@ -1,5 +1,5 @@
-"""Engine provisioning without internet: report which engines this host can use, and install a bundle built
-by engines/build-bundle.sh (a .tar.gz or a directory) into $UDOCKER_DIR/engines after verifying every file.
+"""Install an engine bundle built by engines/build-bundle.sh (a .tar.gz, its directory, or the bundle inside the
+udocker_engines wheel) into $UDOCKER_DIR/engines after verifying every file, and relocate it there.
 
 Verification (verify_bundle):
   1. the bundle's manifest.yaml lists every file of the bundle, and only files under bin/ and lib/;
@@ -8,9 +8,13 @@ Verification (verify_bundle):
      engines/manifest.yaml) names for the bundle's architecture has the sha256 listed there;
   4. a file that the shipped list does not name, or names with another sum (a bundle a site built from
      other package versions), is refused unless trust_bundle_manifest is given; then it is accepted on the
-     bundle's manifest alone and the result says so, file by file;
-  5. the host's glibc is at least the bundle's glibc_min (the bundle does not carry glibc; see the recipe).
-A refused bundle leaves the engines folder untouched. Nothing here opens a network connection.
+     bundle's manifest alone and the result says so, file by file. The wheel is trusted as udocker itself is
+     (pip installed both): its files are checked against its own manifest.
+Relocation (_relocate): the bundle carries its C library and loader; each executable gets PT_INTERP = the
+installed loader and DT_RPATH = the installed lib/, both absolute (see engines/build-bundle.sh for why).
+installed.json records where the engines came from (origin bundle or wheel, the file or URL, its sha256)
+and each patched file's new sha256.
+A refused bundle leaves the engines folder untouched. Nothing here opens a network connection (fetch.py does).
 """
 
 import hashlib
@@ -22,33 +26,19 @@ import shutil
 import subprocess
 import tarfile
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 from udocker import fs
 from udocker.config import read_yaml
-from udocker.engines import locate
 from udocker.errors import DigestMismatch, EngineError, EngineUnavailable, UdockerError
-from udocker.paths import Layout
 
 SHIPPED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "engines.yaml")
 MANIFEST = "manifest.yaml"
 _HEX = re.compile(r"^[0-9a-f]{64}$")
 _CHUNK = 1 << 20
 
-# engine name -> (kind, what locate looks for)
-ENGINES: Dict[str, Tuple[str, str]] = {
-    "proot": ("exe", "proot"),
-    "runc": ("exe", "runc"),
-    "crun": ("exe", "crun"),
-    "patchelf": ("exe", "patchelf"),
-    "fakechroot": ("lib", "fakechroot/libfakechroot.so"),
-}
-# mode -> engines it needs; "runc|crun" means either (udocker 1.3's legacy mode names)
-MODES: Dict[str, Tuple[str, ...]] = {
-    "P1": ("proot",), "P2": ("proot",),
-    "F1": ("fakechroot",), "F2": ("fakechroot",), "F3": ("fakechroot", "patchelf"), "F4": ("fakechroot", "patchelf"),
-    "R1": ("runc|crun",), "R2": ("runc|crun", "proot"), "R3": ("runc|crun", "proot"),
-}
+BUNDLE, WHEEL = "bundle", "wheel"  # installed.json origins
+INSTALLED = "installed.json"
 
 
 @dataclass(frozen=True)
@@ -56,7 +46,7 @@ class Manifest:
     path: str
     architecture: str
     machine: str
-    glibc_min: Optional[str]
+    loader: Optional[str]  # the bundled dynamic loader, e.g. lib/ld-linux-x86-64.so.2
     engines: Dict[str, Dict[str, Any]]
     files: Dict[str, str]  # bundle-relative path -> sha256
 
@@ -75,8 +65,10 @@ def read_manifest(path: str, what: str = "engine manifest") -> Manifest:
         if not isinstance(digest, str) or not _HEX.match(digest):
             raise EngineError(f"{what} {path} has no valid sha256 for {name}")
         sums[_checked_name(str(name), path)] = digest
-    return Manifest(path, str(data.get("architecture", "")), str(data.get("machine", "")),
-                    None if data.get("glibc_min") is None else str(data["glibc_min"]),
+    loader = data.get("loader")
+    if loader is not None and (not isinstance(loader, str) or loader not in sums or not loader.startswith("lib/")):
+        raise EngineError(f"{what} {path} names a loader that is not one of its lib/ files: {loader!r}")
+    return Manifest(path, str(data.get("architecture", "")), str(data.get("machine", "")), loader,
                     dict(data.get("engines") or {}), sums)
 
 
@@ -160,28 +152,8 @@ def _check_machine(manifest: Manifest) -> None:
         raise EngineError(f"the bundle is for {manifest.machine}, this host is {platform.machine()}")
 
 
-def host_glibc() -> Optional[Tuple[int, ...]]:
-    try:
-        text = os.confstr("CS_GNU_LIBC_VERSION") or ""
-    except (ValueError, OSError):
-        return None
-    match = re.match(r"glibc (\d+)\.(\d+)", text)
-    return (int(match.group(1)), int(match.group(2))) if match else None
-
-
-def check_glibc(manifest: Manifest) -> None:
-    """Raise EngineError when the host's glibc is older than the bundle needs (or is not glibc)."""
-    if not manifest.glibc_min:
-        return
-    need = tuple(int(part) for part in manifest.glibc_min.split(".")[:2])
-    have = host_glibc()
-    if have is None or have < need:
-        host = "no glibc" if have is None else "glibc " + ".".join(map(str, have))
-        raise EngineError(f"the bundle needs glibc {manifest.glibc_min} or newer; this host has {host}",
-                          hint="build the bundle on an older distribution, or use --force to install anyway")
-
-
-def load_shipped(path: str = SHIPPED) -> Optional[Manifest]:
+def load_shipped(path: Optional[str] = None) -> Optional[Manifest]:
+    path = path or SHIPPED
     return read_manifest(path, "shipped engines list") if os.path.isfile(path) else None
 
 
@@ -237,35 +209,47 @@ class Installed:
     changed: bool
 
 
+@dataclass(frozen=True)
+class Origin:
+    """Where a bundle comes from, as installed.json records it: kind BUNDLE (a file or URL) or WHEEL."""
+    kind: str = BUNDLE
+    where: Optional[str] = None
+    sha256: Optional[str] = None  # the tarball's, when it was pinned (install --from URL)
+
+
 def install_from(source: str, layout, *, force: bool = False, trust_bundle_manifest: bool = False,
-                 lock_timeout: float = 3600, shipped_path: str = SHIPPED) -> Installed:
+                 lock_timeout: float = 3600, shipped_path: Optional[str] = None, origin: Optional[Origin] = None
+                 ) -> Installed:
     """Verify the bundle at `source` (a directory or tarball), then replace $UDOCKER_DIR/engines with it.
 
-    The new tree is built and verified in tmp/ (same filesystem) and moved into place with rename(2); the old
-    tree is moved aside first and restored if the second rename fails, so a reader sees the old engines, the
-    new ones, or (for the instant between the two renames) none, never a partial set. On any error the
-    engines folder is unchanged. An identical installation is left alone (changed=False) unless `force`;
-    a different one is replaced only with `force`. Expects an opened repository (tmp/ and locks/ exist)."""
+    The new tree is built, verified and relocated in tmp/ (same filesystem) and moved into place with
+    rename(2); the old tree is moved aside first and restored if the second rename fails, so a reader sees the
+    old engines, the new ones, or (for the instant between the two renames) none, never a partial set. On any
+    error, or a kill, the engines folder is unchanged. An identical installation is left alone (changed=False)
+    unless `force`; a different one is replaced only with `force`, or when both come from the wheel (an
+    upgraded udocker-engines). Expects an opened repository (tmp/ and locks/ exist)."""
     if not os.path.exists(source):
         raise EngineError(f"no such bundle: {source}")
+    origin = origin or Origin(BUNDLE, os.path.abspath(source))
     target = layout.engines
     with fs.locked(layout.lock("engines", "install"), timeout=lock_timeout, what="the engines folder"):
         with fs.scratch_dir(layout.tmp, prefix="engines-") as scratch:
             staged = os.path.join(scratch, "new")
             os.makedirs(staged)
             _unpack(os.path.abspath(source), staged)
-            verified = verify_bundle(staged, shipped=load_shipped(shipped_path),
-                                     trust_bundle_manifest=trust_bundle_manifest)
-            if not force:
-                check_glibc(verified.manifest)
-            current = os.path.join(target, MANIFEST)
+            verified = verify_bundle(staged, shipped=load_shipped(shipped_path or SHIPPED),
+                                     trust_bundle_manifest=trust_bundle_manifest or origin.kind == WHEEL)
             if os.path.exists(target) and os.listdir(target) and not force:
+                current = os.path.join(target, MANIFEST)
                 if os.path.isfile(current) and _same_file(current, os.path.join(staged, MANIFEST)):
                     return Installed(target, verified, changed=False)
-                raise EngineError(f"engines are already installed in {target}",
-                                  hint="use --force to replace them, or --purge to remove them")
+                if not (origin.kind == WHEEL and installed_origin(layout) == WHEEL):
+                    raise EngineError(f"engines are already installed in {target}",
+                                      hint="use --force to replace them, or --purge to remove them")
             _set_modes(staged, verified.manifest)
-            _pin_library_dir(staged, target, verified.manifest)
+            record = {"origin": origin.kind, "from": origin.where, "sha256": origin.sha256,
+                      "patched": _relocate(staged, target, verified.manifest)}
+            _write_json(os.path.join(staged, INSTALLED), record)
             _swap(staged, target, os.path.join(scratch, "old"))
             return Installed(target, verified, changed=True)
 
@@ -279,45 +263,91 @@ def _set_modes(root: str, manifest: Manifest) -> None:
     for directory, dirs, _ in os.walk(root):
         for name in dirs:
             os.chmod(os.path.join(directory, name), 0o755)
-    for name in list(manifest.files) + [MANIFEST]:
-        os.chmod(os.path.join(root, name), 0o755 if name.startswith("bin/") else 0o644)
+    for name in list(manifest.files) + [MANIFEST]:  # the loader too: the kernel execs it (PT_INTERP)
+        os.chmod(os.path.join(root, name), 0o755 if name.startswith("bin/") or name == manifest.loader else 0o644)
     os.chmod(root, 0o755)
 
 
-# runc and crun re-execute themselves from a sealed memfd copy (the CVE-2019-5736 defence), where $ORIGIN no
-# longer names the bundle's bin/: the copy would load the host's libseccomp, libyajl... or fail where the host
-# has none. Installing adds the absolute lib/ of the engines folder after '$ORIGIN/../lib' in their RPATH,
-# so moving the engines folder keeps the first exec working and the re-exec needs the installed copy.
-SELF_CLONING = ("bin/runc", "bin/crun")
-PATCHED = "patched.json"
+def _write_json(path: str, data) -> None:
+    with open(path, "w", encoding="utf-8") as stream:
+        json.dump(data, stream, indent=2, sort_keys=True)
+    os.chmod(path, 0o644)
 
 
-def _pin_library_dir(staged: str, target: str, manifest: Manifest) -> None:
-    """Patch the self-cloning engines of the staged tree (with its own patchelf, else the host's) and record
-    their new sha256 in patched.json; files the bundle verified stay listed in manifest.yaml."""
-    names = [n for n in SELF_CLONING if n in manifest.files]
-    if not names or not any(n.startswith("lib/") for n in manifest.files):
-        return
-    patchelf = os.path.join(staged, "bin", "patchelf")
-    if not os.path.isfile(patchelf):
-        try:
-            patchelf = locate.find("patchelf", Layout(os.path.dirname(target)))
-        except EngineUnavailable:
-            raise EngineUnavailable("patchelf is needed to install runc or crun from a bundle",
-                                    hint="use a bundle that includes patchelf") from None
-    rpath = "$ORIGIN/../lib:" + os.path.join(target, "lib")
+def _relocate(staged: str, target: str, manifest: Manifest) -> Dict[str, Dict[str, str]]:
+    """Point every dynamic executable of the staged tree at the bundle's loader and lib/ as they will be
+    installed in `target` (absolute paths); returns {file: {interpreter, rpath, sha256, bundle_sha256}}.
+    A bundle without a loader (one built before glibc was bundled) gets only the absolute lib/ in RPATH."""
+    from udocker.engines import elfpatch
+
+    lib = os.path.join(target, "lib")
+    interp = os.path.join(target, manifest.loader) if manifest.loader else None
+    names = [n for n in sorted(manifest.files) if n.startswith("bin/")
+             and (elfpatch.read_elf(os.path.join(staged, n)) or _NOT_ELF).interp]
+    if not names:
+        return {}
+    tool = _patchelf(staged, manifest)
     record = {}
     for name in names:
-        result = subprocess.run([patchelf, "--force-rpath", "--set-rpath", rpath, os.path.join(staged, name)],
-                                capture_output=True, text=True, timeout=60, check=False,
-                                env={"PATH": "/usr/bin:/bin"})
+        args = (["--set-interpreter", interp] if interp else []) + ["--force-rpath", "--set-rpath",
+                                                                    lib if interp else "$ORIGIN/../lib:" + lib]
+        result = subprocess.run(tool + args + [os.path.join(staged, name)], capture_output=True, text=True,
+                                timeout=60, check=False, env={"PATH": "/usr/bin:/bin"})
         if result.returncode != 0:
-            raise EngineError(f"cannot set the library path of {name}: {result.stderr.strip()}")
-        record[name] = {"rpath": rpath, "sha256": sha256_file(os.path.join(staged, name)),
-                        "bundle_sha256": manifest.files[name]}
-    with open(os.path.join(staged, PATCHED), "w", encoding="utf-8") as stream:
-        json.dump(record, stream, indent=2, sort_keys=True)
-    os.chmod(os.path.join(staged, PATCHED), 0o644)
+            raise EngineError(f"cannot relocate {name}: {result.stderr.strip() or 'patchelf failed'}")
+        record[name] = {"interpreter": interp, "rpath": args[-1], "bundle_sha256": manifest.files[name],
+                        "sha256": sha256_file(os.path.join(staged, name))}
+    return record
+
+
+class _NotElf:
+    interp = None
+
+
+_NOT_ELF = _NotElf()
+
+
+def _patchelf(staged: str, manifest: Manifest) -> List[str]:
+    """The command that patches the staged executables: a copy of the bundle's own patchelf started through
+    the bundle's loader (the copy, because patchelf may rewrite the staged bin/patchelf), else the host's."""
+    if "bin/patchelf" in manifest.files and manifest.loader:
+        copy = os.path.join(os.path.dirname(staged), "patchelf-tool")
+        shutil.copyfile(os.path.join(staged, "bin", "patchelf"), copy)
+        os.chmod(copy, 0o700)
+        return [os.path.join(staged, manifest.loader), "--library-path", os.path.join(staged, "lib"), copy]
+    host = shutil.which("patchelf")
+    if host is None:
+        raise EngineUnavailable("patchelf is needed to install this bundle's executables",
+                                hint="use a bundle that includes patchelf")
+    return [host]
+
+
+def installed_record(layout) -> Dict[str, Any]:
+    """installed.json of the engines folder ({} when missing or unreadable)."""
+    try:
+        with open(os.path.join(layout.engines, INSTALLED), encoding="utf-8") as stream:
+            data = json.load(stream)
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def installed_origin(layout) -> Optional[str]:
+    """BUNDLE or WHEEL for engines installed by udocker; None for an empty folder or one filled by hand."""
+    origin = installed_record(layout).get("origin")
+    return origin if origin in (BUNDLE, WHEEL) else None
+
+
+def installed_versions(layout) -> Dict[str, str]:
+    path = os.path.join(layout.engines, MANIFEST)
+    try:
+        manifest = read_manifest(path, "installed engine manifest") if os.path.isfile(path) else None
+    except UdockerError:
+        return {}
+    if manifest is None:
+        return {}
+    return {name: str(info.get("version")) for name, info in manifest.engines.items()
+            if isinstance(info, dict) and info.get("version") is not None}
 
 
 def _swap(staged: str, target: str, aside: str) -> None:
@@ -344,100 +374,3 @@ def purge(layout, *, lock_timeout: float = 3600) -> int:
         with fs.scratch_dir(layout.tmp, prefix="engines-") as scratch:
             os.rename(target, os.path.join(scratch, "old"))  # atomic: then removed with the scratch dir
         return count
-
-
-@dataclass(frozen=True)
-class EngineRow:
-    name: str
-    path: Optional[str]
-    origin: Optional[str]  # locate.CONFIGURED / ENGINES_FOLDER / PATH / SYSTEM; None when not found
-    version: Optional[str]
-    problem: Optional[str]  # why it was not found (or a configured path is wrong)
-
-
-@dataclass(frozen=True)
-class ModeRow:
-    mode: str
-    engine: str
-    status: str  # usable / unusable (probed) ; found / missing (not probed: no udocker.engines.modes)
-    detail: str
-
-
-def find_engines(config, layout, environ: Optional[Mapping[str, str]] = None) -> List[EngineRow]:
-    """Where each engine is (configured path, engines folder, PATH or system libraries) and its version:
-    from the installed manifest for the engines folder, else from `ENGINE --version` (run with a 10 s
-    limit; nothing else is executed)."""
-    installed = _installed_versions(layout)
-    rows = []
-    for name, (kind, what) in ENGINES.items():
-        try:
-            if kind == "exe":
-                found = locate.locate(what, layout, environ, config=config)
-            else:
-                found = locate.locate_library(what, layout, config=config)
-        except EngineUnavailable as exc:
-            rows.append(EngineRow(name, None, None, None, exc.message))
-            continue
-        version = installed.get(name) if found.origin == locate.ENGINES_FOLDER else None
-        if version is None and kind == "exe":
-            version = _version_of(found.path)
-        rows.append(EngineRow(name, found.path, found.origin, version, None))
-    return rows
-
-
-def _installed_versions(layout) -> Dict[str, str]:
-    path = os.path.join(layout.engines, MANIFEST)
-    try:
-        manifest = read_manifest(path, "installed engine manifest") if os.path.isfile(path) else None
-    except UdockerError:
-        return {}
-    if manifest is None:
-        return {}
-    return {name: str(info.get("version")) for name, info in manifest.engines.items()
-            if isinstance(info, dict) and info.get("version") is not None}
-
-
-def _version_of(path: str) -> Optional[str]:
-    try:
-        result = subprocess.run([path, "--version"], capture_output=True, timeout=10, check=False,
-                                stdin=subprocess.DEVNULL)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    match = re.search(rb"(\d+\.\d+(?:\.\d+)?)", result.stdout + result.stderr)
-    return match.group(1).decode() if match else None
-
-
-def check_modes(config, layout, engines: List[EngineRow]) -> List[ModeRow]:
-    """Per mode, whether it can run. When udocker.engines.modes is importable (it is written separately),
-    each mode's engine is probed with get_engine(mode, config, layout).probe(mode); otherwise only the
-    presence of the engines each mode needs is reported (status found / missing)."""
-    try:
-        from udocker.engines import modes as mode_table
-        get_engine = mode_table.get_engine
-    except (ImportError, AttributeError):
-        get_engine = None
-    by_name = {row.name: row for row in engines}
-    rows = []
-    for mode, needs in MODES.items():
-        names, missing = [], []
-        for need in needs:
-            choice = next((n for n in need.split("|") if by_name[n].path), None)
-            names.append(choice or need.replace("|", "/"))
-            if choice is None:
-                missing.append(need.replace("|", " or "))
-        if get_engine is None:
-            status, detail = ("missing", "needs " + ", ".join(missing)) if missing else ("found", "not probed")
-        else:
-            status, detail = _probe(get_engine, mode, config, layout)
-        rows.append(ModeRow(mode, "+".join(names), status, detail))
-    return rows
-
-
-def _probe(get_engine, mode: str, config, layout) -> Tuple[str, str]:
-    try:
-        get_engine(mode, config, layout).probe(mode)
-    except UdockerError as exc:
-        return "unusable", exc.message
-    except Exception as exc:  # noqa: BLE001 - a probe bug must show up in the report, not hide a mode
-        return "unusable", f"probe failed: {type(exc).__name__}: {exc}"
-    return "usable", ""

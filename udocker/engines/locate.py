@@ -1,6 +1,7 @@
 """Where engine executables and libraries come from, in order: the path configured for the name in the
-`engine_paths` config key, the repository's engines folder (what `udocker install` put there), then PATH (or,
-for libraries, the system's library directories). No command downloads anything.
+`engine_paths` config key, the repository's engines folder (what `udocker install` put there), the
+udocker_engines wheel (installed into the engines folder on first use, when that folder is empty), then PATH
+(or, for libraries, the system's library directories). No command downloads anything.
 
 The second argument of find() and find_library() is the repository Layout or the effective Config (the
 contract in base.py says `find(name, config)`): given a Config, the layout comes from its topdir and
@@ -10,6 +11,7 @@ engine_paths applies; given a Layout, pass config= for engine_paths to apply.
 from __future__ import annotations
 
 import os
+import sys
 
 from udocker.errors import EngineUnavailable
 from udocker.paths import Layout
@@ -49,6 +51,34 @@ def _configured(name: str, config: object) -> str | None:
     return os.path.expanduser(paths[name]) if name in (paths or {}) else None
 
 
+_WHEEL: list = []  # the answer of wheel_bundle(), once looked up
+
+
+def wheel_bundle() -> str | None:
+    """The bundle directory of an installed udocker_engines wheel on sys.path (absolute entries only: the
+    current directory never supplies engines), or None."""
+    if not _WHEEL:
+        _WHEEL.append(next((path for path in (os.path.join(entry, "udocker_engines", "bundle")
+                                              for entry in sys.path if os.path.isabs(entry))
+                            if os.path.isfile(os.path.join(path, "manifest.yaml"))), None))
+    return _WHEEL[0]
+
+
+def _install_wheel(layout, config) -> bool:
+    """Install the wheel's engines into an empty engines folder; True when it did (or another process did
+    while this one waited for the lock). Only ever into an empty folder: engines a user installed stay."""
+    if os.path.isfile(os.path.join(layout.engines, "manifest.yaml")):
+        return False
+    bundle = wheel_bundle()
+    if bundle is None:
+        return False
+    from udocker.engines import install
+
+    timeout = config["lock_timeout"] if config is not None else 3600
+    install.install_from(bundle, layout, lock_timeout=timeout, origin=install.Origin(install.WHEEL, bundle))
+    return True
+
+
 def search_dirs(layout, environ):
     """Directories searched for engine executables, in order (after a configured path)."""
     return [os.path.join(layout.engines, "bin")] + [d for d in environ.get("PATH", os.defpath).split(":") if d]
@@ -65,12 +95,19 @@ def locate(name: str, layout, environ: dict[str, str] | None = None, *, config=N
             return Found(configured, CONFIGURED)
         raise EngineUnavailable(f"{name} configured in engine_paths is not an executable file: {configured}",
                                 hint="fix or remove engine_paths." + name + " in udocker.conf")
-    for index, directory in enumerate(search_dirs(layout, environ)):
+    path = os.path.join(layout.engines, "bin", name)
+    if _executable(path) or (_install_wheel(layout, config) and _executable(path)):
+        return Found(path, ENGINES_FOLDER)
+    for directory in search_dirs(layout, environ)[1:]:
         path = os.path.join(directory, name)
-        if os.path.isfile(path) and os.access(path, os.X_OK):
-            return Found(path, ENGINES_FOLDER if index == 0 else PATH)
-    raise EngineUnavailable(f"{name} not found", hint="install it (e.g. apt-get install " + name
-                            + ") or run 'udocker install --from=BUNDLE'")
+        if _executable(path):
+            return Found(path, PATH)
+    raise EngineUnavailable(f"{name} not found", hint="pip install udocker-engines next to udocker, or run "
+                            "'udocker install --from=BUNDLE|URL'")
+
+
+def _executable(path: str) -> bool:
+    return os.path.isfile(path) and os.access(path, os.X_OK)
 
 
 def find(name, layout, environ=None, *, config=None):
@@ -89,12 +126,16 @@ def locate_library(relative: str, layout, *, config=None) -> Found:
             return Found(configured, CONFIGURED)
         raise EngineUnavailable(f"{key} configured in engine_paths is not a file: {configured}",
                                 hint="fix or remove engine_paths." + key + " in udocker.conf")
-    for index, directory in enumerate([os.path.join(layout.engines, "lib")] + list(_LIB_DIRS)):
+    path = os.path.join(layout.engines, "lib", relative)
+    if os.path.isfile(path) or (_install_wheel(layout, config) and os.path.isfile(path)):
+        return Found(path, ENGINES_FOLDER)
+    for directory in _LIB_DIRS:
         path = os.path.join(directory, relative)
         if os.path.isfile(path):
-            return Found(path, ENGINES_FOLDER if index == 0 else SYSTEM)
+            return Found(path, SYSTEM)
     raise EngineUnavailable(f"{key} not found",
-                            hint="install fakechroot or run 'udocker install --from=BUNDLE'")
+                            hint="pip install udocker-engines next to udocker, or run "
+                            "'udocker install --from=BUNDLE|URL'")
 
 
 def find_library(relative, layout, *, config=None):

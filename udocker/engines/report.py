@@ -1,0 +1,109 @@
+"""What `udocker install` and `udocker info` say about engines: where each one is, where it came from, its
+version, and whether each execution mode can run. Reads only; runs `ENGINE --version` (10 s limit)."""
+
+import re
+import subprocess
+from dataclasses import dataclass
+from typing import Dict, List, Mapping, Optional, Tuple
+
+from udocker.engines import locate
+from udocker.errors import EngineUnavailable, UdockerError
+
+# engine name -> (kind, what locate looks for)
+ENGINES: Dict[str, Tuple[str, str]] = {
+    "proot": ("exe", "proot"),
+    "runc": ("exe", "runc"),
+    "crun": ("exe", "crun"),
+    "patchelf": ("exe", "patchelf"),
+    "fakechroot": ("lib", "fakechroot/libfakechroot.so"),
+}
+# mode -> engines it needs; "runc|crun" means either
+MODES: Dict[str, Tuple[str, ...]] = {
+    "P1": ("proot",), "P2": ("proot",),
+    "F1": ("fakechroot",), "F2": ("fakechroot",), "F3": ("fakechroot", "patchelf"), "F4": ("fakechroot", "patchelf"),
+    "R1": ("runc|crun",), "R2": ("runc|crun", "proot"), "R3": ("runc|crun", "proot"),
+}
+
+
+@dataclass(frozen=True)
+class EngineRow:
+    name: str
+    path: Optional[str]
+    origin: Optional[str]  # configured / bundle / wheel / PATH / system; None when not found
+    version: Optional[str]
+    problem: Optional[str]  # why it was not found (or a configured path is wrong)
+
+
+@dataclass(frozen=True)
+class ModeRow:
+    mode: str
+    engine: str
+    status: str  # usable / unusable
+    detail: str
+
+
+def find_engines(config, layout, environ: Optional[Mapping[str, str]] = None) -> List[EngineRow]:
+    """Where each engine is and its version: from the installed manifest for the engines folder (whose origin
+    is the bundle or wheel it was installed from), else from `ENGINE --version`."""
+    from udocker.engines import install
+
+    versions, origin = install.installed_versions(layout), install.installed_origin(layout)
+    rows = []
+    for name, (kind, what) in ENGINES.items():
+        try:
+            if kind == "exe":
+                found = locate.locate(what, layout, environ, config=config)
+            else:
+                found = locate.locate_library(what, layout, config=config)
+        except EngineUnavailable as exc:
+            rows.append(EngineRow(name, None, None, None, exc.message))
+            continue
+        in_folder = found.origin == locate.ENGINES_FOLDER
+        version = versions.get(name) if in_folder else None
+        if version is None and kind == "exe":
+            version = _version_of(found.path)
+        rows.append(EngineRow(name, found.path, origin if in_folder else found.origin, version, None))
+    return rows
+
+
+def _version_of(path: str) -> Optional[str]:
+    try:
+        result = subprocess.run([path, "--version"], capture_output=True, timeout=10, check=False,
+                                stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    match = re.search(rb"(\d+\.\d+(?:\.\d+)?)", result.stdout + result.stderr)
+    return match.group(1).decode() if match else None
+
+
+def check_modes(config, layout, engines: List[EngineRow]) -> List[ModeRow]:
+    """Per mode, the engines it would use and whether its engine's probe passes on this host."""
+    from udocker.engines import modes as mode_table
+
+    by_name = {row.name: row for row in engines}
+    rows = []
+    for mode, needs in MODES.items():
+        names = []
+        for need in needs:
+            choice = next((n for n in need.split("|") if by_name[n].path), None)
+            names.append(choice or need.replace("|", "/"))
+        status, detail = _probe(mode_table.get_engine, mode, config, layout)
+        rows.append(ModeRow(mode, "+".join(names), status, detail))
+    return rows
+
+
+def _probe(get_engine, mode: str, config, layout) -> Tuple[str, str]:
+    try:
+        get_engine(mode, config, layout).probe(mode)
+    except UdockerError as exc:
+        return "unusable", exc.message
+    except Exception as exc:  # noqa: BLE001 - a probe bug must show up in the report, not hide a mode
+        return "unusable", f"probe failed: {type(exc).__name__}: {exc}"
+    return "usable", ""
+
+
+def engine_paths(rows: List[EngineRow]) -> List[Dict[str, Optional[str]]]:
+    """The rows as JSON-ready dictionaries (udocker info --json, udocker install --json)."""
+    return [{"name": r.name, "version": r.version, "origin": r.origin, "path": r.path, "problem": r.problem}
+            for r in rows]
+
