@@ -47,22 +47,24 @@ def find_engines(config, layout, environ: Optional[Mapping[str, str]] = None) ->
     is the bundle or wheel it was installed from), else from `ENGINE --version`."""
     from udocker.engines import install
 
+    found = {}
+    for name, (kind, what) in ENGINES.items():
+        try:  # first: locating may install the wheel's engines
+            found[name] = (locate.locate(what, layout, environ, config=config) if kind == "exe"
+                           else locate.locate_library(what, layout, config=config))
+        except EngineUnavailable as exc:
+            found[name] = exc
     versions, origin = install.installed_versions(layout), install.installed_origin(layout)
     rows = []
-    for name, (kind, what) in ENGINES.items():
-        try:
-            if kind == "exe":
-                found = locate.locate(what, layout, environ, config=config)
-            else:
-                found = locate.locate_library(what, layout, config=config)
-        except EngineUnavailable as exc:
-            rows.append(EngineRow(name, None, None, None, exc.message))
+    for name, where in found.items():
+        if isinstance(where, EngineUnavailable):
+            rows.append(EngineRow(name, None, None, None, where.message))
             continue
-        in_folder = found.origin == locate.ENGINES_FOLDER
+        in_folder = where.origin == locate.ENGINES_FOLDER
         version = versions.get(name) if in_folder else None
-        if version is None and kind == "exe":
-            version = _version_of(found.path)
-        rows.append(EngineRow(name, found.path, origin if in_folder else found.origin, version, None))
+        if version is None and ENGINES[name][0] == "exe":
+            version = _version_of(where.path)
+        rows.append(EngineRow(name, where.path, origin if in_folder else where.origin, version, None))
     return rows
 
 
