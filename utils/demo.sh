@@ -88,7 +88,9 @@ IMAGE=$HOST/test/busybox:latest
     LANG=C.UTF-8 PATH=/usr/local/bin:/usr/bin:/bin USER="$DEMO_USER" WORK="$WORK" IMAGE="$IMAGE" bash -euo pipefail -c '
 say() { printf "\n=== %s\n" "$*" >&2; }
 for engine in proot runc crun patchelf; do
-    if command -v "$engine" >/dev/null; then echo "demo: $engine is visible: not hidden" >&2; exit 1; fi
+    for dir in ${PATH//:/ } /usr/sbin /sbin; do
+        if [ -f "$dir/$engine" ]; then echo "demo: $dir/$engine is visible: not hidden" >&2; exit 1; fi
+    done
 done
 say "python3 -m venv; pip install udocker (this checkout) and the udocker-engines wheel"
 /usr/bin/python3 -m venv "$WORK/user/venv"
@@ -106,7 +108,7 @@ for mode in P1 R1; do
     say "udocker run in mode $mode, as a named container"
     udocker create --name="demo-$mode" "$IMAGE"
     udocker setup --execmode="$mode" "demo-$mode"
-    udocker run "demo-$mode" sh -c "echo \"$mode: uid \$(id -u), \$(cat /proc/1/comm) is pid 1\""
+    udocker run "demo-$mode" sh -c "echo \"$mode: uid \$(id -u) on \$(hostname)\""
     udocker rm "demo-$mode"
 done
 '
