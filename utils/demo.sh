@@ -58,7 +58,8 @@ done
 mkdir -p "$WORK/src"
 tar -C "$TOP" --exclude=./.git --exclude=./.venv --exclude='*.egg-info' --exclude=__pycache__ -cf - . \
     | tar -C "$WORK/src" -xf -
-chmod -R a+rX "$WORK/bundle" "$WORK/src"
+chmod -R a+rX "$WORK/bundle"
+chown -R "$DEMO_USER:" "$WORK/src"  # pip builds udocker in its source tree
 install -d -o "$DEMO_USER" -m 700 "$WORK/user"
 
 say "starting a local registry"
