@@ -1,5 +1,5 @@
 """The fakechroot engine's glibc check: the versions read from a libc and from libfakechroot.so, the one-line
-refusal of a container whose glibc is older."""
+refusal of a container whose glibc is older, and auto mode, which must never choose F1/F2 for it."""
 
 import os
 import platform
@@ -8,7 +8,7 @@ import pytest
 
 from tests.conftest import require
 from tests.fixtures import old_glibc_rootfs
-from udocker.engines import fakechroot
+from udocker.engines import fakechroot, modes, ocirt
 from udocker.engines.fakechroot import FakechrootEngine
 from udocker.errors import EngineUnavailable
 from udocker.paths import Layout
@@ -56,3 +56,37 @@ def test_old_glibc_container_is_refused_in_one_line(old, tmp_path, mode):
         assert caught.value.message == REFUSAL
         assert "\n" not in (caught.value.hint or "")
 
+
+def _refuse_r_and_p(monkeypatch, tried):
+    def probe(self, mode):
+        tried.append(mode)
+        raise EngineUnavailable(f"no {mode}")
+
+    monkeypatch.setattr(ocirt.OciEngine, "probe", probe)
+    monkeypatch.setattr("udocker.engines.proot.ProotEngine.probe", probe)
+
+
+def test_auto_mode_never_chooses_fakechroot_for_an_old_glibc(old, tmp_path, monkeypatch):
+    tried = []
+    _refuse_r_and_p(monkeypatch, tried)
+    layout = Layout(str(tmp_path / "udocker"))
+    assert modes.auto_mode({"oci_runtime": "runc"}, layout) == "F1"  # the host alone allows F1
+    with pytest.raises(EngineUnavailable) as caught:
+        modes.auto_mode({"oci_runtime": "runc"}, layout, old)
+    message = caught.value.message
+    assert "\n" not in message and message.startswith("no execution mode can run this container: ")
+    assert f"F1, F2: {REFUSAL}" in message and "R1: no R1; P1: no P1; P2: no P2" in message
+
+
+def test_auto_mode_inspects_the_container_only_when_it_reaches_fakechroot(old, tmp_path, monkeypatch):
+    inspected = []
+    monkeypatch.setattr(FakechrootEngine, "_inspect", lambda self, container: inspected.append(container))
+    monkeypatch.setattr("udocker.engines.proot.ProotEngine.probe", lambda self, mode: None)
+    monkeypatch.setattr(ocirt.OciEngine, "probe", lambda self, mode: None)
+    layout = Layout(str(tmp_path / "udocker"))
+    assert modes.auto_mode({"oci_runtime": "runc"}, layout, old) == "R1"
+    assert inspected == []
+    tried = []
+    _refuse_r_and_p(monkeypatch, tried)
+    assert modes.auto_mode({"oci_runtime": "runc"}, layout, old) == "F1"
+    assert inspected == [old] and tried == ["R1", "P1", "P2"]

@@ -28,7 +28,8 @@ program, see below) by the container's `true`.
 Limits, as in udocker 1.3:
 - The host's libfakechroot.so runs inside the container's glibc: the container's libc must define every
   GLIBC_x version the library needs (2.34 for Debian 12's): probe(mode, container) and prepare() refuse a
-  container whose glibc is older, naming both versions (check_glibc).
+  container whose glibc is older, naming both versions (check_glibc), and auto mode never chooses F1/F2 for
+  it (modes.auto_mode probes fakechroot with the container).
   musl containers cannot load it at all. An older-glibc build may be put in $UDOCKER_DIR/engines/lib.
 - Static executables ignore LD_PRELOAD and would see the whole host: command() refuses to start one, but a
   static program exec'd later from inside the container (ldconfig, busybox-static) escapes the fake root.
@@ -63,6 +64,7 @@ class FakechrootEngine(Engine):
     name = "fakechroot"
     modes = MODES
     prepare_each_run = ("F4",)
+    probes_container = True
 
     # --- probe -------------------------------------------------------------------------------------------
 
