@@ -448,13 +448,15 @@ def _engine(config, layout, containers, container):
     mode = container.mode or config["default_execution_mode"]
     if not mode or mode == "auto":
         # the mode auto chose at the first run is kept: probing again costs a PRoot or runc start per run
-        mode = prepared or modes.auto_mode(config, layout)
+        mode = prepared or modes.auto_mode(config, layout, container)
     engine = modes.get_engine(mode, config, layout)
     if isinstance(container, _Located):
-        engine.probe(mode)
+        modes.probe(engine, mode, container)
         engine.prepare(container, mode)
     elif prepared != mode:
-        engine.probe(mode)  # once per mode switch: a prepared container has shown the mode works here
+        # once per mode switch (a prepared container has shown the mode works here), before the previous
+        # mode is undone: a mode that cannot run this container (fakechroot: too old a glibc) changes nothing
+        modes.probe(engine, mode, container)
         prepare(config, layout, containers, container, mode, engine)
     elif mode in engine.prepare_each_run:
         prepare(config, layout, containers, container, mode, engine)

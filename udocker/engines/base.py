@@ -1,7 +1,8 @@
 """The Engine contract. Every engine (proot, fakechroot, runc, crun) implements it.
 
 Life cycle, driven by run.py and `udocker setup`:
-  probe(mode)            -> None, or raises EngineUnavailable saying why the mode cannot run on this host
+  probe(mode)            -> None, or raises EngineUnavailable saying why the mode cannot run on this host;
+                            engines with probes_container also take probe(mode, container) (modes.probe)
   prepare(container, mode)   changes the container so that `mode` can run it (idempotent; e.g. F3 patches
                              ELF interpreters, R modes write an OCI bundle); records what it changed under
                              container_dir/engine/<name>/ so that unprepare() can restore it exactly
@@ -46,6 +47,7 @@ class Engine:
     name = ""
     modes = ()
     prepare_each_run = ()  # modes whose prepare() must run before every run (F4 patches new programs)
+    probes_container = False  # True: probe(mode, container) also checks that the mode suits this container
 
     def __init__(self, config, layout):
         self.config = config

@@ -27,7 +27,9 @@ program, see below) by the container's `true`.
 
 Limits, as in udocker 1.3:
 - The host's libfakechroot.so runs inside the container's glibc: the container's libc must define every
-  GLIBC_x version the library needs (2.34 for Debian 12's): probe() checks and names the one missing.
+  GLIBC_x version the library needs (2.34 for Debian 12's): probe(mode, container) and prepare() refuse a
+  container whose glibc is older, naming both versions (check_glibc), and auto mode never chooses F1/F2 for
+  it (modes.auto_mode probes fakechroot with the container).
   musl containers cannot load it at all. An older-glibc build may be put in $UDOCKER_DIR/engines/lib.
 - Static executables ignore LD_PRELOAD and would see the whole host: command() refuses to start one, but a
   static program exec'd later from inside the container (ldconfig, busybox-static) escapes the fake root.
@@ -62,6 +64,7 @@ class FakechrootEngine(Engine):
     name = "fakechroot"
     modes = MODES
     prepare_each_run = ("F4",)
+    probes_container = True
 
     # --- probe -------------------------------------------------------------------------------------------
 
@@ -113,11 +116,7 @@ class FakechrootEngine(Engine):
                      if os.path.isfile(os.path.join(d, "libc.so.6"))), None)
         if libc is None:
             raise EngineUnavailable("the container has no libc.so.6 in its library directories")
-        missing = missing_versions(locate.find_library(LIBFAKECHROOT, self.layout), libc)
-        if missing:
-            raise EngineUnavailable(f"the container's glibc is too old for the host's libfakechroot.so (it needs "
-                                    f"{missing[-1]})", hint="put a libfakechroot.so built for it in "
-                                    "$UDOCKER_DIR/engines/lib/fakechroot/, or use a P mode")
+        check_glibc(locate.find_library(LIBFAKECHROOT, self.layout), libc)
         return {"loader": loader, "libdirs": libdirs}
 
     # --- prepare / unprepare -------------------------------------------------------------------------------
@@ -300,16 +299,40 @@ def library_dirs(rootfs):
     return out
 
 
-def missing_versions(library, libc):
-    """The GLIBC_x version names that `library` needs and `libc` does not define (oldest first)."""
+def glibc_versions(path):
+    """The GLIBC_2.x version names in the ELF file `path`, oldest first: for a libc.so.6 those it defines,
+    for another library those it needs from libc (both are strings of its dynamic string table)."""
     import re
 
-    with open(library, "rb") as stream:
-        needed = set(re.findall(rb"GLIBC_2\.[0-9]+(?:\.[0-9]+)?(?=\0)", stream.read()))
-    with open(libc, "rb") as stream:
-        data = stream.read()
-    missing = [v for v in needed if v + b"\0" not in data]
-    return [v.decode() for v in sorted(missing, key=lambda v: [int(n) for n in v[6:].split(b".")])]
+    with open(path, "rb") as stream:
+        names = set(re.findall(rb"GLIBC_2\.[0-9]+(?:\.[0-9]+)?(?=\0)", stream.read()))
+    return sorted((n.decode() for n in names), key=lambda n: [int(part) for part in n[6:].split(".")])
+
+
+def glibc_version(path):
+    """The newest GLIBC_2.x version in `path` as '2.36', or None: for a libc.so.6 the glibc it is, for
+    libfakechroot.so the oldest glibc it can be loaded by."""
+    versions = glibc_versions(path)
+    return versions[-1][len("GLIBC_"):] if versions else None
+
+
+def missing_versions(library, libc):
+    """The GLIBC_x version names that `library` needs and `libc` does not define (oldest first)."""
+    defined = set(glibc_versions(libc))
+    return [v for v in glibc_versions(library) if v not in defined]
+
+
+def check_glibc(library, libc):
+    """Raise EngineUnavailable, naming the container's glibc and the minimum, when the container's `libc`
+    lacks a GLIBC_x version that `library` (libfakechroot.so) needs."""
+    defined, needed = glibc_versions(libc), glibc_versions(library)
+    if set(needed) <= set(defined):
+        return
+    have = defined[-1][len("GLIBC_"):] if defined else "(of unknown version)"
+    raise EngineUnavailable(f"the container's glibc {have} is older than {os.path.basename(library)} needs "
+                            f"(glibc {needed[-1][len('GLIBC_'):]} or newer)",
+                            hint="use a P or R mode (setup --execmode=P1), or put a libfakechroot.so built for "
+                            "an older glibc in $UDOCKER_DIR/engines/lib/fakechroot/")
 
 
 def loader_has_argv0(loader):

@@ -91,16 +91,28 @@ def probe_all(config, layout, modes=AUTO_ORDER):
     return results
 
 
-def auto_mode(config, layout):
-    """The first mode of AUTO_ORDER whose probe passes; EngineUnavailable listing every reason otherwise.
-    Probes are cached per process, so calling this again is free."""
-    reasons = []
+def probe(engine, mode, container=None):
+    """engine.probe(mode), given the container too when there is one and the engine checks containers
+    (fakechroot: the container's loader and glibc must suit libfakechroot.so)."""
+    if container is not None and engine.probes_container:
+        engine.probe(mode, container)
+    else:
+        engine.probe(mode)
+
+
+def auto_mode(config, layout, container=None):
+    """The first mode of AUTO_ORDER whose probe passes, for `container` when given (an engine that checks
+    containers looks at it only when its mode is reached, after R1/P1/P2 failed); EngineUnavailable listing
+    every reason otherwise. Host probes are cached per process, so calling this again is cheap."""
+    reasons = {}
     for mode in AUTO_ORDER:
         try:
-            get_engine(mode, config, layout).probe(mode)
+            probe(get_engine(mode, config, layout), mode, container)
         except EngineUnavailable as error:
-            reasons.append(f"{mode}: {error.message}")
+            reasons.setdefault(error.message, []).append(mode)
             continue
         return mode
-    raise EngineUnavailable("no execution mode works on this host: " + "; ".join(reasons),
+    where = "can run this container" if container is not None else "works on this host"
+    raise EngineUnavailable(f"no execution mode {where}: "
+                            + "; ".join(f"{', '.join(names)}: {reason}" for reason, names in reasons.items()),
                             hint="install proot or runc, or see 'udocker setup --execmode'")
