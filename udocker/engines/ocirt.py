@@ -33,7 +33,7 @@ from udocker.engines.base import Engine, Launch
 from udocker.errors import EngineError, EngineUnavailable
 
 KIT = "/.udocker"  # where R2/R3 see the PRoot kit
-_PROBES = {}  # (runtime binary, mode) -> None or EngineUnavailable
+_PROBES = {}  # (runtime binary, mode, engines folder for R2/R3) -> None or EngineUnavailable
 _USERNS = []  # [reason or None] once known
 _SYSTEM_MOUNTS = ("/proc", "/sys", "/dev")  # provided by the runtime itself: host binds of them are dropped
 _CAPS = ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW", "CAP_SETGID",
@@ -86,7 +86,7 @@ class OciEngine(Engine):
         if mode not in self.modes:
             raise EngineUnavailable(f"{self.name} cannot run mode {mode}")
         binary = self.binary()
-        key = (binary, mode)
+        key = (binary, mode, None if mode == "R1" else self.layout.engines)  # R2/R3 probe the proot they carry
         if key not in _PROBES:
             _PROBES[key] = self._probe(binary, mode)
         if _PROBES[key] is not None:
