@@ -97,9 +97,15 @@ def _progress(url):
     """A line redrawn on a terminal (stderr) while the bundle downloads; nothing in batch logs."""
     if not sys.stderr.isatty():
         return None
-    name = url.rsplit("/", 1)[-1]
+    import time
+
+    name, last = url.rsplit("/", 1)[-1], [0.0]
 
     def show(done, total):
+        now = time.monotonic()
+        if done != total and now - last[0] < 0.1:  # at most 10 redraws a second
+            return
+        last[0] = now
         of = f"/{render.size(total)}" if total else ""
         sys.stderr.write(f"\rdownloading {name}: {render.size(done)}{of}" + ("\n" if done == total else ""))
         sys.stderr.flush()

@@ -233,6 +233,9 @@ def install_from(source: str, layout, *, force: bool = False, trust_bundle_manif
     origin = origin or Origin(BUNDLE, os.path.abspath(source))
     target = layout.engines
     with fs.locked(layout.lock("engines", "install"), timeout=lock_timeout, what="the engines folder"):
+        current = _current_if_same(source, target) if not force else None
+        if current is not None:  # e.g. the tasks of a job array that all found the folder empty
+            return Installed(target, Verified(current), changed=False)
         with fs.scratch_dir(layout.tmp, prefix="engines-") as scratch:
             staged = os.path.join(scratch, "new")
             os.makedirs(staged)
@@ -252,6 +255,17 @@ def install_from(source: str, layout, *, force: bool = False, trust_bundle_manif
             _write_json(os.path.join(staged, INSTALLED), record)
             _swap(staged, target, os.path.join(scratch, "old"))
             return Installed(target, verified, changed=True)
+
+
+def _current_if_same(source: str, target: str) -> Optional[Manifest]:
+    """The installed manifest when `source` is a bundle directory with the same manifest, else None."""
+    mine, theirs = os.path.join(source, MANIFEST), os.path.join(target, MANIFEST)
+    if not (os.path.isfile(mine) and os.path.isfile(theirs) and _same_file(mine, theirs)):
+        return None
+    try:
+        return read_manifest(theirs, "installed engine manifest")
+    except UdockerError:
+        return None
 
 
 def _same_file(one: str, other: str) -> bool:
