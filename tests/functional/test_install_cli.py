@@ -79,9 +79,13 @@ def test_install_bundle_and_run_its_engines(udocker, bundle, tmp_path):
         assert install.sha256_file(os.path.join(engines, name)) == patched["sha256"] != patched["bundle_sha256"]
     run = _run_clean(os.path.join(engines, "bin", "proot"), "--version")
     assert run.returncode == 0 and "5.1" in run.stdout + run.stderr, run.stderr
-    for engine in ("runc", "crun", "patchelf"):  # with a hostile LD_LIBRARY_PATH: DT_RPATH wins
+    hostile = tmp_path / "module-libs"  # what an HPC module's LD_LIBRARY_PATH may hold: other builds of them
+    hostile.mkdir()
+    for name in os.listdir(os.path.join(engines, "lib")):
+        (hostile / name).write_bytes(b"not a library")
+    for engine in ("proot", "runc", "crun", "patchelf"):  # DT_RPATH is searched before LD_LIBRARY_PATH
         run = subprocess.run([os.path.join(engines, "bin", engine), "--version"], capture_output=True, text=True,
-                             env=dict(CLEAN, LD_LIBRARY_PATH=str(tmp_path)), timeout=30, check=False)
+                             env=dict(CLEAN, LD_LIBRARY_PATH=str(hostile)), timeout=30, check=False)
         assert run.returncode == 0, (engine, run.stderr)
     again = udocker("install", f"--from={directory}", env=NO_NETWORK)
     assert again.returncode == 0 and again.stdout.startswith(f"engines already installed in {engines}: ")
