@@ -280,6 +280,17 @@ def test_404_fails_at_once(udocker, server, bundle, trust):
     _assert_nothing_installed(udocker)
 
 
+def test_redirect_to_a_file_url_is_refused(udocker, server, bundle, trust):
+    url = server.url("redirect", "t")
+    env = {"UDOCKER_RETRIES": "3"}
+    assert one_error(_install(udocker, f"--from={url}", *trust, env=env)) == \
+        f"error: {url}.sha256 redirected to a non-http(s) location"
+    assert one_error(_install(udocker, f"--from={url}", f"--sha256={bundle.sha256}", *trust, env=env)) == \
+        f"error: {url} redirected to a non-http(s) location"
+    assert server.requests("redirect", "t") == [(bundle.name + ".sha256", None), (bundle.name, None)]
+    _assert_nothing_installed(udocker)
+
+
 def test_engines_url_from_a_config_file(udocker, server, bundle, trust, tmp_path):
     url = server.url("ok", "config")
     config = tmp_path / "site.conf"
