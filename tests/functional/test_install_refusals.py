@@ -180,3 +180,37 @@ def test_kill_at_any_moment_leaves_old_or_new_engines(udocker, bundle, members, 
     print(f"killed while {', '.join(killed)}")
     assert len(killed) >= 4, killed  # most tries were killed half way: the test tested something
 
+
+
+KILL_AFTER_RENAME = """
+import os, signal, sys
+engines, rename = sys.argv[1], os.rename
+def rename_then_die(source, destination, *args, **kwargs):
+    rename(source, destination, *args, **kwargs)
+    if os.path.abspath(source) == engines:  # the engines folder has just been moved away: die now
+        os.kill(os.getpid(), signal.SIGKILL)
+os.rename = rename_then_die
+from udocker.cli import main
+sys.argv[1:2] = []
+main()
+"""
+
+
+def test_kill_right_after_the_old_engines_are_moved(udocker, bundle, members, trust, tmp_path):
+    """The instant that polling cannot catch: a process that dies right after renaming the engines folder
+    (to put the new one in its place) must not leave the repository without engines."""
+    first = udocker("install", f"--from={bundle.tarball}", *trust, env=NO_NETWORK)
+    assert first.returncode == 0, first.stderr
+    engines = os.path.join(udocker.repo, "engines")
+    with open(os.path.join(engines, "manifest.yaml"), "rb") as stream:
+        old = stream.read()
+    new = _repacked(members, str(tmp_path / bundle.name))
+    command = [sys.executable, "-c", KILL_AFTER_RENAME, engines, "--repo", udocker.repo, "install", "--force",
+               f"--from={new}", *trust]
+    result = subprocess.run(command, env=dict(udocker.env, **NO_NETWORK), capture_output=True, text=True,
+                            timeout=120, check=False)
+    assert result.returncode in (0, -signal.SIGKILL), result.stderr
+    assert check_complete(engines) in (old, old + b"# repacked for a test\n")
+    again = udocker("install", env=NO_NETWORK)  # no wheel, no engines_url: reports the engines there
+    assert again.returncode == 0, again.stderr
+    assert tmp_leftovers(udocker.repo) == []
