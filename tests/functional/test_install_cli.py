@@ -87,7 +87,8 @@ def test_install_bundle_and_run_its_engines(udocker, bundle, tmp_path):
         run = subprocess.run([os.path.join(engines, "bin", engine), "--version"], capture_output=True, text=True,
                              env=dict(CLEAN, LD_LIBRARY_PATH=str(hostile)), timeout=30, check=False)
         assert run.returncode == 0, (engine, run.stderr)
-    again = udocker("install", f"--from={directory}", env=NO_NETWORK)
+    trust = [] if _matches_shipped(directory) else ["--trust-bundle-manifest"]
+    again = udocker("install", f"--from={directory}", *trust, env=NO_NETWORK)
     assert again.returncode == 0 and again.stdout.startswith(f"engines already installed in {engines}: ")
 
 

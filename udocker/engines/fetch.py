@@ -55,6 +55,8 @@ class Fetcher:
         try:
             response = self.session.get(url, headers=headers or {}, stream=True, timeout=self.timeout,
                                         verify=self.verify)
+        except self.requests.exceptions.InvalidSchema:  # url is http(s): a redirect to file://, ftp://, ...
+            raise EngineError(f"{url} redirected to a non-http(s) location") from None
         except self.requests.RequestException as exc:
             raise _Retry(f"cannot download {url}: {_reason(exc)}") from None
         if not response.url.startswith(("http://", "https://")):

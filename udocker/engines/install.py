@@ -17,6 +17,7 @@ and each patched file's new sha256.
 A refused bundle leaves the engines folder untouched. Nothing here opens a network connection (fetch.py does).
 """
 
+import errno
 import hashlib
 import json
 import os
@@ -222,10 +223,11 @@ def install_from(source: str, layout, *, force: bool = False, trust_bundle_manif
                  ) -> Installed:
     """Verify the bundle at `source` (a directory or tarball), then replace $UDOCKER_DIR/engines with it.
 
-    The new tree is built, verified and relocated in tmp/ (same filesystem) and moved into place with
-    rename(2); the old tree is moved aside first and restored if the second rename fails, so a reader sees the
-    old engines, the new ones, or (for the instant between the two renames) none, never a partial set. On any
-    error, or a kill, the engines folder is unchanged. An identical installation is left alone (changed=False)
+    The new tree is built, verified and relocated in tmp/ (same filesystem) and exchanged with the old one in
+    one renameat2(RENAME_EXCHANGE), so a reader, or a kill, finds the old engines or the new ones. Where the
+    file system cannot exchange, the old tree is moved aside first and restored if the second rename fails:
+    then, for the instant between the two renames, there are none. Never a partial set; on any error the
+    engines folder is unchanged. An identical installation is left alone (changed=False)
     unless `force`; a different one is replaced only with `force`, or when both come from the wheel (an
     upgraded udocker-engines). Expects an opened repository (tmp/ and locks/ exist)."""
     if not os.path.exists(source):
@@ -364,7 +366,30 @@ def installed_versions(layout) -> Dict[str, str]:
             if isinstance(info, dict) and info.get("version") is not None}
 
 
+def _exchange(one: str, other: str) -> bool:
+    """Swap two existing paths in one step (renameat2 RENAME_EXCHANGE); False where the C library, kernel or
+    file system cannot."""
+    import ctypes
+
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(one), at_fdcwd, os.fsencode(other), rename_exchange) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+        return False
+    raise EngineError(f"cannot install engines into {other}: {os.strerror(code)}")
+
+
 def _swap(staged: str, target: str, aside: str) -> None:
+    """Put `staged` in the place of `target`: in one step where the system can (the old tree then lies at
+    `staged`), else with two renames."""
+    if os.path.lexists(target) and _exchange(staged, target):
+        fs.fsync_dir(os.path.dirname(target))
+        return
     had_old = os.path.lexists(target)
     if had_old:
         os.rename(target, aside)
