@@ -103,7 +103,10 @@ class Fetcher:
     def _attempt(self, url, path, progress) -> bool:
         """One GET (a Range request when part of the file is here); True when the body arrived whole."""
         have = os.path.getsize(path) if os.path.exists(path) else 0
-        response = self._get(url, {"Range": f"bytes={have}-", "Accept-Encoding": "identity"} if have else None)
+        headers = {"Accept-Encoding": "identity"}  # the bytes as published: the sha256 is of those
+        if have:
+            headers["Range"] = f"bytes={have}-"
+        response = self._get(url, headers)
         with response:
             if response.status_code == 416 and have:
                 return True  # nothing left to send: the file is whole (the digest decides)
@@ -149,6 +152,8 @@ def _reason(exc: BaseException) -> str:
     for pattern in (r"Connection refused", r"timed out", r"Name or service not known", r"certificate verify failed"):
         if re.search(pattern, text):
             return pattern.lower()
+    if type(exc).__name__ in ("ChunkedEncodingError", "ProtocolError", "IncompleteRead"):
+        return "the connection was cut"
     return type(exc).__name__
 
 
