@@ -18,7 +18,6 @@ A refused bundle leaves the engines folder untouched. Nothing here opens a netwo
 """
 
 import errno
-import hashlib
 import json
 import os
 import platform
@@ -32,6 +31,7 @@ from typing import Any, Dict, List, Optional
 from udocker import fs
 from udocker.config import read_yaml
 from udocker.errors import DigestMismatch, EngineError, EngineUnavailable, UdockerError
+from udocker.oci.digest import sha256_file
 
 SHIPPED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "engines.yaml")
 MANIFEST = "manifest.yaml"
@@ -79,14 +79,6 @@ def _checked_name(name: str, where: str) -> str:
         raise EngineError(f"unsafe or unexpected file name {name!r} in {where}",
                           hint="bundle files live under bin/ and lib/")
     return name
-
-
-def sha256_file(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for chunk in iter(lambda: stream.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @dataclass
