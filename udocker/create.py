@@ -39,6 +39,8 @@ def clone(containers, source, *, name=None):
     record["created"] = _now()
     record["cloned_from"] = source.id
     record["prepared"] = None  # engine state is per container: the clone prepares again
+    rootfs_store.check_free_space(containers.layout.containers, rootfs_store.private_size(source.rootfs),
+                                  "the clone's private files")
     return containers.create(record, lambda rootfs: rootfs_store.link_tree(source.rootfs, rootfs, share=True,
                                                                              keep_shared_only=True),
                              name=name)

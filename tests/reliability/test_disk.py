@@ -80,10 +80,12 @@ def _in_small_fs(udocker, tmp_path, steps, size=SMALL):
 
 
 class _Pattern:
-    """`size` bytes of a non-zero pattern (no holes, compresses well), as a file object for tarfile."""
+    """`size` bytes of a non-zero pattern starting with `byte` (no holes, compresses well), or of zeros when
+    `byte` is None, as a file object for tarfile."""
 
-    def __init__(self, size, byte=b"u"):
-        self.left, self.block = size, (byte + b"dockr") * (MIB // 6) + byte * (MIB % 6)
+    def __init__(self, size, byte):
+        self.left = size
+        self.block = bytes(MIB) if byte is None else (byte + b"dockr") * (MIB // 6) + byte * (MIB % 6)
 
     def read(self, size=-1):
         count = self.left if size < 0 else min(size, self.left)
@@ -97,7 +99,7 @@ def _layer(path, members):
         for name, size, fill in members:
             info = tarfile.TarInfo(name)
             info.size, info.mode = size, 0o644
-            archive.addfile(info, _Pattern(size, fill) if fill else _Pattern(size, b"\0"))
+            archive.addfile(info, _Pattern(size, fill))
     return str(path)
 
 
@@ -175,19 +177,24 @@ def test_max_layer_size_stops_a_bomb(udocker, tmp_path):
     assert json.loads(shown.stdout)["max_layer_size"]["value"] == 64 << 30
     created = udocker("create", "--name=c", "bomb")
     assert created.returncode == 0, created.stderr
+    unpacked, = os.listdir(os.path.join(repo, "unpacked"))
+    assert os.stat(os.path.join(repo, "unpacked", unpacked, "zeros")).st_blocks * 512 < MIB  # holes
 
 
 def test_free_space_checked_before_create(udocker, tmp_path):
-    """The image is unpacked (120 MB under /etc, which each container copies): a create that cannot fit
-    its copies says so in one line naming the bytes, before writing anything."""
+    """The image is unpacked (120 MB under /etc, which each container copies): a create or clone that cannot
+    fit its copies says so in one line naming the bytes, before writing anything."""
     layer = _layer(tmp_path / "etc.tar.gz", [("etc/big", 120 * MIB, b"e")])
     steps = [("udocker", "import", layer, "etc"), ("udocker", "create", "--name=one", "etc"),
-             ("udocker", "create", "--name=two", "etc"), ("udocker", "ps")]
-    (imported, first, second, listed), listing = _in_small_fs(udocker, tmp_path, steps)
+             ("udocker", "create", "--name=two", "etc"), ("udocker", "clone", "--name=three", "one"),
+             ("udocker", "ps")]
+    (imported, first, second, third, listed), listing = _in_small_fs(udocker, tmp_path, steps)
     assert imported["rc"] == first["rc"] == 0, (imported, first)
-    line = _one_line(second)
-    assert "bytes needed" in line and str(120 * MIB) in line and "available" in line, line
-    assert "two" not in listed["out"].split() and len(listing["containers"]) == 1 and listing["tmp"] == []
+    for refused in (second, third):
+        line = _one_line(refused)
+        assert "bytes needed" in line and str(120 * MIB) in line and "available" in line, line
+    assert not {"two", "three"} & set(listed["out"].split())
+    assert len(listing["containers"]) == 1 and listing["tmp"] == []
 
 
 def test_unpack_that_fills_the_disk_leaves_nothing(udocker, tmp_path):
