@@ -61,6 +61,8 @@ def test_nothing_writable_by_others_after_pull_create_and_runs(udocker, debian_i
 def test_warns_once_when_the_repository_is_open(udocker):
     assert udocker("mkrepo", udocker.repo, repo=False).returncode == 0
     os.chmod(udocker.repo, 0o755)
+    quiet = udocker("-q", "images")
+    assert quiet.returncode == 0 and quiet.stderr == "", quiet.stderr  # --quiet: not said, so not yet "once"
     first = udocker("images")
     assert first.returncode == 0
     warnings = [line for line in first.stderr.splitlines() if line.startswith("warning: ")]

@@ -87,6 +87,8 @@ def _warn_if_open(layout: Layout) -> None:
     on purpose (a project's group directory) would otherwise print it in every job's log."""
     try:
         mode = stat.S_IMODE(os.stat(layout.topdir).st_mode)
+        if mode & 0o077 and not LOG.isEnabledFor(logging.WARNING):
+            return  # --quiet: not said, so not remembered as said
         if not mode & 0o077:
             if os.path.lexists(layout.open_warned):
                 os.unlink(layout.open_warned)
