@@ -124,9 +124,12 @@ def test_sparse_files_stay_sparse_in_private_copies(udocker, tmp_path):
     layer = tmp_path / "sparse.tar.gz"
     subprocess.run(["tar", "--sparse", "-czf", str(layer), "-C", str(tree), "."], check=True)
     assert layer.stat().st_size < 10 * MIB
-    steps = [("udocker", "import", str(layer), "sparse"), ("udocker", "create", "--name=c", "sparse"),
+    stale = ("python", "import glob, os, sys\n"  # what an interrupted copy of an older udocker left
+                       "rootfs, = glob.glob(os.path.join(sys.argv[1], 'repo', 'containers', '*', 'rootfs'))\n"
+                       "open(os.path.join(rootfs, 'bomb.udocker-copy'), 'w').close()\n")
+    steps = [("udocker", "import", str(layer), "sparse"), ("udocker", "create", "--name=c", "sparse"), stale,
              ("python", MATERIALIZE)]
-    (imported, created, materialized), listing = _in_small_fs(udocker, tmp_path, steps)
+    (imported, created, _, materialized), listing = _in_small_fs(udocker, tmp_path, steps)
     assert imported["rc"] == 0, imported
     assert created["rc"] == 0, created
     assert materialized["rc"] == 0, materialized

@@ -134,6 +134,7 @@ def materialize(rootfs):
         try:
             if key in copies:
                 temporary = path + ".udocker-link"
+                _remove_stale(temporary)
                 os.link(copies[key], temporary)
                 os.replace(temporary, path)
             else:
@@ -147,8 +148,15 @@ def private_copy(path):
     """Break the hard link of `path`: copy it (holes kept) next to itself and rename the copy over it."""
     mode = stat.S_IMODE(os.lstat(path).st_mode)
     temporary = path + ".udocker-copy"
+    _remove_stale(temporary)
     copy_file(path, temporary, (mode | stat.S_IWUSR) & ~_OPEN)
     os.replace(temporary, path)
+
+
+def _remove_stale(temporary):
+    """A temporary name left by an interrupted materialize() (kill -9) is taken again."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(temporary)
 
 
 def copy_file(src, dst, mode):
