@@ -116,10 +116,11 @@ def _make_private(topdir: str) -> None:
         for path in reversed(missing):
             with contextlib.suppress(FileExistsError):
                 os.mkdir(path, 0o700)
-        if not missing and set(os.listdir(topdir)) <= {USER_FILE_NAME}:
-            os.chmod(topdir, 0o700)  # empty but for its udocker.conf: a directory made for the repository
     except OSError as exc:
         raise fs.store_error("create directory", path, exc) from None
+    with contextlib.suppress(OSError):  # not a directory, unreadable...: the next steps say so
+        if not missing and set(os.listdir(topdir)) <= {USER_FILE_NAME}:
+            os.chmod(topdir, 0o700)  # empty but for its udocker.conf: a directory made for the repository
 
 
 def _initialise(layout: Layout) -> None:
