@@ -233,6 +233,8 @@ def copy_size(unpacked, *, share=True):
     tops = [os.path.join(unpacked, name) for name in PRIVATE_DIRS] if share else [unpacked]
     sizes = {}
     for top in tops:
+        if os.path.islink(top):
+            continue  # an image's /var -> /somewhere: a symlink is copied as a symlink, never followed
         for parent, _, files in os.walk(top):
             for name in files:
                 info = os.lstat(os.path.join(parent, name))
