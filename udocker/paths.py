@@ -51,6 +51,11 @@ class Layout:
         return os.path.join(self.blobs, hexdigest)
 
     @property
+    def open_warned(self) -> str:
+        """The mode of the repository's top directory last warned about as open to other users."""
+        return os.path.join(self.topdir, ".open-warned")
+
+    @property
     def legacy_repos(self) -> str:
         """udocker 1.x's image directory: its presence marks a repository of the old format."""
         return os.path.join(self.topdir, "repos")
