@@ -106,13 +106,13 @@ def _acquire(path: str, deadline: float, what: str) -> lockfile.Held:
     while True:
         try:
             held = lockfile.try_create(path)
+            if held is not None:
+                return held
+            stale, owner, content = lockfile.judge(path, watch)
+            if content is None or (stale and lockfile.break_stale(path, content)):
+                continue  # released or broken meanwhile: try again at once
         except OSError as exc:
             raise store_error("create lock file", path, exc) from None
-        if held is not None:
-            return held
-        stale, owner, content = lockfile.judge(path, watch)
-        if content is None or (stale and lockfile.break_stale(path, content)):
-            continue  # released or broken meanwhile: try again at once
         if time.monotonic() >= deadline:
             raise LockTimeout(f"timed out waiting for the lock on {what or path}",
                               hint=f"{lockfile.describe(owner)} holds it")
