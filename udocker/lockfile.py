@@ -113,31 +113,51 @@ def describe(owner: Owner | None) -> str:
 # --- held files and their refresh ------------------------------------------------------------------------
 
 _HELD: dict[str, bool] = {}
-_HELD_GUARD = threading.Lock()
-_BEAT: list[threading.Thread] = []
+_WAKE = threading.Condition()
+_BEAT: list[threading.Thread] = []  # the refresh thread while one runs: only while something is held
 
 
 def hold(path: str) -> None:
-    with _HELD_GUARD:
+    with _WAKE:
         _HELD[path] = True
-        if not _BEAT or not _BEAT[0].is_alive():
-            _BEAT[:] = [threading.Thread(target=_heartbeat, name="udocker-lock-refresh", daemon=True)]
+        if not _BEAT:
+            _BEAT.append(threading.Thread(target=_heartbeat, name="udocker-lock-refresh", daemon=True))
             _BEAT[0].start()
 
 
 def unhold(path: str) -> None:
-    with _HELD_GUARD:
+    """Forget `path`; when nothing is held any more, the refresh thread ends before this returns (so that
+    a later fork, e.g. of an engine, happens in a single-threaded process)."""
+    with _WAKE:
         _HELD.pop(path, None)
+        beat = _BEAT[0] if _BEAT and not _HELD else None
+        _WAKE.notify_all()
+    if beat is not None and beat is not threading.current_thread():
+        beat.join(timeout=5)
 
 
 def _heartbeat() -> None:
-    while True:
-        time.sleep(HEARTBEAT)
-        with _HELD_GUARD:
-            paths = list(_HELD)
-        for path in paths:
-            with contextlib.suppress(OSError):
-                os.utime(path)
+    due = time.monotonic() + HEARTBEAT
+    with _WAKE:
+        while _HELD:
+            _WAKE.wait(max(0.0, due - time.monotonic()))
+            if time.monotonic() >= due:
+                due += HEARTBEAT
+                for path in list(_HELD):
+                    with contextlib.suppress(OSError):
+                        os.utime(path)
+        _BEAT.clear()
+
+
+def _after_fork_in_child() -> None:
+    """A forked child holds none of its parent's locks and has no refresh thread."""
+    global _WAKE
+    _WAKE = threading.Condition()
+    _HELD.clear()
+    _BEAT.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 # --- one lock file -----------------------------------------------------------------------------------------

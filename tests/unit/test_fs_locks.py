@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -196,3 +197,16 @@ def test_clean_tmp_removes_only_what_is_provably_dead(tmp_path):
     with fs.scratch_dir(tmp, prefix="unpack-") as live:
         fs.clean_tmp(tmp)
         assert sorted(os.listdir(tmp)) == sorted([os.path.basename(live), names["other host"], names["unnamed"]])
+
+
+def test_a_held_lock_is_refreshed_and_the_refresh_thread_ends_with_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(lockfile, "HEARTBEAT", 0.05)
+    path = str(tmp_path / "x.lock")
+    with fs.locked(path, timeout=1):
+        _age(path, 1000)
+        for _ in range(200):  # bounded: the refresh is due every 0.05 s
+            if time.time() - os.stat(path).st_mtime < 500:
+                break
+            time.sleep(0.05)
+        assert time.time() - os.stat(path).st_mtime < 500
+    assert "udocker-lock-refresh" not in [thread.name for thread in threading.enumerate()]
