@@ -25,7 +25,7 @@ class Layout:
 
     @property
     def locks(self) -> str:
-        """Lock files (fcntl.flock): kept out of tmp/ so that cleaning tmp/ never removes a held lock."""
+        """Lock files (udocker/lockfile.py: O_EXCL files naming their owner), kept out of tmp/."""
         return os.path.join(self.topdir, "locks")
 
     @property

@@ -56,7 +56,11 @@ def ensure_unpacked(repo, manifest, manifest_digest, *, on_notice=None):
             layers = [LayerSource(repo.blobs.path(d.digest), d.media_type, d.digest) for d in manifest.layers]
             apply_layers(rootfs, layers, on_notice=on_notice, max_size=repo.max_layer_size)
             _make_read_only(rootfs)
-            os.rename(rootfs, target)
+            try:
+                os.rename(rootfs, target)
+            except OSError:
+                if not os.path.isdir(target):  # else published meanwhile by a process whose lock was broken
+                    raise
     return target
 
 
