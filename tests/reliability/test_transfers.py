@@ -60,3 +60,15 @@ def test_server_sending_headers_then_nothing_fails_bounded(tmp_path, proxy, regi
     assert len(_blob_gets(proxy, big)) == RETRIES + 1  # each answer stalls at once: no attempt progresses
     assert _clean(tmp_path)
     assert not os.path.exists(tmp_path / "repo" / "store" / "blobs" / "sha256" / big.split(":")[1])
+
+
+@pytest.mark.parametrize("where", ["/manifests/", "/blobs/"])
+@pytest.mark.parametrize("location", ["file:///etc/passwd", "ftp://127.0.0.1/x", "gopher://127.0.0.1:1/x"])
+def test_redirect_to_another_scheme_is_refused_in_our_words(tmp_path, proxy, where, location):
+    proxy.faults.append(Fault(where, "redirect", times=100, location=location))
+    result = _run(tmp_path, "pull", f"{proxy.host}/test/layers:latest")
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert _errors(result.stderr) == [f"error: registry {proxy.host} redirected to a URL that is not http(s): "
+                                      f"{location.split('?')[0]}"], result.stderr
+    assert _clean(tmp_path)

@@ -408,6 +408,10 @@ class RegistryClient:
             if response.status_code not in _REDIRECTS or "Location" not in response.headers:
                 return response
             url = urllib.parse.urljoin(url, response.headers["Location"])
+            if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
+                response.close()
+                raise RegistryError(f"registry {target.host} redirected to a URL that is not http(s): "
+                                    f"{urllib.parse.urlunsplit(urllib.parse.urlsplit(url)[:3] + ('', ''))[:200]}")
             if response.status_code == 303:
                 method = "GET"
             response.close()
