@@ -137,6 +137,8 @@ def _env_file(path, environ):
             lines = [line.strip() for line in stream]
     except OSError as exc:
         raise UsageError(f"cannot read env file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"env file {path} is not UTF-8 text", hint="give a file of KEY=VALUE lines") from None
     return _env_pairs([line for line in lines if line and not line.startswith("#")], environ, path)
 
 
@@ -164,10 +166,10 @@ def parse_volume(text):
     """HOST[:CONTAINER[:ro|rw]] -> Mount. The host path must exist (udocker 1.3 and docker -v with a
     path): a typo would otherwise silently bind nothing."""
     parts = text.split(":")
-    if len(parts) > 3 or not parts[0]:
+    if len(parts) > 3 or not all(parts):  # '/tmp:' or '/a::ro': an empty part is a typo, not "the same path"
         raise UsageError(f"invalid volume: {text}", hint="use -v HOST[:CONTAINER[:ro]]")
     source = parts[0]
-    target = parts[1] if len(parts) > 1 and parts[1] else source
+    target = parts[1] if len(parts) > 1 else source
     flag = parts[2] if len(parts) == 3 else "rw"
     if flag not in ("ro", "rw"):
         raise UsageError(f"invalid volume option {flag!r} in {text}", hint="use ro or rw")
@@ -221,6 +223,9 @@ def build_spec(container, options, environ):
     hostname = options.hostname or os.uname().nodename
     env = build_env(config, options, environ, home, hostname)
     cwd = options.workdir or config.get("WorkingDir") or "/"
+    if not cwd.startswith("/"):  # runc refuses it with its own log line, PRoot resolves it on the host
+        raise UsageError(f"the working directory {cwd!r} is invalid: it needs to be an absolute path",
+                         hint="use -w /PATH" if options.workdir else "use --workdir=/PATH")
     argv = program_argv(config, options)
     env["PWD"] = cwd
     check_program(rootfs, argv[0], env)
@@ -230,15 +235,22 @@ def build_spec(container, options, environ):
                    ports=check_ports(options.publish))
 
 
-def inject(spec, config, options, container, environ, *, root="/"):
+def inject(spec, config, options, container, environ, *, root="/", warn=lambda line: None):
     """Add the node's NVIDIA driver and Infiniband stack to `spec` when wanted (udocker/inject): found now,
     on the node that runs the job, never remembered, so another node's driver is never used. `root`: the
-    host tree to read (tests)."""
+    host tree to read (tests); `warn(line)`: where to say that a `setup --nvidia` container runs without."""
     from udocker import inject as injectors
+    from udocker.inject import nvidia as gpu
 
     request = dict(environ)
     request.update(_env_pairs(options.env, environ, "-e"))
     nvidia = injectors.setting(config["nvidia"], options.nvidia, container.record.get("nvidia"), key="nvidia")
+    if options.nvidia is None and container.record.get("nvidia") and not (gpu.driver_present(root) and gpu.gpus(root)):
+        # `setup --nvidia` is often run on a login node of a repository shared by GPU and CPU nodes: on a node
+        # without a GPU the container runs without the driver, with a warning (run --nvidia is an error there)
+        nvidia = "off"
+        warn(f"container {container.id[:12]} is set up with --nvidia but this node has no NVIDIA GPU: running "
+             "without the driver")
     infiniband = injectors.setting(config["infiniband"], options.infiniband, None, key="infiniband")
     hostmpi = injectors.setting(config["host_mpi"], options.hostmpi, None, key="host_mpi")
     for plan in injectors.plans(nvidia=nvidia, infiniband=infiniband, hostmpi=hostmpi, request=request,
@@ -339,7 +351,7 @@ def run_from_cli(general, values, target, command, environ):
                               "platform": values.get("platform")})
     layout = Layout(config["topdir"], config["tmpdir"])
     containers = ContainerStore(layout, config["lock_timeout"])
-    options = Options(**dict(values, command=command, tty=values.get("tty") or os.isatty(0)))
+    options = Options(**dict(values, command=command, tty=os.isatty(0)))  # -t ignored off a terminal (1.3)
     if values.get("location"):
         if not os.path.isdir(values["location"]):
             raise UdockerError(f"not a directory: {values['location']}")
@@ -348,7 +360,8 @@ def run_from_cli(general, values, target, command, environ):
         container = _container(config, layout, containers, target, values)
     mode, engine = _engine(config, layout, containers, container)
     spec = build_spec(container, options, environ)
-    inject(spec, config, options, container, environ)  # before before_run: fakechroot links the binds there
+    inject(spec, config, options, container, environ,  # before before_run: fakechroot links the binds there
+           warn=lambda line: general.get("quiet") or os.write(2, f"warning: {line}\n".encode()))
     engine.before_run(spec, mode)
     launch = engine.command(spec, mode)
     if general.get("debug"):
