@@ -148,7 +148,7 @@ def _from_text(name: str, text: str, where: str) -> object:
     if kind == "switch":
         return _check(name, text.lower(), where)
     if kind in ("mirrors", "paths"):
-        raise ConfigError(f"config key '{name}' cannot be set from {where}")
+        raise ConfigError(f"config key '{name}' cannot be set from {where}", hint="set it in udocker.conf")
     return _check(name, text, where)
 
 
@@ -245,6 +245,6 @@ def _from_environ(environ: dict[str, str]) -> dict[str, object]:
         if not var.startswith("UDOCKER_"):
             continue
         name = ENV_ALIASES.get(var, var[len("UDOCKER_"):].lower())
-        if name in KEYS and KEYS[name].kind not in ("mirrors", "paths"):
+        if name in KEYS:  # mirrors and engine_paths cannot be: an error, not a silently ignored variable
             values[name] = _from_text(name, text, f"environment variable {var}")
     return values

@@ -6,6 +6,7 @@ import os
 
 from udocker.engines.base import resolve
 from udocker.errors import ProgramNotExecutable, ProgramNotFound, UdockerError, UsageError
+from udocker.runopts import _cpuset, check_ports, parse_volume, resolve_user  # noqa: F401 - also run's API
 from udocker.runspec import Mount, RunSpec
 
 SYSTEM_MOUNTS = ("/dev", "/proc", "/sys", "/etc/resolv.conf", "/etc/host.conf", "/etc/hosts")
@@ -86,37 +87,6 @@ def check_program(rootfs, argv0, env):
     raise ProgramNotFound(f"executable file not found in $PATH: {argv0}")
 
 
-# -- identity ------------------------------------------------------------------------------------------
-def _passwd(rootfs, name):
-    try:
-        with open(resolve(rootfs, f"/etc/{name}"), encoding="utf-8", errors="replace") as stream:
-            return [line.rstrip("\n").split(":") for line in stream if line.count(":") >= 2]
-    except OSError:
-        return []
-
-
-def resolve_user(rootfs, user):
-    """(uid, gid, home) for Docker's user forms: name, uid, name:group, uid:gid."""
-    user = user or "0"
-    name, _, group = user.partition(":")
-    entries = _passwd(rootfs, "passwd")
-    entry = next((e for e in entries if e[0] == name or (name.isdigit() and e[2] == name)), None)
-    if entry is None and not name.isdigit():
-        raise UdockerError(f"unable to find user {name}: no matching entries in passwd file")
-    uid = int(entry[2]) if entry else int(name)
-    gid = int(entry[3]) if entry and len(entry) > 3 and entry[3].isdigit() else uid if not entry else 0
-    home = entry[5] if entry and len(entry) > 5 and entry[5] else "/"
-    if group:
-        if group.isdigit():
-            gid = int(group)
-        else:
-            found = next((g for g in _passwd(rootfs, "group") if g[0] == group), None)
-            if found is None:
-                raise UdockerError(f"unable to find group {group}: no matching entries in group file")
-            gid = int(found[2])
-    return uid, gid, home
-
-
 # -- environment ---------------------------------------------------------------------------------------
 def _env_pairs(items, environ, where):
     pairs = []
@@ -162,24 +132,6 @@ def build_env(config, options, environ, home, hostname):
 
 
 # -- mounts --------------------------------------------------------------------------------------------
-def parse_volume(text):
-    """HOST[:CONTAINER[:ro|rw]] -> Mount. The host path must exist (udocker 1.3 and docker -v with a
-    path): a typo would otherwise silently bind nothing."""
-    parts = text.split(":")
-    if len(parts) > 3 or not all(parts):  # '/tmp:' or '/a::ro': an empty part is a typo, not "the same path"
-        raise UsageError(f"invalid volume: {text}", hint="use -v HOST[:CONTAINER[:ro]]")
-    source = parts[0]
-    target = parts[1] if len(parts) > 1 else source
-    flag = parts[2] if len(parts) == 3 else "rw"
-    if flag not in ("ro", "rw"):
-        raise UsageError(f"invalid volume option {flag!r} in {text}", hint="use ro or rw")
-    if not source.startswith("/") or not target.startswith("/"):
-        raise UsageError(f"invalid volume: {text}", hint="host and container paths must be absolute")
-    if not os.path.exists(source):
-        raise UdockerError(f"volume source does not exist: {source}")
-    return Mount(os.path.normpath(source), os.path.normpath(target), flag == "ro")
-
-
 def build_mounts(options, environ):
     mounts = []
     if not options.nosysdirs:
@@ -198,21 +150,6 @@ def build_mounts(options, environ):
         mounts.append(parse_volume(text))
     dropped = {os.path.normpath(p.split(":")[0]) for p in options.novol}
     return [m for m in mounts if m.source not in dropped and m.target not in dropped]
-
-
-def check_ports(publish):
-    """Every engine here shares the host's network: a port can be published only as itself."""
-    ports = []
-    for text in publish:
-        parts = text.split(":")
-        host, container = parts[-2] if len(parts) > 1 else parts[-1], parts[-1].split("/")[0]
-        if not host.isdigit() or not container.isdigit():
-            raise UsageError(f"invalid port mapping: {text}", hint="use HOST_PORT:CONTAINER_PORT")
-        if host != container:
-            raise UdockerError(f"cannot map port {container} to {host}: containers share the host's network",
-                               hint=f"publish it as {container}:{container}")
-        ports.append((int(host), int(container)))
-    return ports
 
 
 def build_spec(container, options, environ):
@@ -260,16 +197,6 @@ def inject(spec, config, options, container, environ, *, root="/", warn=lambda l
 
 
 # -- execution -----------------------------------------------------------------------------------------
-def _cpuset(text):
-    cpus = set()
-    for part in text.split(","):
-        first, _, last = part.partition("-")
-        if not first.isdigit() or (last and not last.isdigit()):
-            raise UsageError(f"invalid --cpuset-cpus: {text}", hint="use e.g. 0-3,6")
-        cpus.update(range(int(first), int(last or first) + 1))
-    return cpus
-
-
 def execute(launch, *, cpuset=None, after=None):
     """Run the engine. Without cleanup work, exec it (the engine becomes this process: signals, the
     terminal and the exit status pass straight through). Otherwise run it as a child, forward signals to

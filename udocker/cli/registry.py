@@ -29,6 +29,8 @@ def _read_secret(username, password, password_stdin):
         if password is not None:
             raise click.UsageError("--password and --password-stdin are mutually exclusive")
         password = sys.stdin.readline().rstrip("\r\n")
+        if not password:
+            raise click.UsageError("no password on stdin (--password-stdin)")
     if (username is None or password is None) and not sys.stdin.isatty():
         raise click.UsageError("give --username and --password (or --password-stdin) when stdin is not a terminal")
     if username is None:

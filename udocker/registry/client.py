@@ -385,6 +385,12 @@ class RegistryClient:
             try:
                 response = self.session.request(method, url, headers=sent, stream=stream, timeout=self.timeout,
                                                 verify=self.verify, allow_redirects=False)
+            except (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema,
+                    requests.exceptions.MissingSchema, urllib3.exceptions.LocationParseError, ValueError):
+                from udocker.config import url_problem
+
+                raise RegistryError(f"invalid registry address {url[:120]}: "
+                                    f"{url_problem(url) or 'it cannot be parsed'}") from None
             except requests.exceptions.SSLError as exc:
                 raise RegistryError(f"tls verification failed for registry {urllib.parse.urlsplit(url).netloc}: "
                                     f"{_reason(exc)}",
