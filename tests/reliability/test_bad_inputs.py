@@ -6,6 +6,7 @@ directory untouched: an empty UDOCKER_DIR once made it a repository).
 One repository per module, with one pulled image and one container, shared by every case: the cases must not
 change it, and the snapshot taken after setting it up is compared after each case."""
 
+import json
 import os
 import shutil
 from typing import NamedTuple, Optional
@@ -331,3 +332,60 @@ def test_repository_still_lists_what_was_there(setup):
 def test_the_table_is_large_enough():
     assert len(CASES) >= 100
     assert len({case.name for case in CASES}) == len(CASES)
+
+
+def _container(udocker, registry, name, *setup_args, img=None):
+    img = img or registry.ref("test/busybox:latest")
+    for args in (("pull", img), ("create", "--name", name, img)) + ((("setup",) + setup_args + (name,),)
+                                                                       if setup_args else ()):
+        done = udocker(*args, input="")
+        assert done.returncode == 0, done.stderr
+    return name
+
+
+@pytest.mark.parametrize("mode", ["P1", "R1", "F1"])
+def test_tty_without_terminal_and_relative_workdir_in_every_mode(udocker, registry, mode, request):
+    """udocker 1.3 ignores -t when stdin is not a terminal (R modes failed opening /dev/tty); a relative -w is
+    one udocker line and 125 in every mode (R modes printed runc's log line and exited 1). Fakechroot needs
+    dynamic programs: F1 runs the Debian image."""
+    img = request.getfixturevalue("debian_image").ref if mode.startswith("F") else None
+    name = _container(udocker, registry, "m" + mode.lower(), "--execmode", mode, img=img)
+    done = udocker("run", "-t", name, "sh", "-c", "echo hi", input="")
+    assert (done.returncode, done.stdout.strip()) == (0, "hi"), done.stderr
+    done = udocker("run", "-i", "-t", "-w", "relative", name, "true", input="")
+    assert "Traceback" not in done.stderr
+    assert done.stderr.splitlines() == ["error: the working directory 'relative' is invalid: it needs to be an "
+                                        "absolute path", "hint: use -w /PATH"]
+    assert done.returncode == 125
+
+
+def test_setup_nvidia_on_a_node_without_gpu(udocker, registry):
+    """A container set up with --nvidia (often on a login node) still runs on a node without a GPU, with a
+    warning; run --nvidia there is an error; setup --purge forgets --nvidia."""
+    from udocker.inject import nvidia
+
+    if nvidia.driver_present("/") and nvidia.gpus("/"):
+        pytest.skip("this node has an NVIDIA GPU")
+    name = _container(udocker, registry, "gpu", "--nvidia")
+    done = udocker("run", name, "echo", "ran", input="")
+    assert (done.returncode, done.stdout) == (0, "ran\n"), done.stderr
+    assert [line for line in done.stderr.splitlines() if line.startswith(("warning:", "error:"))] == [
+        f"warning: container {_id(udocker, name)[:12]} is set up with --nvidia but this node has no NVIDIA GPU: "
+        "running without the driver"]
+    assert udocker("-q", "run", name, "true", input="").stderr == ""
+    done = udocker("run", "--nvidia", name, "true", input="")
+    assert done.returncode == 125 and _one_error(done.stderr).startswith("error: no NVIDIA driver on this node")
+    assert udocker("setup", "--purge", name).returncode == 0
+    assert _record(udocker, name).get("nvidia") is None
+    done = udocker("run", name, "true", input="")
+    assert done.returncode == 0 and "warning" not in done.stderr, done.stderr
+
+
+def _id(udocker, name):
+    return _record(udocker, name)["id"]
+
+
+def _record(udocker, name):
+    path = udocker("inspect", "-p", name).stdout.strip()
+    with open(os.path.join(os.path.dirname(path), "container.json"), encoding="utf-8") as stream:
+        return json.load(stream)
