@@ -72,3 +72,13 @@ def test_redirect_to_another_scheme_is_refused_in_our_words(tmp_path, proxy, whe
     assert _errors(result.stderr) == [f"error: registry {proxy.host} redirected to a URL that is not http(s): "
                                       f"{location.split('?')[0]}"], result.stderr
     assert _clean(tmp_path)
+
+
+def test_manifest_stalling_after_headers_fails_bounded(tmp_path, proxy):
+    proxy.faults.append(Fault("/manifests/", "hang", times=10000, seconds=60))
+    result = _run(tmp_path, "pull", f"{proxy.host}/test/layers:latest", UDOCKER_RETRIES=str(RETRIES),
+                  UDOCKER_STALL_TIMEOUT="1")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert _errors(result.stderr) == [f"error: download of manifest {proxy.host}/test/layers:latest failed: "
+                                      "timed out"]
+    assert 1 <= len([e for e in proxy.log if "/manifests/" in e[1]]) <= RETRIES + 1
