@@ -90,4 +90,7 @@ def _cpuset(text):
                 or int(last or first) >= CPU_MAX:
             raise UsageError(f"invalid --cpuset-cpus: {text[:40]}", hint="use e.g. 0-3,6")
         cpus.update(range(int(first), int(last or first) + 1))
+    if not cpus & os.sched_getaffinity(0):  # the kernel's answer would be a bare EINVAL
+        raise UsageError(f"--cpuset-cpus {text[:40]}: none of these CPUs is available to this process",
+                         hint="available: " + ",".join(str(cpu) for cpu in sorted(os.sched_getaffinity(0))[:64]))
     return cpus
