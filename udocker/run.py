@@ -6,7 +6,7 @@ import os
 
 from udocker.engines.base import resolve
 from udocker.errors import ProgramNotExecutable, ProgramNotFound, UdockerError, UsageError
-from udocker.runopts import _cpuset, check_ports, parse_volume, resolve_user  # noqa: F401 - also run's API
+from udocker.runopts import _cpuset, check_devices, check_ports, parse_volume, resolve_user  # noqa: F401 - API
 from udocker.runspec import Mount, RunSpec
 
 SYSTEM_MOUNTS = ("/dev", "/proc", "/sys", "/etc/resolv.conf", "/etc/host.conf", "/etc/hosts")
@@ -167,9 +167,9 @@ def build_spec(container, options, environ):
     env["PWD"] = cwd
     check_program(rootfs, argv[0], env)
     return RunSpec(rootfs=rootfs, argv=argv, env=env, cwd=cwd, uid=uid, gid=gid,
-                   mounts=build_mounts(options, environ), devices=options.devices, hostname=options.hostname,
-                   tty=options.tty, container_dir=container.dir, container_id=container.id, cpuset=options.cpuset,
-                   ports=check_ports(options.publish))
+                   mounts=build_mounts(options, environ), devices=check_devices(options.devices),
+                   hostname=options.hostname, tty=options.tty, container_dir=container.dir,
+                   container_id=container.id, cpuset=options.cpuset, ports=check_ports(options.publish))
 
 
 def inject(spec, config, options, container, environ, *, root="/", warn=lambda line: None):

@@ -67,6 +67,16 @@ def parse_volume(text):
     return Mount(os.path.normpath(source), os.path.normpath(target), flag == "ro")
 
 
+def check_devices(devices):
+    """--device PATH: an absolute path that exists (runc would fail to mount it with its own log line)."""
+    for path in devices:
+        if not path.startswith("/"):
+            raise UsageError(f"invalid device: {path}", hint="give the device's absolute path, e.g. /dev/fuse")
+        if not os.path.exists(path):
+            raise UdockerError(f"device does not exist: {path}")
+    return list(devices)
+
+
 def check_ports(publish):
     """Every engine here shares the host's network: a port can be published only as itself."""
     ports = []

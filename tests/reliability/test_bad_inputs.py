@@ -186,15 +186,18 @@ OTHERS = [
     Case("login-refused", ("login", "--registry", "127.0.0.1:1", "-u", "u", "-p", "p"), 1, "cannot reach"),
     Case("login-port", ("login", "--registry", "http://127.0.0.1:99999", "-u", "u", "-p", "p"), 1, "port out of range"),
     Case("login-no-password", ("login", "--registry", "{reg}", "-u", "u", "--password-stdin"), 2, "no password"),
+    Case("login-empty-username", ("login", "--registry", "{reg}", "-u", "", "-p", ""), 2, "username"),
     Case("login-exclusive", ("login", "-u", "u", "-p", "p", "--password-stdin"), 2, "mutually exclusive"),
     Case("search-port", ("search", "--registry", "127.0.0.1:99999", "x"), 1, "port out of range"),
     Case("search-no-term", ("search",), 2, "missing argument"),
     Case("search-refused", ("search", "--registry", "127.0.0.1:1", "x"), 1, "cannot reach"),
     Case("install-missing", ("install", "--from", "{tmp}/nonexistent.tar.gz"), 1, "nonexistent"),
     Case("install-ftp", ("install", "--from", "ftp://127.0.0.1/x.tar.gz"), 1, "ftp://127.0.0.1/x.tar.gz"),
+    Case("install-port", ("install", "--from", "http://127.0.0.1:99999/x.tar.gz"), 2, "port out of range"),
     Case("install-bad-sha", ("install", "--from", "{tmp}/empty.tar", "--sha256", "xyz"), 2, "sha256"),
     Case("mkrepo-file", ("mkrepo", BUSYBOX), 1, BUSYBOX),
     Case("mkrepo-no-argument", ("mkrepo",), 2, "missing argument"),
+    Case("mkrepo-empty", ("mkrepo", ""), 2, "must not be empty"),
 ]
 
 RUN = [
@@ -232,6 +235,8 @@ RUN = [
     Case("run-bad-reference", ("run", "127.0.0.1:99999/x"), 125, "invalid registry port"),
     Case("run-registry-option", ("run", "--registry=ftp://127.0.0.1", "busybox", "true"), 125, "'registry'"),
     Case("run-nvidia-without-gpu", ("run", "--nvidia", "ct", "true"), 125, "nvidia"),
+    Case("run-device-missing", ("run", "--device", "{tmp}/nonexistent", "ct", "true"), 125, "device does not exist"),
+    Case("run-device-relative", ("run", "--device", "fuse", "ct", "true"), 125, "invalid device"),
 ]
 
 CASES = CONFIG + ENVIRONMENT + REFERENCES + IMAGES + CONTAINERS + OTHERS + RUN

@@ -37,6 +37,8 @@ def _read_secret(username, password, password_stdin):
         username = click.prompt("Username", err=True)
     if password is None:
         password = click.prompt("Password", hide_input=True, err=True)
+    if not username:
+        raise click.UsageError("the username must not be empty")
     return username, password
 
 
