@@ -189,6 +189,7 @@ OTHERS = [
     Case("login-empty-username", ("login", "--registry", "{reg}", "-u", "", "-p", ""), 2, "username"),
     Case("login-exclusive", ("login", "-u", "u", "-p", "p", "--password-stdin"), 2, "mutually exclusive"),
     Case("search-port", ("search", "--registry", "127.0.0.1:99999", "x"), 1, "port out of range"),
+    Case("logout-option", ("logout", "--bogus"), 2, "no such option"),
     Case("search-no-term", ("search",), 2, "missing argument"),
     Case("search-refused", ("search", "--registry", "127.0.0.1:1", "x"), 1, "cannot reach"),
     Case("install-missing", ("install", "--from", "{tmp}/nonexistent.tar.gz"), 1, "nonexistent"),
