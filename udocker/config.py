@@ -41,6 +41,9 @@ KEYS: dict[str, Key] = {
     "connect_timeout": Key(30, "int", "seconds to connect to a registry"),
     "retries": Key(5, "int", "attempts for a request that failed with a network error, 429 or 5xx"),
     "lock_timeout": Key(3600, "int", "seconds to wait for another process holding a repository lock"),
+    "stop_timeout": Key(10, "int", "seconds a container's program has to exit after SIGTERM, SIGINT or SIGHUP"
+                                   " reached `udocker run` before everything left of it is killed (docker stop's"
+                                   " grace period; UDOCKER_STOP_TIMEOUT)"),
     "default_execution_mode": Key("auto", "str",
                                   "engine mode for new containers: auto, P1, P2, F1-F4, R1-R3"
                                   " (UDOCKER_DEFAULT_EXECUTION_MODE)"),
