@@ -9,6 +9,7 @@
 A container's processes are found by a token in their environment (-e) or command line (the supervisor
 udocker forks keeps `udocker run`'s command line). Runs as the unprivileged test user, as CI does."""
 
+import glob
 import os
 import signal
 import subprocess
@@ -190,6 +191,8 @@ def test_kill_9_of_udocker_run_leaves_nothing(container, tmp_path):
         os.kill(run.process.pid, signal.SIGKILL)
         assert run.wait() == -signal.SIGKILL
         assert run.leftovers() is True, [(p, _comm(p)) for p in _marked(run.token)]
+        states = os.path.join(container[0].path, "containers", "*", "engine", "*", "state", "*")
+        assert _until(lambda: not glob.glob(states), GONE_WITHIN), glob.glob(states)  # runc's, of the killed run
     finally:
         run.stop()
 
@@ -238,3 +241,51 @@ def test_a_service_with_workers_stops_gracefully_on_sigterm(container, tmp_path)
         assert run.leftovers() is True, [(p, _comm(p)) for p in _marked(run.token)]
     finally:
         run.stop()
+
+
+def _read_until(fd, text, seconds=READY_WITHIN):
+    """Output of the terminal `fd` until it holds `text` or the time is up."""
+    import select
+
+    out, deadline = b"", time.monotonic() + seconds
+    while text.encode() not in out and time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.5)
+        if ready:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:  # the terminal's other side is closed
+                break
+            if not chunk:
+                break
+            out += chunk
+    return out.decode(errors="replace")
+
+
+def test_ctrl_c_on_a_terminal_reaches_the_program_and_stops_nothing(container):
+    """With a terminal the program stays in its foreground group: ^C reaches it from the terminal, and is no
+    stop: an interactive program that handles SIGINT is not killed after stop_timeout."""
+    import pty
+
+    repo, name = container
+    script = "trap 'echo caught' INT; echo ready; while ! read x; do :; done; echo after $x; exit 4"
+    pid, terminal = pty.fork()
+    if pid == 0:
+        os.chdir(TOP)
+        os.execve(sys.executable, repo.argv("run", "-t", name, "sh", "-c", script),
+                  dict(repo.env, UDOCKER_STOP_TIMEOUT="1"))
+    try:
+        assert "ready" in _read_until(terminal, "ready")
+        os.write(terminal, b"\x03")
+        assert "caught" in _read_until(terminal, "caught")
+        time.sleep(2)  # past stop_timeout: nothing may kill the program
+        os.write(terminal, b"line\n")
+        assert "after line" in _read_until(terminal, "after line")
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 4
+    finally:
+        try:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        except OSError:
+            pass
+        os.close(terminal)

@@ -29,16 +29,18 @@ class Launch:
     cwd: the host directory to change to before exec, or None to stay (engines such as fakechroot have no
     working-directory option of their own). signal_depth: where the signals `udocker run` gets go: 0 the
     engine process (it is the program, or passes them on), 1 its children (PRoot ignores SIGTERM and
-    starts the program as its child)."""
+    starts the program as its child). leftover: a directory the engine removes itself when it ends, which
+    the supervisor removes when the engine was killed (runc's state directory of the run), or None."""
 
-    __slots__ = ("argv", "env", "cleanup", "cwd", "signal_depth")
+    __slots__ = ("argv", "env", "cleanup", "cwd", "signal_depth", "leftover")
 
-    def __init__(self, argv, env, cleanup=None, cwd=None, signal_depth=0):
+    def __init__(self, argv, env, cleanup=None, cwd=None, signal_depth=0, leftover=None):
         self.argv = list(argv)
         self.env = dict(env)
         self.cleanup = cleanup
         self.cwd = cwd
         self.signal_depth = signal_depth
+        self.leftover = leftover
 
     def __repr__(self):
         return f"Launch({self.argv!r}, cleanup={self.cleanup!r})"

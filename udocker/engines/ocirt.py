@@ -136,9 +136,10 @@ class OciEngine(Engine):
 
         # No cleanup: `run` in the foreground deletes its container when the program ends and forwards
         # signals to it, and the bundle is shared by every run with this configuration (a cleanup process
-        # costs ~5 ms per run). Only a runtime killed with SIGKILL leaves a state directory behind, under a
-        # name no later run uses.
-        return Launch(taskset_prefix(spec, self.layout) + argv, {"PATH": _HOST_PATH})
+        # costs ~5 ms per run). A runtime killed with SIGKILL leaves its state directory behind: the
+        # supervisor removes it.
+        return Launch(taskset_prefix(spec, self.layout) + argv, {"PATH": _HOST_PATH},
+                      leftover=os.path.join(state, run_id))
 
     def config_json(self, spec, mode, *, kit):
         """The OCI runtime-spec config.json for one run, as a dict."""

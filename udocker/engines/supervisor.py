@@ -12,7 +12,8 @@ does not exec the engine. It forks a supervisor S, a copy of itself, and waits f
   became a subreaper) and exits.
 - After SIGTERM, SIGINT or SIGHUP, S waits `stop_timeout` seconds (docker stop's 10 by default), then kills
   everything below itself. When the engine exits, S kills what the program left behind (docker: a container
-  stops with its first process) and exits with the engine's status (128+N when it was killed by signal N).
+  stops with its first process), removes Launch.leftover when the engine was killed before it could (runc's
+  state directory of the run), and exits with the engine's status (128+N when it was killed by signal N).
 
 The same in every mode. The alternatives, and why not:
 - a PID namespace for the engine (unshare --pid --fork --kill-child): needs user namespaces, which the hosts
@@ -101,7 +102,13 @@ def _supervise(launch, commands, stop_timeout, tty, numbers):
         return 125
     _subreaper()
     supervisor = _Supervisor(pid, getattr(launch, "signal_depth", 0), stop_timeout, group=not tty)
-    return supervisor.loop(commands, wake)
+    code = supervisor.loop(commands, wake)
+    leftover = getattr(launch, "leftover", None)
+    if leftover and os.path.isdir(leftover):  # the engine was killed before it could remove it
+        import shutil
+
+        shutil.rmtree(leftover, ignore_errors=True)
+    return code
 
 
 def _subreaper():
