@@ -155,8 +155,15 @@ class Run:
         ok = _until(lambda: (self.dir / name).exists() and _sleeps(self.token) >= sleeps, READY_WITHIN)
         if not ok:
             self.stop()
-            out, err = self.process.communicate(timeout=30)
-            pytest.fail(f"the program did not start: {err}")
+            pytest.fail(f"the program did not start: {self.stderr()}")
+
+    def stderr(self):
+        """What `udocker run` wrote on stderr so far (without waiting: a leftover process may hold the pipe)."""
+        os.set_blocking(self.process.stderr.fileno(), False)
+        try:
+            return (self.process.stderr.read() or b"").decode(errors="replace")
+        except OSError:
+            return ""
 
     def wait(self, seconds=60):
         try:
@@ -207,7 +214,7 @@ def test_a_stop_signal_reaches_the_program(container, tmp_path, number):
         run.ready(sleeps=2)
         os.kill(run.process.pid, number)
         status = run.wait()
-        assert run.file("got") == f"got {name}\n", run.process.stderr.read().decode()
+        assert run.file("got") == f"got {name}\n", run.stderr()
         assert status == 3
         assert run.leftovers() is True, [(p, _comm(p)) for p in _marked(run.token)]
     finally:
@@ -222,7 +229,7 @@ def test_a_program_that_ignores_sigterm_is_killed_after_stop_timeout(container, 
         os.kill(run.process.pid, signal.SIGTERM)
         status = run.wait()
         assert _until(lambda: run.file("got"), 5) == "got TERM\n"
-        assert status == 128 + signal.SIGKILL, run.process.stderr.read().decode()
+        assert status == 128 + signal.SIGKILL, run.stderr()
         assert run.leftovers() is True, [(p, _comm(p)) for p in _marked(run.token)]
     finally:
         run.stop()
@@ -236,7 +243,7 @@ def test_a_service_with_workers_stops_gracefully_on_sigterm(container, tmp_path)
         os.kill(run.process.pid, signal.SIGTERM)
         status = run.wait()
         stopped = [run.file(n) for n in ("worker1", "worker2", "main")]
-        assert stopped == ["stopped\n"] * 3, (status, sorted(os.listdir(run.dir)), run.process.stderr.read())
+        assert stopped == ["stopped\n"] * 3, (status, sorted(os.listdir(run.dir)), run.stderr())
         assert status == 0
         assert run.leftovers() is True, [(p, _comm(p)) for p in _marked(run.token)]
     finally:
