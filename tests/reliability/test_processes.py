@@ -296,3 +296,13 @@ def test_ctrl_c_on_a_terminal_reaches_the_program_and_stops_nothing(container):
         except OSError:
             pass
         os.close(terminal)
+
+
+def test_the_program_gets_sigpipe_and_sigxfsz_at_their_defaults(container):
+    """`yes | head -1` must end `yes` by SIGPIPE: the exec'd engine used to inherit Python's SIG_IGN of SIGPIPE
+    and SIGXFSZ."""
+    repo, name = container
+    result = repo("run", name, "grep", "SigIgn", "/proc/self/status")
+    assert result.returncode == 0, result.stderr
+    ignored = int(result.stdout.split()[1], 16)
+    assert ignored & (1 << (signal.SIGPIPE - 1) | 1 << (signal.SIGXFSZ - 1)) == 0, result.stdout

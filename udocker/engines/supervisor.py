@@ -57,7 +57,6 @@ _SUBREAPER_AFTER = 0.1  # seconds: a shorter run never imports ctypes (~5-40 ms 
 def run(launch, *, stop_timeout, tty):
     """Run `launch` (engines.base.Launch) under a supervisor; return its exit status (128+N for signal N)."""
     names = [n for n in FORWARDED if not (tty and n in TERMINAL)]
-    numbers = [getattr(signal, n) for n in names]
     commands, writer = os.pipe()
     for name in FORWARDED:  # in place before S exists: no signal between the two is lost
         number = getattr(signal, name)
@@ -69,7 +68,7 @@ def run(launch, *, stop_timeout, tty):
             for name in FORWARDED:
                 signal.signal(getattr(signal, name), signal.SIG_IGN)  # U passes them through the pipe
             os.close(writer)
-            code = _supervise(launch, commands, stop_timeout, tty, numbers)
+            code = _supervise(launch, commands, stop_timeout, tty)
         finally:
             os._exit(code)
     os.close(commands)
@@ -92,7 +91,7 @@ def _tell(writer, number):
         pass
 
 
-def _supervise(launch, commands, stop_timeout, tty, numbers):
+def _supervise(launch, commands, stop_timeout, tty):
     wake, waker = os.pipe()
     os.set_blocking(waker, False)
     signal.signal(signal.SIGCHLD, lambda _n, _f: None)
