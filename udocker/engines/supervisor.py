@@ -26,9 +26,9 @@ The same in every mode. The alternatives, and why not:
 Where signals go: F modes run the program itself as the engine, and runc (R modes) forwards them to the
 container's first process (in R2/R3 the kit's `timeout`, which passes them past PRoot to its process group):
 S signals the engine. PRoot (P modes, Launch.signal_depth 1) ignores SIGTERM, SIGINT and SIGHUP: S signals
-its children, the program, as docker and runc signal only the first process. (P modes used to run under
-`timeout -k 10 0`, which signalled the whole process group at once: the DEEPaaS case, a main process that
-stops its workers on SIGTERM, lost a worker and stayed until timeout's SIGKILL.)
+every process below it at once, as the former wrapper `timeout -k 10 0` signalled its process group. Only the
+program, as docker and runc do, was tried and left busybox ash in `wait` (sigsuspend) under PRoot: the handled
+signal did not end the wait; a child's exit does.
 
 Without a terminal the engine gets a process group of its own, so that a terminal's ^C reaches it once,
 through S. With a terminal (Launch on a tty) it stays in the terminal's foreground group, which the terminal
@@ -43,6 +43,7 @@ escapes the tree walk; one orphaned in the engine's process group is still kille
 
 import os
 import signal
+import time
 
 FORWARDED = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2")
 TERMINAL = ("SIGINT", "SIGQUIT")  # sent by a terminal to its whole foreground group
@@ -123,32 +124,20 @@ class _Supervisor:
         self.pending = []
         self.deadline = None
         self.subreaper = False
+        self.started = time.monotonic()
 
     def loop(self, commands, wake):
         import select
-        import time
 
         sources = [commands, wake]
-        started = time.monotonic()
         while True:
             self.reap()
             if self.status is not None:
                 break
             self.deliver()
-            timeout = _POLL if self.pending else None
-            if not self.subreaper:
-                left = started + _SUBREAPER_AFTER - time.monotonic()
-                if left <= 0:
-                    self.become_subreaper()
-                else:
-                    timeout = left if timeout is None else min(timeout, left)
-            if self.deadline is not None:
-                left = self.deadline - time.monotonic()
-                if left <= 0:
-                    self.deadline = None
-                    self.kill_all()
-                    continue
-                timeout = left if timeout is None else min(timeout, left)
+            timeout = self.due()
+            if timeout == 0:
+                continue
             ready, _, _ = select.select(sources, [], [], timeout)
             if wake in ready:
                 os.read(wake, 512)
@@ -164,6 +153,24 @@ class _Supervisor:
         self.kill_all()  # what the program left behind
         status = self.status
         return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
+
+    def due(self):
+        """Do what is due (become a subreaper, kill at the deadline); the seconds to
+        the next timer, None when there is none, 0 after a kill."""
+        now = time.monotonic()
+        timers = [now + _POLL] if self.pending else []
+        if not self.subreaper:
+            if now >= self.started + _SUBREAPER_AFTER:
+                self.become_subreaper()
+            else:
+                timers.append(self.started + _SUBREAPER_AFTER)
+        if self.deadline is not None:
+            if now >= self.deadline:
+                self.deadline = None
+                self.kill_all()
+                return 0
+            timers.append(self.deadline)
+        return max(0.0, min(timers) - now) if timers else None
 
     def become_subreaper(self):
         if self.subreaper:
@@ -189,14 +196,13 @@ class _Supervisor:
                 self.status = status
 
     def deliver(self):
-        """Send the pending signals to the program; keep them while it has not started (PRoot's tracee)."""
+        """Send the pending signals; keep them while there is no target yet (PRoot's tracee not started)."""
         if not self.pending:
             return
         if self.depth == 0:
             targets = [self.pid]
-        else:
-            tree = _tree()
-            targets = tree.get(self.pid) or [p for p in _below(tree, os.getpid()) if p != self.pid]
+        else:  # every process below PRoot, as its former wrapper `timeout` signalled its process group
+            targets = [p for p in _below(_tree(), os.getpid()) if p != self.pid]
             if not targets:
                 return
         for number in self.pending:
@@ -206,8 +212,6 @@ class _Supervisor:
 
     def kill_all(self):
         """SIGKILL to every process below S, until none is left (bounded)."""
-        import time
-
         if self.status is None:  # killing a running container: what it orphans meanwhile must stay below S
             self.become_subreaper()
             if self.group:  # the engine not reaped yet: its group id is still its own
