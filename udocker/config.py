@@ -50,6 +50,9 @@ KEYS: dict[str, Key] = {
                           " 1125899906842624, 1 PiB)", limit=1 << 50),
     "lock_timeout": Key(3600, "int", "seconds to wait for another process holding a repository lock (at most"
                                      " 2592000, 30 days)", limit=2592000),
+    "stop_timeout": Key(10, "int", "seconds a container's program has to exit after SIGTERM, SIGINT or SIGHUP"
+                                   " reached `udocker run` before everything left of it is killed (docker stop's"
+                                   " grace period; UDOCKER_STOP_TIMEOUT; at most 86400)", limit=86400),
     "default_execution_mode": Key("auto", "str",
                                   "engine mode for new containers: auto, P1, P2, F1-F4, R1-R3"
                                   " (UDOCKER_DEFAULT_EXECUTION_MODE)",

@@ -18,7 +18,6 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 BATCH_ENV_PREFIXES = ("SLURM_", "SLURMD_", "SRUN_", "PMI_", "PMIX_", "OMPI_", "PRTE_", "OPAL_", "ORTE_",
                       "HYDRA_", "MPI_LOCALNRANKS", "MPI_LOCALRANKID", "PBS_", "LSB_", "SGE_", "FLUX_")
 RENDEZVOUS_VARS = ("PMIX_SERVER_TMPDIR",)
-_FORWARDED = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2")
 
 
 class Options:
@@ -197,45 +196,22 @@ def inject(spec, config, options, container, environ, *, root="/", warn=lambda l
 
 
 # -- execution -----------------------------------------------------------------------------------------
-def execute(launch, *, cpuset=None, after=None):
-    """Run the engine. Without cleanup work, exec it (the engine becomes this process: signals, the
-    terminal and the exit status pass straight through). Otherwise run it as a child, forward signals to
-    it, wait, clean up, and return its exit status (128+N when killed by signal N)."""
+def execute(launch, *, cpuset=None, after=None, stop_timeout=10, tty=False):
+    """Run the engine under a supervisor (engines/supervisor.py: no process of the container outlives this
+    one, signals reach the program, `stop_timeout` seconds after SIGTERM/SIGINT/SIGHUP everything left is
+    killed), clean up, and return its exit status (128+N when killed by signal N)."""
+    from udocker.engines import supervisor
+
     if cpuset:
         os.sched_setaffinity(0, _cpuset(cpuset))
     if launch.cwd:
         os.chdir(launch.cwd)
-    if launch.cleanup is None and after is None:
-        os.execve(launch.argv[0], launch.argv, launch.env)
-    import signal
-
-    child = []  # handlers are in place before the child exists: no signal between the two is lost
-    for name in _FORWARDED:
-        signal.signal(getattr(signal, name), lambda number, _frame: child and _forward(child[0], number))
-    # posix_spawn, not fork: a forked Python child copies the interpreter's pages on write before it execs,
-    # which cost ~5 ms per run here; posix_spawn (vfork + exec in glibc) does not.
-    pid = os.posix_spawn(launch.argv[0], launch.argv, launch.env)
-    child.append(pid)
-    while True:
-        try:
-            _, status = os.waitpid(pid, 0)
-            break
-        except InterruptedError:
-            continue
-    for name in _FORWARDED:
-        signal.signal(getattr(signal, name), signal.SIG_IGN)
+    status = supervisor.run(launch, stop_timeout=stop_timeout, tty=tty)
     if launch.cleanup:
         _run_quietly(launch.cleanup, launch.env)
     if after:
         after()
-    return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
-
-
-def _forward(pid, number):
-    try:
-        os.kill(pid, number)
-    except ProcessLookupError:
-        pass
+    return status
 
 
 def _run_quietly(argv, env):
@@ -266,8 +242,7 @@ class _Located:
 
 
 def run_from_cli(general, values, target, command, environ):
-    """Find or create the container, prepare its engine and run `command`; returns the exit status
-    when the engine is not exec'd (it is, unless --rm or the engine needs cleanup)."""
+    """Find or create the container, prepare its engine and run `command`; returns the exit status."""
     from udocker.config import Config
     from udocker.paths import Layout
     from udocker.store.containers import ContainerStore
@@ -294,7 +269,8 @@ def run_from_cli(general, values, target, command, environ):
     if general.get("debug"):
         _debug_launch(mode, launch)
     after = (lambda: containers.remove(container, force=True)) if options.rm and not values.get("location") else None
-    return execute(launch, cpuset=options.cpuset, after=after)
+    return execute(launch, cpuset=options.cpuset, after=after, stop_timeout=config["stop_timeout"],
+                   tty=options.tty)
 
 
 def _debug_launch(mode, launch):

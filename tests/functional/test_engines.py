@@ -137,6 +137,30 @@ def _alive(token):
     return found
 
 
+def _below(pid):
+    """Pids of the processes below `pid`, from /proc/*/stat (the 4th field is the parent's pid)."""
+    parents = {}
+    for name in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{name}/stat", "rb") as stream:
+                data = stream.read()
+        except OSError:
+            continue
+        parents[int(name)] = int(data[data.rindex(b")") + 2:].split()[1])
+    found, todo = [], [pid]
+    while todo:
+        todo = [p for p, q in parents.items() if q in todo]
+        found += todo
+    return found
+
+
+def _signal(process, depth, number):
+    """Send `number` where udocker's supervisor would (engines/supervisor.py): the engine process; at
+    Launch.signal_depth 1 (PRoot, which ignores SIGTERM) every process below it."""
+    for target in _below(process.pid) if depth else [process.pid]:
+        os.kill(target, number)
+
+
 def test_sigterm_reaches_the_program(setup):
     engine, mode, container = setup
     token = str(900000 + uuid.uuid4().int % 99999)
@@ -146,7 +170,7 @@ def test_sigterm_reaches_the_program(setup):
     try:
         assert process.stdout.readline() == "ready\n"
         time.sleep(0.3)  # let `sleep` start: PRoot can lose a signal that comes while a tracee is exec'ing
-        process.send_signal(signal.SIGTERM)
+        _signal(process, launch.signal_depth, signal.SIGTERM)
         out, err = process.communicate(timeout=30)
     finally:
         if process.poll() is None:

@@ -3,6 +3,7 @@
 must add as little as possible to the engine's own start-up (DESIGN.md, performance facts). Every other
 command goes through the click application in cli/app.py."""
 
+import os
 import sys
 
 GENERAL_FLAGS = {"-D": "debug", "--debug": "debug", "-q": "quiet", "--quiet": "quiet", "--insecure": "insecure",
@@ -40,7 +41,15 @@ def main(argv=None):
     if index is not None and index < len(args) and args[index] == "run":
         from udocker.cli.run import main as run_main
 
-        sys.exit(run_main(general, args[index + 1:]))
+        status = run_main(general, args[index + 1:])
+        # No interpreter teardown (~10 ms): `run` used to exec the engine, which skipped it too; its
+        # supervisor (engines/supervisor.py) now waits instead, and nothing is left to finalise.
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except OSError:
+            pass
+        os._exit(status if isinstance(status, int) else 0)
     from udocker.cli.app import main as app_main
 
     app_main(args)

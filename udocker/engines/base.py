@@ -10,9 +10,9 @@ Life cycle, driven by run.py and `udocker setup`:
   before_run(spec, mode)     the I/O one run needs beyond prepare() (fakechroot links mount targets); a no-op
                              for engines that need none; called just before command()
   command(spec, mode)    -> Launch: pure, no I/O beyond reading files; what to exec
-run.py then changes to Launch.cwd when it is set and execs Launch.argv with Launch.env (os.execve: signals,
-stdin/tty and the exit status pass straight through), or, when Launch.cleanup is set, runs it as a child,
-forwards SIGINT/SIGTERM/SIGHUP, waits, runs cleanup, and exits with the child's status.
+run.py then changes to Launch.cwd when it is set and runs Launch.argv with Launch.env under a supervisor
+(engines/supervisor.py: signals are passed to the process Launch.signal_depth says, nothing of the container
+outlives `udocker run`), runs Launch.cleanup when set, and exits with the engine's status.
 
 Engines never print; they raise udocker.errors.UdockerError subclasses (EngineUnavailable, EngineError).
 Binaries are found by engines.locate.find(name, config) (configured path, $UDOCKER_DIR/engines/bin, PATH).
@@ -27,15 +27,20 @@ class Launch:
     """What run.py executes. argv[0] is an absolute host path. env is the complete environment of the
     engine process (not only the container's). cleanup: argv to run after the child exits, or None.
     cwd: the host directory to change to before exec, or None to stay (engines such as fakechroot have no
-    working-directory option of their own)."""
+    working-directory option of their own). signal_depth: where the signals `udocker run` gets go: 0 the
+    engine process (it is the program, or passes them on), 1 every process below it (PRoot ignores
+    SIGTERM). leftover: a directory the engine removes itself when it ends, which the supervisor removes
+    when the engine was killed (runc's state directory of the run), or None."""
 
-    __slots__ = ("argv", "env", "cleanup", "cwd")
+    __slots__ = ("argv", "env", "cleanup", "cwd", "signal_depth", "leftover")
 
-    def __init__(self, argv, env, cleanup=None, cwd=None):
+    def __init__(self, argv, env, cleanup=None, cwd=None, signal_depth=0, leftover=None):
         self.argv = list(argv)
         self.env = dict(env)
         self.cleanup = cleanup
         self.cwd = cwd
+        self.signal_depth = signal_depth
+        self.leftover = leftover
 
     def __repr__(self):
         return f"Launch({self.argv!r}, cleanup={self.cleanup!r})"

@@ -23,7 +23,10 @@ container may overlap. command() writes the bundle (the one file an OCI runtime 
 line: `runc run` reads only BUNDLE/config.json) under <container>/engine/<runtime>/bundles/<crc32 of it>/,
 shared by every run with the same configuration. `run` stays in the foreground: the runtime forwards
 signals to the container's first process, exits with its status (udocker 1.3 lost it by detaching) and
-deletes its container, so there is nothing to clean up and udocker execs the runtime.
+deletes its container, so there is nothing to clean up. udocker's supervisor (supervisor.py) signals the
+runtime and, when `udocker run` is killed or the grace period `stop_timeout` ends, kills the runtime and
+the container's processes (all below it on the host): runc is not the container's init, and its first
+process would outlive a runtime killed with SIGKILL.
 """
 
 import json
@@ -132,10 +135,11 @@ class OciEngine(Engine):
         from udocker.engines.proot import taskset_prefix
 
         # No cleanup: `run` in the foreground deletes its container when the program ends and forwards
-        # signals to it, and the bundle is shared by every run with this configuration, so udocker can
-        # exec the runtime (a waiting parent and a cleanup process cost ~10 ms per run). Only a runtime
-        # killed with SIGKILL leaves a state directory behind, under a name no later run uses.
-        return Launch(taskset_prefix(spec, self.layout) + argv, {"PATH": _HOST_PATH})
+        # signals to it, and the bundle is shared by every run with this configuration (a cleanup process
+        # costs ~5 ms per run). A runtime killed with SIGKILL leaves its state directory behind: the
+        # supervisor removes it.
+        return Launch(taskset_prefix(spec, self.layout) + argv, {"PATH": _HOST_PATH},
+                      leftover=os.path.join(state, run_id))
 
     def config_json(self, spec, mode, *, kit):
         """The OCI runtime-spec config.json for one run, as a dict."""

@@ -5,16 +5,12 @@ folder. Unlike udocker 1.3 it never passes `-k` (kernel release emulation): the 
 no-op default, the distribution's PRoot does not.
 
 Command line (P1; P2 adds PROOT_NO_SECCOMP=1 to the environment):
-    [timeout -k 10 0] proot {-0 | -i UID:GID} -r ROOTFS -w CWD [-b HOST:GUEST ...] PROGRAM ARGS...
+    proot {-0 | -i UID:GID} -r ROOTFS -w CWD [-b HOST:GUEST ...] PROGRAM ARGS...
 - `-0` emulates root when the spec asks for uid 0, `-i` shows another identity; real ownership never changes.
-- `timeout 0` (GNU coreutils, no time limit) wraps PRoot when stdin is not a terminal: PRoot sets SIGTERM,
-  SIGINT and SIGHUP to "ignore" (PRoot's tracee/event.c), so a signal sent to the engine process would never
-  reach the program. timeout forwards those signals to its child and then to its process group, which holds
-  the traced program, and exits with the child's status (re-raising a fatal signal). `-k 10` sends SIGKILL
-  to the group 10 s later if anything is left: PRoot can lose a signal that arrives while a tracee is being
-  started, and it waits for every tracee before it exits. With a terminal on
-  stdin it is left out: the terminal already signals the whole foreground group, and timeout's setpgid()
-  would take the program out of it.
+- Signals: PRoot sets SIGTERM, SIGINT and SIGHUP to "ignore" (PRoot's tracee/event.c), so the Launch has
+  signal_depth 1: udocker's supervisor (supervisor.py) sends them to every process below PRoot, and kills
+  whatever is left after the grace period `stop_timeout`, also when `udocker run` is killed. (The engine used
+  to run under GNU `timeout -k 10 0`, which signalled its process group, but died with `udocker run`.)
 - Read-only mounts: PRoot has no read-only binds. A read-only mount of a file the caller neither owns nor
   may write (/etc/resolv.conf for a normal user) is safe: the kernel refuses writes. Any other read-only
   mount (a directory, a file the caller owns, everything when the caller is root) raises EngineError naming
@@ -34,7 +30,7 @@ from udocker.engines.base import Engine, Launch, resolve
 from udocker.errors import EngineError, EngineUnavailable
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-KILL_AFTER = "10"  # seconds between the forwarded signal and SIGKILL to what is left (docker stop's default)
+KILL_AFTER = "10"  # R2/R3's timeout in the container: seconds between a forwarded signal and SIGKILL
 _PROBES = {}  # (binary, mode) -> None or EngineUnavailable: probes run once per process
 
 
@@ -126,8 +122,8 @@ class ProotEngine(Engine):
             env["PROOT_NO_SECCOMP"] = "1"
         else:
             env.pop("PROOT_NO_SECCOMP", None)
-        return Launch(taskset_prefix(spec, self.layout) + self._signal_wrapper(spec)
-                      + self._readonly_wrapper(protect) + argv, env)
+        return Launch(taskset_prefix(spec, self.layout) + self._readonly_wrapper(protect) + argv, env,
+                      signal_depth=1)
 
     def _readonly_namespace_works(self):
         from udocker.engines.ocirt import userns_unavailable
@@ -150,14 +146,6 @@ class ProotEngine(Engine):
                              f"{mount} -o remount,bind,ro {shlex.quote(s)}" for s in sources)
         return [find("unshare", self.layout), "--user", "--map-root-user", "--mount", "/bin/sh", "-c",
                 script + ' && exec "$@"', "sh"]
-
-    def _signal_wrapper(self, spec):
-        if spec.tty:
-            return []
-        for candidate in ("/usr/bin/timeout", "/bin/timeout"):
-            if os.path.isfile(candidate):
-                return [candidate, "-k", KILL_AFTER, "0"]
-        return []
 
 
 def _device(path):
