@@ -6,7 +6,7 @@ import os
 from typing import Callable, Iterator, Sequence
 
 from udocker import fs
-from udocker.errors import StoreError, UdockerError
+from udocker.errors import NotFound, StoreError, UdockerError
 from udocker.paths import FORMAT_VERSION, Layout
 from udocker.store.blobs import BlobStore
 from udocker.store.images import ImageStore
@@ -93,7 +93,8 @@ class Repository:
 
         if not force:
             for text in texts:
-                garbage.refuse_if_unpacking(self, self.images.find(text))
+                with contextlib.suppress(NotFound):  # said in its turn below, after the names before it
+                    garbage.refuse_if_unpacking(self, self.images.find(text))
         error = None
         with self.exclusive():
             try:
