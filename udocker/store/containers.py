@@ -228,20 +228,27 @@ class ContainerStore:
         self.remove_name(old)
 
     def remove(self, container, *, force=False):
-        """Remove names and directory. A protected container needs unprotect first (or force)."""
+        """Remove directory and names. A protected container needs unprotect first (or force).
+
+        The directory goes first, by one rename into tmp/: a kill at any moment leaves the container
+        whole with its names, or gone with names that point at nothing (reclaimed by add_name())."""
         from udocker import fs
 
         if container.record.get("protected") and not force:
             raise UdockerError(f"container is protected: {container.id}", hint="run 'udocker unprotect' first")
-        for name in self.names_of(container.id):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(os.path.join(self.names_dir, name))
+        names = self.names_of(container.id)
         with fs.scratch_dir(self.layout.tmp, prefix="remove-") as scratch:
+            moved = os.path.join(scratch, container.id)
             try:
-                os.rename(container.dir, os.path.join(scratch, container.id))
+                os.rename(container.dir, moved)
             except FileNotFoundError:
-                return
-            _make_removable(os.path.join(scratch, container.id))
+                moved = None
+            except OSError as exc:
+                raise fs.store_error("remove", container.dir, exc) from None
+            for name in names:
+                self._unlink_name(name, container.id)
+            if moved:
+                _make_removable(moved)
 
 
 CONTAINER_JSON = "container.json"
