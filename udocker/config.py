@@ -40,6 +40,8 @@ KEYS: dict[str, Key] = {
     "stall_timeout": Key(60, "int", "seconds without a byte before a transfer is retried"),
     "connect_timeout": Key(30, "int", "seconds to connect to a registry"),
     "retries": Key(5, "int", "attempts for a request that failed with a network error, 429 or 5xx"),
+    "max_layer_size": Key(64 << 30, "int", "uncompressed bytes one image layer may expand to when unpacked (a"
+                          " decompression bomb fails with an error naming the layer); 0 means no limit"),
     "lock_timeout": Key(3600, "int", "seconds to wait for another process holding a repository lock"),
     "default_execution_mode": Key("auto", "str",
                                   "engine mode for new containers: auto, P1, P2, F1-F4, R1-R3"

@@ -23,6 +23,8 @@ def create(repo, containers, image_text, *, name=None, force=False, share=True, 
         manifest, config = repo.images.details(image, repo.blobs)
         unpacked = rootfs_store.ensure_unpacked(repo, manifest, image.descriptor.digest,
                                                 on_notice=lambda notice: LOG.debug("%s", notice))
+        rootfs_store.check_free_space(repo.layout.containers, rootfs_store.copy_size(unpacked, share=share),
+                                      "the container's private files")
         record = {"image": image.ref, "manifest": image.descriptor.digest, "image_id": manifest.config.digest,
                   "config": config.get("config") or {}, "created": _now(), "mode": mode,
                   "platform": {k: config[k] for k in ("os", "architecture", "variant") if config.get(k)},
@@ -37,6 +39,8 @@ def clone(containers, source, *, name=None):
     record["created"] = _now()
     record["cloned_from"] = source.id
     record["prepared"] = None  # engine state is per container: the clone prepares again
+    rootfs_store.check_free_space(containers.layout.containers, rootfs_store.private_size(source.rootfs),
+                                  "the clone's private files")
     return containers.create(record, lambda rootfs: rootfs_store.link_tree(source.rootfs, rootfs, share=True,
                                                                              keep_shared_only=True),
                              name=name)

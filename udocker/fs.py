@@ -1,18 +1,17 @@
-"""File-system primitives: atomic publication, fcntl locks and crash-safe scratch directories."""
+"""File-system primitives: atomic publication, locks and crash-safe scratch directories (see lockfile.py)."""
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import os
 import shutil
-import tempfile
 import time
 
+from udocker import lockfile
 from udocker.errors import LockTimeout, StoreError
 
-_POLL = 0.05
+_POLL = 0.25  # longest pause between two looks at a held lock
 _READ_ONLY = (errno.EACCES, errno.EPERM, errno.EROFS)
 WRITABLE_HINT = "use a directory you can write to (--repo DIR or UDOCKER_DIR)"
 
@@ -38,12 +37,7 @@ def atomic_write(path: str, data: bytes, *, tmpdir: str, mode: int = 0o644) -> N
 
     Readers see either the old or the new file, never a partial one; a crash leaves only a file in tmpdir.
     """
-    with locked(os.path.join(tmpdir, ".lock"), timeout=60, shared=True):
-        try:
-            fd, tmp = tempfile.mkstemp(dir=tmpdir, prefix=".write-")
-        except OSError as exc:
-            raise store_error("write", path, exc) from None
-        fcntl.flock(fd, fcntl.LOCK_EX)  # marks it live for clean_tmp()
+    fd, tmp = scratch_file(tmpdir, ".write-", what=path)
     try:
         with os.fdopen(fd, "wb") as stream:
             stream.write(data)
@@ -61,89 +55,153 @@ def atomic_write(path: str, data: bytes, *, tmpdir: str, mode: int = 0o644) -> N
         raise
 
 
+def scratch_name(prefix: str) -> str:
+    """A fresh name for a tmp/ entry that carries its owner, so that clean_tmp() knows when it is dead."""
+    return f"{prefix}@{lockfile.me().token()}~{os.urandom(6).hex()}"
+
+
+def scratch_file(tmp: str, prefix: str, *, what: str = "") -> tuple[int, str]:
+    """A new private file under `tmp` (fd open for writing, path), named for clean_tmp() like scratch_dir()."""
+    path = os.path.join(tmp, scratch_name(prefix))
+    try:
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), path
+    except OSError as exc:
+        raise store_error("write", what or path, exc) from None
+
+
 @contextlib.contextmanager
 def locked(path: str, *, timeout: float, shared: bool = False, what: str = ""):
-    """Hold an flock on `path` (created if needed); raises LockTimeout after `timeout` seconds.
-
-    flock locks belong to the open file description, so they are released when the process dies.
-    """
+    """Hold the lock `path` (exclusive, or shared with other shared holders); raises LockTimeout after
+    `timeout` seconds. The lock file is created with O_EXCL and names its owner (udocker/lockfile.py):
+    nothing is asked of the file system's flock, and a dead owner's lock is broken. Shared holders
+    register under PATH.readers/ while holding the lock file for a moment; an exclusive holder keeps the
+    lock file and waits for them to leave."""
+    deadline = time.monotonic() + timeout
+    held = _acquire(path, deadline, what)
+    reader = None
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as exc:
-        raise store_error("create lock file", path, exc) from None
+        if shared:
+            reader = _add_reader(path)
+        else:
+            _wait_for_readers(path, deadline, what)
+    except BaseException:
+        lockfile.release(held)
+        raise
+    if reader is not None:
+        lockfile.release(held)
     try:
-        operation = (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fd, operation)
-                break
-            except OSError as exc:
-                if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                    raise
-                if time.monotonic() >= deadline:
-                    raise LockTimeout(f"timed out waiting for the lock on {what or path}",
-                                      hint="another udocker process holds it") from None
-                time.sleep(_POLL)
         yield
     finally:
-        os.close(fd)
+        if reader is None:
+            lockfile.release(held)
+        else:
+            lockfile.unhold(reader)
+            with contextlib.suppress(OSError):
+                os.unlink(reader)
 
 
-def _try_lock(fd: int) -> bool:
+def _acquire(path: str, deadline: float, what: str) -> lockfile.Held:
+    watch = lockfile.Watch()
+    delay = 0.005
+    while True:
+        try:
+            held = lockfile.try_create(path)
+            if held is not None:
+                return held
+            stale, owner, content = lockfile.judge(path, watch)
+            if content is None or (stale and lockfile.break_stale(path, content)):
+                continue  # released or broken meanwhile: try again at once
+        except OSError as exc:
+            raise store_error("create lock file", path, exc) from None
+        if time.monotonic() >= deadline:
+            raise LockTimeout(f"timed out waiting for the lock on {what or path}",
+                              hint=f"{lockfile.describe(owner)} holds it")
+        time.sleep(delay)
+        delay = min(delay * 2, _POLL)
+
+
+def _add_reader(path: str) -> str:
+    readers = ensure_dir(path + ".readers")
+    reader = os.path.join(readers, f"{lockfile.me().token()}~{os.urandom(6).hex()}")
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return True
-    except OSError:
-        return False
+        os.close(os.open(reader, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+    except OSError as exc:
+        raise store_error("create lock file", reader, exc) from None
+    lockfile.hold(reader)
+    return reader
+
+
+def _wait_for_readers(path: str, deadline: float, what: str) -> None:
+    """Wait until no live shared holder of `path` is left; dead ones' registrations are removed."""
+    readers = path + ".readers"
+    watch = lockfile.Watch()
+    delay = 0.005
+    while True:
+        try:
+            names = os.listdir(readers)
+        except FileNotFoundError:
+            return
+        waiting, live = False, None
+        for name in names:
+            entry = os.path.join(readers, name)
+            owner = lockfile.Owner.parse(name.rpartition("~")[0])
+            try:
+                mtime = os.stat(entry).st_mtime_ns
+            except FileNotFoundError:
+                continue
+            if lockfile.gone(owner, mtime / 1e9, lockfile.STALE_AGE, watch.unchanged_for((name, mtime))):
+                with contextlib.suppress(OSError):
+                    os.unlink(entry)
+            else:
+                waiting, live = True, owner
+        if not waiting:
+            return
+        if time.monotonic() >= deadline:
+            raise LockTimeout(f"timed out waiting for the lock on {what or path}",
+                              hint=f"{lockfile.describe(live)} uses it")
+        time.sleep(delay)
+        delay = min(delay * 2, _POLL)
 
 
 @contextlib.contextmanager
 def scratch_dir(tmp: str, prefix: str = "work-"):
-    """A private directory under `tmp`, flock-held while in use and removed afterwards.
-
-    Creation happens under a shared lock on tmp/.lock, so clean_tmp() (which takes it exclusively)
-    never removes a directory between its creation and its lock.
-    """
-    with locked(os.path.join(tmp, ".lock"), timeout=60, shared=True):
-        try:
-            path = tempfile.mkdtemp(dir=tmp, prefix=prefix)
-        except OSError as exc:
-            raise store_error("create a directory in", tmp, exc) from None
-        fd = os.open(path, os.O_RDONLY)
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    """A private directory under `tmp`, removed afterwards. Its name carries its owner (host, boot,
+    PID namespace, pid, start time), so clean_tmp() removes it only once that process is provably dead."""
+    path = os.path.join(tmp, scratch_name(prefix))
+    try:
+        os.mkdir(path, 0o700)
+    except OSError as exc:
+        raise store_error("create a directory in", tmp, exc) from None
     try:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
-        os.close(fd)
 
 
 def clean_tmp(tmp: str) -> None:
-    """Remove leftovers of dead processes from `tmp`: entries no live process holds a lock on."""
+    """Remove leftovers of dead processes from `tmp`: entries whose owner (named in the entry) is provably
+    dead; entries of another host or PID namespace, or without an owner, only when untouched for
+    lockfile.TMP_STALE_AGE. Never an entry of a live process, whatever the file system's locks do."""
     try:
-        ctx = locked(os.path.join(tmp, ".lock"), timeout=0)
-        ctx.__enter__()
-    except LockTimeout:
-        return  # another process is creating or cleaning; leave it for next time
-    try:
-        for name in os.listdir(tmp):
-            if name == ".lock":
-                continue
-            path = os.path.join(tmp, name)
-            try:
-                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-            except OSError:
-                continue
-            try:
-                if os.path.isdir(path) and _try_lock(fd):
-                    shutil.rmtree(path, ignore_errors=True)
-                elif not os.path.isdir(path) and name.startswith(".write-") and _try_lock(fd):
-                    os.unlink(path)
-            finally:
-                os.close(fd)
-    finally:
-        ctx.__exit__(None, None, None)
+        names = os.listdir(tmp)
+    except OSError:
+        return
+    for name in names:
+        if name.startswith(".lock"):
+            continue
+        path = os.path.join(tmp, name)
+        owner = lockfile.Owner.parse(name.rpartition("@")[2].rpartition("~")[0]) if "@" in name else None
+        try:
+            stat = os.lstat(path)
+        except OSError:
+            continue
+        if not lockfile.gone(owner, stat.st_mtime, lockfile.TMP_STALE_AGE):
+            continue
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
 
 
 def ensure_dir(path: str) -> str:

@@ -25,7 +25,7 @@ class Layout:
 
     @property
     def locks(self) -> str:
-        """Lock files (fcntl.flock): kept out of tmp/ so that cleaning tmp/ never removes a held lock."""
+        """Lock files (udocker/lockfile.py: O_EXCL files naming their owner), kept out of tmp/."""
         return os.path.join(self.topdir, "locks")
 
     @property
@@ -49,6 +49,11 @@ class Layout:
         if algorithm != "sha256" or len(hexdigest) != 64 or not all(c in "0123456789abcdef" for c in hexdigest):
             raise ValueError(f"unsupported digest {digest!r}")
         return os.path.join(self.blobs, hexdigest)
+
+    @property
+    def open_warned(self) -> str:
+        """The mode of the repository's top directory last warned about as open to other users."""
+        return os.path.join(self.topdir, ".open-warned")
 
     @property
     def legacy_repos(self) -> str:

@@ -410,7 +410,7 @@ def _from_image(config, layout, containers, target, policy, name):
     from udocker.errors import NotFound
     from udocker.store import Repository
 
-    repo = Repository.open(layout, lock_timeout=config["lock_timeout"])
+    repo = Repository.open(layout, lock_timeout=config["lock_timeout"], max_layer_size=config["max_layer_size"])
     try:
         local = repo.images.find(target) if policy != "always" else None
     except NotFound:

@@ -15,7 +15,9 @@ Changeset rules (layer.md "Applying Changesets"):
   symlink targets are stored as they are and never followed while unpacking.
 
 Permissions: ownership is never applied nor recorded (the user owns everything). setuid and setgid
-bits are dropped (notice). Files keep their mode plus u+r; directories get their mode plus u+rwx at
+bits are dropped (notice), and so are group and other write bits, silently: the repository is private,
+and the container's user owns every entry, so an image's /tmp (1777) becomes 1755 and programs in the
+container can still write there. Files keep their mode plus u+r; directories get their mode plus u+rwx at
 once, so later layers can write into a 0555 directory and the user can always delete the container
 (`shutil.rmtree` works); there is no deferred pass to restore modes. mtimes are set on files and
 symlinks (Python compares .py mtimes with their .pyc), not on directories.
@@ -41,6 +43,8 @@ so no member can reach outside the rootfs. What happens to each hostile member:
 - Sparse members are written with holes, and all-zero 1 MiB blocks of large files are left as holes,
   so a huge sparse file or a gzip bomb of zeros takes only the disk its real data needs; an apparent
   size beyond what the file system supports fails with an error.
+- A layer whose uncompressed tar stream exceeds `max_size` bytes (config key max_layer_size) fails with an
+  error naming the layer, however its data would be stored.
 Errors raise UnpackError naming the layer and the member, e.g.
 `unsafe path in layer sha256:0123456789ab…: ../etc/passwd`. After an error the rootfs is incomplete
 (everything in it is still inside it and removable by the user): the caller should delete it.
@@ -49,6 +53,7 @@ Errors raise UnpackError naming the layer and the member, e.g.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import gzip
 import io
 import os
@@ -73,6 +78,7 @@ _GZIP_MAGIC = b"\x1f\x8b"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _LAYER_SUFFIXES = (".tar", "+gzip", ".gzip", "+zstd")
 _BAD_ARCHIVE = (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile)
+_NOT_SHARED = ~(stat.S_IWGRP | stat.S_IWOTH)  # group and other write bits are never applied
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,13 +127,14 @@ class _Refused(Exception):
 
 
 def apply_layers(rootfs: str, layers: Sequence[LayerSource], *,
-                 on_notice: NoticeCallback | None = None) -> UnpackReport:
+                 on_notice: NoticeCallback | None = None, max_size: int = 0) -> UnpackReport:
     """Apply `layers` in order (lowest first) to `rootfs`, created if missing.
 
-    Raises UnpackError at the first unsafe or unreadable member; the layers before it stay applied.
-    `on_notice` is called for each notice as it happens; the report lists them all.
+    Raises UnpackError at the first unsafe or unreadable member, or when a layer's uncompressed tar stream
+    exceeds `max_size` bytes (0: no limit); the layers before it stay applied. `on_notice` is called for
+    each notice as it happens; the report lists them all.
     """
-    target = _Rootfs(rootfs, on_notice)
+    target = _Rootfs(rootfs, on_notice, max_size)
     try:
         for layer in layers:
             try:
@@ -333,7 +340,7 @@ def _write_all(fd: int, data: bytes) -> None:
 class _Rootfs:
     """The rootfs being built: its directory fds, the notices, the counters."""
 
-    def __init__(self, path: str, on_notice: NoticeCallback | None):
+    def __init__(self, path: str, on_notice: NoticeCallback | None, max_size: int = 0):
         try:
             os.makedirs(path, exist_ok=True)
             root = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -341,6 +348,7 @@ class _Rootfs:
             raise UnpackError(f"cannot open rootfs {path}: {exc.strerror}") from None
         self.dirs = _Dirs(root)
         self.on_notice = on_notice
+        self.max_size = max_size
         self.umask = _umask()
         self.notices: list[Notice] = []
         self.layers = 0
@@ -358,9 +366,10 @@ class _Rootfs:
     def apply(self, stream: BinaryIO, media_type: str, label: str) -> None:
         self.label, self.touched = label, set()
         member = None
-        source = stream
+        plain = stream
         try:
-            source = _decompressed(stream, media_type, label)
+            plain = _decompressed(stream, media_type, label)
+            source = _Bounded(plain, self.max_size, label) if self.max_size else plain
             with tarfile.open(fileobj=source, mode="r|", encoding="utf-8", errors="surrogateescape") as archive:
                 for member in archive:
                     self.dirs.trim()
@@ -374,11 +383,12 @@ class _Rootfs:
         except OSError as exc:
             name = member.name if member else ""
             reason = (exc.strerror or str(exc)).lower()
-            raise UnpackError(f"{reason} in layer {_short(label)}: {_shown(name)}", layer=label,
-                              member=name) from None
+            full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+            raise UnpackError(f"{reason} in layer {_short(label)}: {_shown(name)}", layer=label, member=name,
+                              hint="free some space in the repository's file system" if full else None) from None
         finally:
-            if source is not stream:
-                source.close()  # the decompressor only; the caller's stream stays open
+            if plain is not stream:
+                plain.close()  # the decompressor only; the caller's stream stays open
         self.touched = set()
         self.layers += 1
 
@@ -445,7 +455,7 @@ class _Rootfs:
             _rmtree(parent, name)
 
     def _file(self, archive: tarfile.TarFile, member: tarfile.TarInfo, parent: str, name: str, rel: str) -> None:
-        mode = member.mode & 0o777 | 0o400
+        mode = member.mode & 0o777 & _NOT_SHARED | 0o400
         pfd = self.dirs.get(parent)
         try:
             fd = os.open(name, _FILE_FLAGS, mode, dir_fd=pfd)
@@ -464,7 +474,7 @@ class _Rootfs:
             os.close(fd)
 
     def _dir(self, member: tarfile.TarInfo, parent: str, name: str, rel: str) -> None:
-        mode = member.mode & 0o1777 | 0o700
+        mode = member.mode & 0o1777 & _NOT_SHARED | 0o700
         pfd = self.dirs.get(parent)
         try:
             os.mkdir(name, mode, dir_fd=pfd)
@@ -521,7 +531,7 @@ class _Rootfs:
         return fd
 
     def _fifo(self, member: tarfile.TarInfo, parent: str, name: str, rel: str) -> bool:
-        mode = member.mode & 0o777 | 0o600
+        mode = member.mode & 0o777 & _NOT_SHARED | 0o600
         pfd = self.dirs.get(parent)
         try:
             try:
@@ -567,6 +577,21 @@ class _Rootfs:
                     self._remove(fd, name, child)
                 elif stat.S_ISDIR(os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode):
                     pending.append(child)
+
+
+class _Bounded:
+    """A reader of the uncompressed layer that fails once more than `limit` bytes came out of it."""
+
+    def __init__(self, raw: BinaryIO, limit: int, label: str):
+        self.raw, self.limit, self.label, self.count = raw, limit, label, 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.raw.read(size)
+        self.count += len(data)
+        if self.count > self.limit:
+            raise UnpackError(f"layer {_short(self.label)} expands beyond max_layer_size ({self.limit} bytes)",
+                              layer=self.label, hint="raise max_layer_size (0: no limit) if you trust this image")
+        return data
 
 
 def _read(archive: tarfile.TarFile, size: int) -> bytes:

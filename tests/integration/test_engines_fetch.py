@@ -17,6 +17,7 @@ T is any tag: each test uses its own, so that per-path counters start at zero an
 import hashlib
 import json
 import os
+import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import List, Optional, Tuple
@@ -319,3 +320,18 @@ def test_nothing_to_install_from(udocker):
     result = _install(udocker, env={"UDOCKER_ENGINES_URL": None})
     assert one_error(result).startswith("error: no engine bundle to install: "), result.stderr
     _assert_nothing_installed(udocker)
+
+
+def test_download_progress_line_on_a_terminal_and_none_in_logs(udocker, server, bundle, trust):
+    from tests.integration.test_pull_progress import ANSI, _pull_on_a_terminal
+
+    url = server.url("ok", "pty")
+    status, stdout, drawn = _pull_on_a_terminal(udocker, "install", f"--from={url}", *trust)
+    assert status == 0 and stdout.startswith("installed "), drawn
+    text = ANSI.sub("", drawn).replace("\r\n", "\n")
+    redraws = [part for part in text.split("\r") if part.startswith(f"downloading {bundle.name}: ")]
+    assert len(redraws) >= 2, text  # redrawn in place while it downloads
+    done, total = re.match(r"downloading \S+: (\S+)/(\S+)$", redraws[-1].split("\n")[0]).groups()
+    assert done == total, redraws[-1]  # the last redraw shows the whole size, and ends the line
+    quiet = _install(udocker, f"--from={url}", "--force", *trust)  # stderr is a pipe here: no progress
+    assert quiet.returncode == 0 and quiet.stderr == "", quiet.stderr

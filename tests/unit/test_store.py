@@ -5,6 +5,7 @@ import os
 
 import pytest
 
+from udocker import lockfile
 from udocker.errors import DigestMismatch, NotFound, StoreError, UdockerError
 from udocker.fs import clean_tmp, scratch_dir
 from udocker.oci.descriptor import Descriptor
@@ -102,14 +103,16 @@ def test_concurrent_ingests_of_one_digest_write_it_once(repo):
 
 def test_clean_tmp_removes_only_dead_leftovers(repo):
     tmp = repo.layout.tmp
-    os.mkdir(os.path.join(tmp, "dead-dir"))
-    with open(os.path.join(tmp, ".write-dead"), "w") as stream:
+    mine = lockfile.me()
+    dead = lockfile.Owner(mine.host, mine.boot, mine.pidns, mine.pid, mine.start + 1).token()  # pid reused
+    os.mkdir(os.path.join(tmp, f"dead-dir@{dead}~0"))
+    with open(os.path.join(tmp, f".write-dead@{dead}~1"), "w") as stream:
         stream.write("x")
     with scratch_dir(tmp) as live:
         clean_tmp(tmp)
         assert os.path.isdir(live)
-        assert sorted(os.listdir(tmp)) == sorted([".lock", os.path.basename(live)])
-    assert os.listdir(tmp) == [".lock"]
+        assert os.listdir(tmp) == [os.path.basename(live)]
+    assert os.listdir(tmp) == []
 
 
 def _image(repo, ref, layers):

@@ -24,6 +24,7 @@ def text_lines(report):
              "engines:"]
     for engine in report["engines"]:
         where = f"{engine['origin']}, {engine['path']}" if engine["path"] else engine["problem"]
+        where += f": {engine['problem']}" if engine["path"] and engine["problem"] else ""
         lines.append(f"  {engine['name']}: {engine['version'] or '-'} ({where})")
     lines.append("modes:")
     for mode, state in report["modes"].items():

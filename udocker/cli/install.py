@@ -126,9 +126,13 @@ def _report(state, done, as_json):
         _print_installed(done)
         click.echo()
     render.table(["ENGINE", "VERSION", "FROM", "PATH"],
-                 [(r.name, r.version or "-", r.origin or "-", r.path or r.problem) for r in engines])
+                 [(r.name, r.version or "-", r.origin or "-", _where(r)) for r in engines])
     click.echo()
     render.table(["MODE", "ENGINES", "STATUS", "DETAIL"], [(r.mode, r.engine, r.status, r.detail) for r in modes])
+
+
+def _where(row):
+    return f"{row.path} ({row.problem})" if row.path and row.problem else row.path or row.problem
 
 
 def _installed_json(done):

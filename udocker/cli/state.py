@@ -33,4 +33,5 @@ class State:
         """Open (and by default create) the repository; cleans leftovers of dead processes in tmp/."""
         from udocker.store import Repository
 
-        return Repository.open(self.layout, create=create, lock_timeout=self.config["lock_timeout"])
+        return Repository.open(self.layout, create=create, lock_timeout=self.config["lock_timeout"],
+                               max_layer_size=self.config["max_layer_size"])

@@ -272,7 +272,7 @@ def replace_with_patched(rootfs, rel, store, patch):
     path = os.path.join(rootfs, rel)
     directory, name = os.path.split(path)
     tmp = os.path.join(directory, f"{TMP_PREFIX}{os.getpid()}-{name}")
-    mode = os.lstat(path).st_mode & 0o7777
+    mode = os.lstat(path).st_mode & 0o7755  # never writable by group or others
     try:
         shutil.copyfile(path, tmp, follow_symlinks=False)
         os.chmod(tmp, mode | 0o600)

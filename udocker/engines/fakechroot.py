@@ -129,11 +129,11 @@ class FakechrootEngine(Engine):
         facts = self._inspect(container)
         state_dir = container.engine_dir(self.name)
         os.makedirs(state_dir, exist_ok=True)
-        import fcntl
         import time
 
-        with open(os.path.join(state_dir, ".lock"), "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        from udocker import fs
+
+        with fs.locked(os.path.join(state_dir, ".lock"), timeout=3600, what=f"{state_dir} (fakechroot)"):
             state = read_json(os.path.join(state_dir, "state.json")) or {}
             rootfs = container.rootfs
             if state.get("mode") in ("F3", "F4") and mode not in ("F3", "F4"):
@@ -197,11 +197,10 @@ class FakechrootEngine(Engine):
         self._reconcile_links(state_dir, spec.rootfs, wanted)
 
     def _reconcile_links(self, state_dir, rootfs, wanted):
-        import fcntl
+        from udocker import fs
 
         path = os.path.join(state_dir, "links.json")
-        with open(os.path.join(state_dir, ".lock"), "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with fs.locked(os.path.join(state_dir, ".lock"), timeout=3600, what=f"{state_dir} (fakechroot)"):
             links = read_json(path) or {}
             want = {_norm(m.target): os.path.abspath(m.source) for m in wanted}
             for target, entry in sorted(links.items(), reverse=True):

@@ -3,13 +3,13 @@ pinned by sha256: the digest comes from --sha256 or from URL.sha256 beside the t
 and is checked before anything is unpacked. A cut transfer resumes with a Range request; `retries` bounds the
 attempts that make no progress, so a server that keeps cutting the transfer ends the command."""
 
-import hashlib
 import os
 import re
 import time
 from typing import Callable, Optional
 
 from udocker.errors import DigestMismatch, EngineError, UsageError
+from udocker.oci.digest import sha256_file
 
 _HEX = re.compile(r"^[0-9a-f]{64}$")
 _CHUNK = 1 << 16
@@ -94,7 +94,7 @@ class Fetcher:
             if idle > self.retries:
                 raise error
             time.sleep(min(0.1 * 2 ** idle, 2.0))
-        actual = _sha256(path)
+        actual = sha256_file(path)
         if actual != digest:
             os.unlink(path)
             raise DigestMismatch(f"checksum mismatch for {url}: sha256 {actual}, expected {digest}",
@@ -137,14 +137,6 @@ class Fetcher:
             except self.requests.RequestException as exc:
                 raise _Retry(f"cannot download {response.url}: {_reason(exc)}") from None
         return total is None or have >= total
-
-
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for chunk in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _reason(exc: BaseException) -> str:

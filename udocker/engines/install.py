@@ -18,7 +18,6 @@ A refused bundle leaves the engines folder untouched. Nothing here opens a netwo
 """
 
 import errno
-import hashlib
 import json
 import os
 import platform
@@ -32,6 +31,7 @@ from typing import Any, Dict, List, Optional
 from udocker import fs
 from udocker.config import read_yaml
 from udocker.errors import DigestMismatch, EngineError, EngineUnavailable, UdockerError
+from udocker.oci.digest import sha256_file
 
 SHIPPED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "engines.yaml")
 MANIFEST = "manifest.yaml"
@@ -79,14 +79,6 @@ def _checked_name(name: str, where: str) -> str:
         raise EngineError(f"unsafe or unexpected file name {name!r} in {where}",
                           hint="bundle files live under bin/ and lib/")
     return name
-
-
-def sha256_file(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for chunk in iter(lambda: stream.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @dataclass
@@ -235,7 +227,7 @@ def install_from(source: str, layout, *, force: bool = False, trust_bundle_manif
     origin = origin or Origin(BUNDLE, os.path.abspath(source))
     target = layout.engines
     with fs.locked(layout.lock("engines", "install"), timeout=lock_timeout, what="the engines folder"):
-        current = _current_if_same(source, target) if not force else None
+        current = _current_if_same(source, layout) if not force else None
         if current is not None:  # e.g. the tasks of a job array that all found the folder empty
             return Installed(target, Verified(current), changed=False)
         with fs.scratch_dir(layout.tmp, prefix="engines-") as scratch:
@@ -246,9 +238,10 @@ def install_from(source: str, layout, *, force: bool = False, trust_bundle_manif
                                      trust_bundle_manifest=trust_bundle_manifest or origin.kind == WHEEL)
             if os.path.exists(target) and os.listdir(target) and not force:
                 current = os.path.join(target, MANIFEST)
-                if os.path.isfile(current) and _same_file(current, os.path.join(staged, MANIFEST)):
+                same = os.path.isfile(current) and _same_file(current, os.path.join(staged, MANIFEST))
+                if same and not moved_from(layout):
                     return Installed(target, verified, changed=False)
-                if not (origin.kind == WHEEL and installed_origin(layout) == WHEEL):
+                if not same and not (origin.kind == WHEEL and installed_origin(layout) == WHEEL):
                     raise EngineError(f"engines are already installed in {target}",
                                       hint="use --force to replace them, or --purge to remove them")
             _set_modes(staged, verified.manifest)
@@ -259,10 +252,22 @@ def install_from(source: str, layout, *, force: bool = False, trust_bundle_manif
             return Installed(target, verified, changed=True)
 
 
-def _current_if_same(source: str, target: str) -> Optional[Manifest]:
+def moved_from(layout) -> Optional[str]:
+    """The engines folder the installed executables were relocated for, when it is not this one (the
+    repository was moved or is seen under another path): their loader path is then wrong. Else None."""
+    for patched in installed_record(layout).get("patched", {}).values():
+        where = os.path.dirname(os.path.dirname(str(patched.get("interpreter") or "")))
+        if where and where != layout.engines:
+            return where
+    return None
+
+
+def _current_if_same(source: str, layout) -> Optional[Manifest]:
     """The installed manifest when `source` is a bundle directory with the same manifest, else None."""
-    mine, theirs = os.path.join(source, MANIFEST), os.path.join(target, MANIFEST)
+    mine, theirs = os.path.join(source, MANIFEST), os.path.join(layout.engines, MANIFEST)
     if not (os.path.isfile(mine) and os.path.isfile(theirs) and _same_file(mine, theirs)):
+        return None
+    if moved_from(layout):
         return None
     try:
         return read_manifest(theirs, "installed engine manifest")

@@ -55,12 +55,17 @@ def find_engines(config, layout, environ: Optional[Mapping[str, str]] = None) ->
         except EngineUnavailable as exc:
             found[name] = exc
     versions, origin = install.installed_versions(layout), install.installed_origin(layout)
+    moved = install.moved_from(layout)
     rows = []
     for name, where in found.items():
         if isinstance(where, EngineUnavailable):
             rows.append(EngineRow(name, None, None, None, where.message))
             continue
         in_folder = where.origin == locate.ENGINES_FOLDER
+        if in_folder and moved:
+            rows.append(EngineRow(name, where.path, origin, None, f"installed for {moved}: run 'udocker install'"
+                                  " (the wheel, engines_url) or 'udocker install --force --from=BUNDLE'"))
+            continue
         version = versions.get(name) if in_folder else None
         if version is None and ENGINES[name][0] == "exe":
             version = _version_of(where.path)

@@ -16,6 +16,15 @@ def of(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
+def sha256_file(path: str) -> str:
+    """The hexadecimal sha256 of a file's contents, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def check(data: bytes, digest: str, what: str) -> None:
     """Raise DigestMismatch unless `data` hashes to `digest`."""
     actual = of(data)

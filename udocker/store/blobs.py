@@ -1,10 +1,8 @@
 """Content-addressed blobs: verified while streaming in, published atomically, re-verifiable."""
 
 import contextlib
-import fcntl
 import hashlib
 import os
-import tempfile
 from typing import Iterator, List, Optional
 
 from udocker import fs
@@ -117,12 +115,7 @@ class BlobStore:
             if os.path.isfile(target):
                 yield Sink(descriptor, None)
                 return
-            with fs.locked(os.path.join(self.layout.tmp, ".lock"), timeout=60, shared=True):
-                try:
-                    fd, tmp = tempfile.mkstemp(dir=self.layout.tmp, prefix=".write-blob-")
-                except OSError as exc:
-                    raise fs.store_error("write blob", descriptor.digest, exc) from None
-                fcntl.flock(fd, fcntl.LOCK_EX)
+            fd, tmp = fs.scratch_file(self.layout.tmp, ".write-blob-", what=f"blob {descriptor.digest}")
             sink = None
             try:
                 sink = Sink(descriptor, tmp)

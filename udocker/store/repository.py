@@ -2,29 +2,38 @@
 
 import contextlib
 import json
+import logging
 import os
+import stat
 from typing import Callable, Iterator, Sequence
 
 from udocker import fs
+from udocker.config import KEYS, USER_FILE_NAME
 from udocker.errors import NotFound, StoreError, UdockerError
 from udocker.paths import FORMAT_VERSION, Layout
 from udocker.store.blobs import BlobStore
 from udocker.store.images import ImageStore
 
+LOG = logging.getLogger("udocker.store")
+DEFAULT_MAX_LAYER_SIZE = KEYS["max_layer_size"].default
+
 
 class Repository:
     """An opened repository. Use Repository.open(); attributes: layout, blobs, images."""
 
-    def __init__(self, layout: Layout, lock_timeout: float):
+    def __init__(self, layout: Layout, lock_timeout: float, max_layer_size: int = DEFAULT_MAX_LAYER_SIZE):
         self.layout = layout
         self.lock_timeout = lock_timeout
+        self.max_layer_size = max_layer_size  # uncompressed bytes per layer when unpacking; 0: no limit
         self.blobs = BlobStore(layout, lock_timeout)
         self.images = ImageStore(layout, lock_timeout)
 
     @classmethod
-    def open(cls, layout: Layout, *, create: bool = True, lock_timeout: float = 3600) -> "Repository":
-        """Check the format version (creating the layout when `create`), clean tmp/ leftovers of dead
-        processes. Raises StoreError if the directory is not a udocker repository of this format."""
+    def open(cls, layout: Layout, *, create: bool = True, lock_timeout: float = 3600,
+             max_layer_size: int = DEFAULT_MAX_LAYER_SIZE) -> "Repository":
+        """Check the format version (creating the layout, private, when `create`), clean tmp/ leftovers of
+        dead processes, warn once if other users may enter it. Raises StoreError if the directory is not a
+        udocker repository of this format."""
         if not os.path.exists(layout.version_file):
             if os.path.isdir(layout.legacy_repos) and os.path.isdir(layout.containers):
                 # udocker 1.x's ~/.udocker (repos/, layers/, containers/, bin/, lib/): never mix the two.
@@ -49,7 +58,8 @@ class Repository:
         for path in (layout.tmp, layout.locks, layout.blobs, layout.containers):
             fs.ensure_dir(path)  # directories removed by hand are recreated
         fs.clean_tmp(layout.tmp)
-        return cls(layout, lock_timeout)
+        _warn_if_open(layout)
+        return cls(layout, lock_timeout, max_layer_size)
 
     @contextlib.contextmanager
     def gc_guard(self) -> Iterator[None]:
@@ -117,8 +127,51 @@ class Repository:
             raise error
 
 
+def _warn_if_open(layout: Layout) -> None:
+    """One `warning:` line the first time a repository is found open to group or others (and again if
+    its mode changes), remembered in layout.open_warned. Once, not on every command: a repository shared
+    on purpose (a project's group directory) would otherwise print it in every job's log."""
+    try:
+        mode = stat.S_IMODE(os.stat(layout.topdir).st_mode)
+        if mode & 0o077 and not LOG.isEnabledFor(logging.WARNING):
+            return  # --quiet: not said, so not remembered as said
+        if not mode & 0o077:
+            if os.path.lexists(layout.open_warned):
+                os.unlink(layout.open_warned)
+            return
+        with contextlib.suppress(FileNotFoundError), open(layout.open_warned, encoding="ascii") as stream:
+            if stream.read().strip() == f"{mode:04o}":
+                return
+        LOG.warning("warning: repository %s has mode %04o: other users can read%s its images and containers "
+                    "(chmod 700 %s to make it private; said once)", layout.topdir, mode,
+                    " or change" if mode & 0o022 else "", layout.topdir)
+        fs.atomic_write(layout.open_warned, f"{mode:04o}\n".encode(), tmpdir=layout.tmp, mode=0o600)
+    except (OSError, ValueError, StoreError):
+        pass  # a warning is not worth failing the command for
+
+
+def _make_private(topdir: str) -> None:
+    """Create `topdir` and its missing parents with mode 0700; an existing empty directory becomes 0700
+    (a directory with other files, a home directory say, is left as it is: _warn_if_open says so)."""
+    missing = []
+    path = topdir
+    while not os.path.lexists(path):
+        missing.append(path)
+        path = os.path.dirname(path)
+    try:
+        for path in reversed(missing):
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(path, 0o700)
+    except OSError as exc:
+        raise fs.store_error("create directory", path, exc) from None
+    with contextlib.suppress(OSError):  # not a directory, unreadable...: the next steps say so
+        if not missing and set(os.listdir(topdir)) <= {USER_FILE_NAME}:
+            os.chmod(topdir, 0o700)  # empty but for its udocker.conf: a directory made for the repository
+
+
 def _initialise(layout: Layout) -> None:
-    for path in (layout.topdir, layout.tmp, layout.locks, layout.blobs, layout.containers):
+    _make_private(layout.topdir)
+    for path in (layout.tmp, layout.locks, layout.blobs, layout.containers):
         fs.ensure_dir(path)
     with fs.locked(layout.lock("repo", "init"), timeout=60, what="the repository"):
         if os.path.exists(layout.version_file):

@@ -14,17 +14,25 @@ R modes (root in a user namespace may override file permissions) and F3/F4 (patc
 files). Known limit: chmod on a shared file inside a P or F container changes its mode for the other
 containers of that image too (the user owns every inode); its content stays protected until a
 program then writes to it. See the issue notes.
+
+Nothing here is writable by group or others: copies and directories drop those bits (the repository is
+private; the container's user owns everything). Copies keep holes (a sparse file costs only its data),
+are written next to their target and removed on failure, and are preceded by a check of free space.
 """
 
+import contextlib
+import errno
 import os
-import shutil
 import stat
 
 from udocker import fs
+from udocker.errors import StoreError
 from udocker.unpack import LayerSource, apply_layers
 
 PRIVATE_DIRS = ("etc", "var", "root", "home", "tmp", "run", "srv", "mnt", "media")
 _WRITE = stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH
+_OPEN = stat.S_IWGRP | stat.S_IWOTH
+_NOT_COPYABLE = (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EBADF, errno.EPERM)
 
 
 def unpacked_dir(layout, manifest_digest):
@@ -46,9 +54,13 @@ def ensure_unpacked(repo, manifest, manifest_digest, *, on_notice=None):
             rootfs = os.path.join(scratch, "rootfs")
             os.mkdir(rootfs, 0o755)
             layers = [LayerSource(repo.blobs.path(d.digest), d.media_type, d.digest) for d in manifest.layers]
-            apply_layers(rootfs, layers, on_notice=on_notice)
+            apply_layers(rootfs, layers, on_notice=on_notice, max_size=repo.max_layer_size)
             _make_read_only(rootfs)
-            os.rename(rootfs, target)
+            try:
+                os.rename(rootfs, target)
+            except OSError:
+                if not os.path.isdir(target):  # else published meanwhile by a process whose lock was broken
+                    raise
     return target
 
 
@@ -77,7 +89,7 @@ def link_tree(source, target, *, share=True, keep_shared_only=False):
             if keep_shared_only:
                 link = share and _is_shared(path)
             _place(path, os.path.join(destination, name), copied, link=link)
-        os.chmod(destination, stat.S_IMODE(os.lstat(parent).st_mode) | stat.S_IRWXU)
+        os.chmod(destination, (stat.S_IMODE(os.lstat(parent).st_mode) | stat.S_IRWXU) & ~_OPEN)
 
 
 def _place(src, dst, copied, *, link):
@@ -97,10 +109,9 @@ def _place(src, dst, copied, *, link):
         else:
             if info.st_nlink > 1:
                 copied[(info.st_dev, info.st_ino)] = dst
-            shutil.copy2(src, dst, follow_symlinks=False)
-            os.chmod(dst, stat.S_IMODE(mode) | stat.S_IRUSR | stat.S_IWUSR)
+            copy_file(src, dst, (stat.S_IMODE(mode) | stat.S_IRUSR | stat.S_IWUSR) & ~_OPEN)
     elif stat.S_ISFIFO(mode):
-        os.mkfifo(dst, stat.S_IMODE(mode))
+        os.mkfifo(dst, stat.S_IMODE(mode) & ~_OPEN)
 
 
 def _is_shared(path):
@@ -112,30 +123,128 @@ def materialize(rootfs):
     """Replace every hard-linked (shared) file under `rootfs` by a private writable copy. Paths of the
     container that were one file (the image's own hard links) stay one file: the first is copied, the
     others are linked to that copy."""
-    copies = {}  # (st_dev, st_ino) of the shared file -> its private copy
+    shared = []
     for parent, _, files in os.walk(rootfs):
         for name in files:
             path = os.path.join(parent, name)
             info = os.lstat(path)
-            if not stat.S_ISREG(info.st_mode) or info.st_nlink == 1:
-                continue
-            key = (info.st_dev, info.st_ino)
+            if stat.S_ISREG(info.st_mode) and info.st_nlink > 1:
+                shared.append((path, info))
+    sizes = {(info.st_dev, info.st_ino): info.st_blocks * 512 for _, info in shared}
+    check_free_space(rootfs, sum(sizes.values()), "private copies of the container's files")
+    copies = {}  # (st_dev, st_ino) of the shared file -> its private copy
+    for path, info in shared:
+        key = (info.st_dev, info.st_ino)
+        try:
             if key in copies:
                 temporary = path + ".udocker-link"
+                _remove_stale(temporary)
                 os.link(copies[key], temporary)
                 os.replace(temporary, path)
             else:
                 private_copy(path)
                 copies[key] = path
+        except OSError as exc:
+            raise fs.store_error("copy", path, exc) from None
 
 
 def private_copy(path):
-    """Break the hard link of `path`: copy it next to itself and rename the copy over it."""
+    """Break the hard link of `path`: copy it (holes kept) next to itself and rename the copy over it."""
     mode = stat.S_IMODE(os.lstat(path).st_mode)
     temporary = path + ".udocker-copy"
-    shutil.copy2(path, temporary, follow_symlinks=False)
-    os.chmod(temporary, mode | stat.S_IWUSR)
+    _remove_stale(temporary)
+    copy_file(path, temporary, (mode | stat.S_IWUSR) & ~_OPEN)
     os.replace(temporary, path)
+
+
+def _remove_stale(temporary):
+    """A temporary name left by an interrupted materialize() (kill -9) is taken again."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(temporary)
+
+
+def copy_file(src, dst, mode):
+    """Copy the regular file `src` to the new file `dst` with `mode` and `src`'s times, keeping its holes
+    (SEEK_DATA/SEEK_HOLE; copy_file_range where the file system has it). `dst` is removed on failure."""
+    info = os.lstat(src)
+    source = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        target = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            for start, end in _data_ranges(source, info.st_size):
+                _copy_range(source, target, start, end)
+            os.ftruncate(target, info.st_size)
+            os.fchmod(target, mode)
+            os.utime(target, ns=(info.st_atime_ns, info.st_mtime_ns))
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(dst)
+            raise
+        finally:
+            os.close(target)
+    finally:
+        os.close(source)
+
+
+def _data_ranges(fd, size):
+    """(start, end) of the data regions of the open file `fd`; the whole file where holes are unknown."""
+    position = 0
+    while position < size:
+        try:
+            start = os.lseek(fd, position, os.SEEK_DATA)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:
+                return  # only a hole remains
+            yield position, size  # no SEEK_DATA here: copy everything
+            return
+        end = min(os.lseek(fd, start, os.SEEK_HOLE), size)
+        yield start, end
+        position = end
+
+
+def _copy_range(source, target, start, end):
+    position = start
+    while position < end:
+        count = min(end - position, 1 << 30)
+        try:
+            done = os.copy_file_range(source, target, count, position, position)
+        except OSError as exc:
+            if exc.errno not in _NOT_COPYABLE:
+                raise
+            done = 0
+            data = os.pread(source, min(count, 1 << 20), position)
+            while done < len(data):
+                done += os.pwrite(target, data[done:], position + done)
+        if done == 0:
+            return  # the file got shorter while copying
+        position += done
+
+
+def check_free_space(path, needed, what):
+    """StoreError when the file system of `path` has fewer than `needed` bytes free for this user."""
+    try:
+        info = os.statvfs(path)
+    except OSError:
+        return  # cannot tell: the copy itself will say
+    available = info.f_bavail * info.f_frsize
+    if needed > available:
+        raise StoreError(f"not enough space for {what}: {needed} bytes needed, {available} available in {path}",
+                         hint="free some space in the repository's file system")
+
+
+def copy_size(unpacked, *, share=True):
+    """Bytes of disk that link_tree(unpacked, ..., share=share) will write: the files it copies."""
+    tops = [os.path.join(unpacked, name) for name in PRIVATE_DIRS] if share else [unpacked]
+    sizes = {}
+    for top in tops:
+        if os.path.islink(top):
+            continue  # an image's /var -> /somewhere: a symlink is copied as a symlink, never followed
+        for parent, _, files in os.walk(top):
+            for name in files:
+                info = os.lstat(os.path.join(parent, name))
+                if stat.S_ISREG(info.st_mode):
+                    sizes[(info.st_dev, info.st_ino)] = info.st_blocks * 512
+    return sum(sizes.values())
 
 
 def private_size(rootfs):
