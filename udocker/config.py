@@ -12,16 +12,19 @@ USER_FILE_NAME = "udocker.conf"
 
 
 class Key:
-    """One configuration key: its default, its kind ("str", "str?", "int", "bool", "switch", "mirrors", "paths")
-    and what it is for. A plain class, not a dataclass: this module is on the `run` path, where dataclasses' import
-    alone costs more than 10 ms."""
+    """One configuration key: its default, its kind ("str", "str?", "int", "bool", "switch", "url", "mirrors",
+    "paths"), what it is for, and for "int" keys the largest value accepted (`limit`, named in `doc`), for "str"
+    keys the values accepted (`choices`, case-insensitive) when the set is closed. A plain class, not a dataclass:
+    this module is on the `run` path, where dataclasses' import alone costs more than 10 ms."""
 
-    __slots__ = ("default", "kind", "doc")
+    __slots__ = ("default", "kind", "doc", "limit", "choices")
 
-    def __init__(self, default: object, kind: str, doc: str):
+    def __init__(self, default: object, kind: str, doc: str, *, limit: int = 0, choices: tuple = ()):
         self.default = default
         self.kind = kind
         self.doc = doc
+        self.limit = limit
+        self.choices = choices
 
 
 KEYS: dict[str, Key] = {
@@ -29,23 +32,28 @@ KEYS: dict[str, Key] = {
     "tmpdir": Key(None, "str?", "scratch space for temporary files that need not be on the repository's file"
                                " system (archives being loaded or imported); null means $TMPDIR when set (a batch"
                                " job's node-local scratch), else <topdir>/tmp (UDOCKER_TMP)"),
-    "registry": Key("https://registry-1.docker.io", "str",
+    "registry": Key("https://registry-1.docker.io", "url",
                     "where docker.io images are pulled from (UDOCKER_REGISTRY)"),
-    "index": Key("https://hub.docker.com", "str", "Docker Hub's search API (UDOCKER_INDEX)"),
+    "index": Key("https://hub.docker.com", "url", "Docker Hub's search API (UDOCKER_INDEX)"),
     "mirrors": Key({}, "mirrors", "per registry host, a list of mirror URLs tried in order before it"),
     "insecure": Key(False, "bool", "accept registries with invalid TLS certificates"),
     "ca_file": Key(None, "str?", "a CA bundle for registries; null means the system bundle"),
     "platform": Key(None, "str?", "os/arch[/variant] to pull; null means this host's"),
-    "pull_concurrency": Key(4, "int", "blobs downloaded at once by one pull"),
-    "stall_timeout": Key(60, "int", "seconds without a byte before a transfer is retried"),
-    "connect_timeout": Key(30, "int", "seconds to connect to a registry"),
-    "retries": Key(5, "int", "attempts for a request that failed with a network error, 429 or 5xx"),
+    "pull_concurrency": Key(4, "int", "blobs downloaded at once by one pull (at most 64)", limit=64),
+    "stall_timeout": Key(60, "int", "seconds without a byte before a transfer is retried (0: never, at most"
+                                    " 86400)", limit=86400),
+    "connect_timeout": Key(30, "int", "seconds to connect to a registry (0: no limit, at most 3600)", limit=3600),
+    "retries": Key(5, "int", "attempts for a request that failed with a network error, 429 or 5xx, and for a blob"
+                             " transfer that makes no progress (at most 100)", limit=100),
     "max_layer_size": Key(64 << 30, "int", "uncompressed bytes one image layer may expand to when unpacked (a"
-                          " decompression bomb fails with an error naming the layer); 0 means no limit"),
-    "lock_timeout": Key(3600, "int", "seconds to wait for another process holding a repository lock"),
+                          " decompression bomb fails with an error naming the layer); 0 means no limit (at most"
+                          " 1125899906842624, 1 PiB)", limit=1 << 50),
+    "lock_timeout": Key(3600, "int", "seconds to wait for another process holding a repository lock (at most"
+                                     " 2592000, 30 days)", limit=2592000),
     "default_execution_mode": Key("auto", "str",
                                   "engine mode for new containers: auto, P1, P2, F1-F4, R1-R3"
-                                  " (UDOCKER_DEFAULT_EXECUTION_MODE)"),
+                                  " (UDOCKER_DEFAULT_EXECUTION_MODE)",
+                                  choices=("auto", "P1", "P2", "F1", "F2", "F3", "F4", "R1", "R2", "R3")),
     "nvidia": Key("auto", "switch", "inject the host's NVIDIA driver: auto (when the node has a driver and the job was"
                                  " given GPUs), on, off; run --nvidia / --no-nvidia win (UDOCKER_NVIDIA)"),
     "infiniband": Key("auto", "switch", "make Infiniband/RDMA devices and libraries visible: auto (when the node has"
@@ -58,7 +66,7 @@ KEYS: dict[str, Key] = {
                                      " `udocker install` downloads when no udocker-engines wheel is installed; its"
                                      " sha256 is read from URL.sha256 (UDOCKER_ENGINES_URL)"),
     "oci_runtime": Key("auto", "str", "runtime of modes R1-R3: auto (crun where it works, else runc), runc or"
-                       " crun (UDOCKER_OCI_RUNTIME)"),
+                       " crun (UDOCKER_OCI_RUNTIME)", choices=("auto", "runc", "crun")),
 }
 DEFAULTS = {name: key.default for name, key in KEYS.items()}
 ENV_ALIASES = {"UDOCKER_DIR": "topdir", "UDOCKER_TMP": "tmpdir"}
@@ -66,11 +74,46 @@ _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off", "")
 
 
+def url_problem(text: str) -> str | None:
+    """Why `text` is not an http(s) URL of a host (None when it is one): registries, mirrors, the index."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError as exc:  # a port out of range or not a number, a bad IPv6 literal
+        return "port out of range 1-65535" if "out of range" in str(exc) else str(exc).lower()
+    if parts.scheme not in ("http", "https"):
+        return "not http or https"
+    if not parts.hostname or any(c.isspace() for c in text):
+        return "no valid host"
+    return "port out of range 1-65535" if port == 0 else None
+
+
+def _problem(key: Key, value: object) -> str | None:
+    """What is wrong with `value` for `key` beyond its type (None when nothing)."""
+    if key.kind == "int" and key.limit and value > key.limit:
+        return f"at most {key.limit}"
+    if key.kind == "str" and not value:
+        return "a non-empty string"
+    if key.kind == "str" and key.choices and value.lower() not in (c.lower() for c in key.choices):
+        return "one of " + ", ".join(key.choices)
+    if key.kind == "url" and url_problem(value):
+        return f"an http(s) URL ({url_problem(value)})"
+    if key.kind == "mirrors":
+        for url in (u for urls in value.values() for u in urls):
+            if url_problem(url):
+                return f"a mapping of registry host to http(s) URLs ({url!r}: {url_problem(url)})"
+    return None
+
+
 def _check(name: str, value: object, where: str) -> object:
-    kind = KEYS[name].kind
+    key = KEYS[name]
+    kind = key.kind
     ok = {
         "str": isinstance(value, str),
         "str?": value is None or isinstance(value, str),
+        "url": isinstance(value, str),
         "int": isinstance(value, int) and not isinstance(value, bool) and value >= 0,
         # YAML 1.1 reads a bare on/off as a boolean: accept both spellings
         "switch": isinstance(value, bool) or value in ("auto", "on", "off"),
@@ -81,13 +124,16 @@ def _check(name: str, value: object, where: str) -> object:
         and all(isinstance(k, str) and isinstance(v, str) and os.path.isabs(os.path.expanduser(v))
                 for k, v in value.items()),
     }[kind]
-    if not ok:
-        want = {"str": "a string", "str?": "a string or null", "int": "a non-negative integer",
-                "bool": "true or false", "switch": "auto, on or off",
-                "mirrors": "a mapping of registry host to a list of URLs",
-                "paths": "a mapping of names to absolute paths"}[kind]
-        raise ConfigError(f"config key '{name}' in {where} must be {want}, not {value!r}")
-    return value
+    want = None if ok else {"str": "a string", "str?": "a string or null", "int": "a non-negative integer",
+                            "bool": "true or false", "switch": "auto, on or off", "url": "an http(s) URL",
+                            "mirrors": "a mapping of registry host to a list of URLs",
+                            "paths": "a mapping of names to absolute paths"}[kind]
+    want = want or _problem(key, value)
+    if want:
+        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+        raise ConfigError(f"config key '{name}' in {where} must be {want}, not {shown}")
+    # a closed set's value in its canonical spelling (F3 for f3): later code compares exactly
+    return next((c for c in key.choices if c.lower() == value.lower()), value) if key.choices else value
 
 
 def _from_text(name: str, text: str, where: str) -> object:
@@ -96,7 +142,8 @@ def _from_text(name: str, text: str, where: str) -> object:
         try:
             return _check(name, int(text), where)
         except ValueError:
-            raise ConfigError(f"config key '{name}' in {where} must be an integer, not {text!r}") from None
+            shown = repr(text) if len(text) <= 40 else repr(text[:37] + "...")
+            raise ConfigError(f"config key '{name}' in {where} must be an integer, not {shown}") from None
     if kind == "bool":
         if text.lower() in _TRUE + _FALSE:
             return text.lower() in _TRUE
@@ -104,8 +151,8 @@ def _from_text(name: str, text: str, where: str) -> object:
     if kind == "switch":
         return _check(name, text.lower(), where)
     if kind in ("mirrors", "paths"):
-        raise ConfigError(f"config key '{name}' cannot be set from {where}")
-    return text
+        raise ConfigError(f"config key '{name}' cannot be set from {where}", hint="set it in udocker.conf")
+    return _check(name, text, where)
 
 
 def read_file(path: str) -> dict[str, object]:
@@ -117,6 +164,8 @@ def read_file(path: str) -> dict[str, object]:
             data = yaml.safe_load(stream)
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not UTF-8 text") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
     if data is None:
@@ -126,7 +175,7 @@ def read_file(path: str) -> dict[str, object]:
     for name, value in data.items():
         if name not in KEYS:
             raise ConfigError(f"unknown config key '{name}' in {path}", hint="see 'udocker showconf'")
-        _check(name, value, path)
+        data[name] = _check(name, value, path)
     return data
 
 
@@ -140,6 +189,8 @@ def read_yaml(path: str, what: str) -> object:
             return yaml.safe_load(stream)
     except OSError as exc:
         raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{what} {path} is not UTF-8 text") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{what} {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
 
@@ -164,7 +215,7 @@ class Config:
              environ: dict[str, str] | None = None, system_file: str = SYSTEM_FILE) -> Config:
         """Build the effective configuration; raises ConfigError for bad files, variables or values."""
         environ = os.environ if environ is None else environ
-        cli = {k: v for k, v in (cli or {}).items() if v is not None}
+        cli = {k: _check(k, v, "command line") for k, v in (cli or {}).items() if v is not None}
         env = _from_environ(environ)
         layers = []
         if os.path.isfile(system_file):
@@ -197,6 +248,6 @@ def _from_environ(environ: dict[str, str]) -> dict[str, object]:
         if not var.startswith("UDOCKER_"):
             continue
         name = ENV_ALIASES.get(var, var[len("UDOCKER_"):].lower())
-        if name in KEYS and KEYS[name].kind not in ("mirrors", "paths"):
+        if name in KEYS:  # mirrors and engine_paths cannot be: an error, not a silently ignored variable
             values[name] = _from_text(name, text, f"environment variable {var}")
     return values

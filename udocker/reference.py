@@ -88,6 +88,9 @@ def parse(text: str) -> Reference:
         domain = DOCKER_HUB
     if not _DOMAIN_RE.match(domain):
         raise InvalidReference(f"invalid registry name in reference: {text}")
+    port = domain.rpartition("]")[2].partition(":")[2]
+    if port and not 0 < int(port[:6]) <= 65535:
+        raise InvalidReference(f"invalid registry port in reference: {text}", hint="ports are 1 to 65535")
     if not _PATH_RE.match(path):
         hint = "repository names must be lower-case" if path.lower() != path else None
         raise InvalidReference(f"invalid reference format: {text}", hint=hint)

@@ -6,6 +6,7 @@ import os
 
 from udocker.engines.base import resolve
 from udocker.errors import ProgramNotExecutable, ProgramNotFound, UdockerError, UsageError
+from udocker.runopts import _cpuset, check_devices, check_ports, parse_volume, resolve_user  # noqa: F401 - API
 from udocker.runspec import Mount, RunSpec
 
 SYSTEM_MOUNTS = ("/dev", "/proc", "/sys", "/etc/resolv.conf", "/etc/host.conf", "/etc/hosts")
@@ -86,37 +87,6 @@ def check_program(rootfs, argv0, env):
     raise ProgramNotFound(f"executable file not found in $PATH: {argv0}")
 
 
-# -- identity ------------------------------------------------------------------------------------------
-def _passwd(rootfs, name):
-    try:
-        with open(resolve(rootfs, f"/etc/{name}"), encoding="utf-8", errors="replace") as stream:
-            return [line.rstrip("\n").split(":") for line in stream if line.count(":") >= 2]
-    except OSError:
-        return []
-
-
-def resolve_user(rootfs, user):
-    """(uid, gid, home) for Docker's user forms: name, uid, name:group, uid:gid."""
-    user = user or "0"
-    name, _, group = user.partition(":")
-    entries = _passwd(rootfs, "passwd")
-    entry = next((e for e in entries if e[0] == name or (name.isdigit() and e[2] == name)), None)
-    if entry is None and not name.isdigit():
-        raise UdockerError(f"unable to find user {name}: no matching entries in passwd file")
-    uid = int(entry[2]) if entry else int(name)
-    gid = int(entry[3]) if entry and len(entry) > 3 and entry[3].isdigit() else uid if not entry else 0
-    home = entry[5] if entry and len(entry) > 5 and entry[5] else "/"
-    if group:
-        if group.isdigit():
-            gid = int(group)
-        else:
-            found = next((g for g in _passwd(rootfs, "group") if g[0] == group), None)
-            if found is None:
-                raise UdockerError(f"unable to find group {group}: no matching entries in group file")
-            gid = int(found[2])
-    return uid, gid, home
-
-
 # -- environment ---------------------------------------------------------------------------------------
 def _env_pairs(items, environ, where):
     pairs = []
@@ -137,6 +107,8 @@ def _env_file(path, environ):
             lines = [line.strip() for line in stream]
     except OSError as exc:
         raise UsageError(f"cannot read env file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"env file {path} is not UTF-8 text", hint="give a file of KEY=VALUE lines") from None
     return _env_pairs([line for line in lines if line and not line.startswith("#")], environ, path)
 
 
@@ -160,24 +132,6 @@ def build_env(config, options, environ, home, hostname):
 
 
 # -- mounts --------------------------------------------------------------------------------------------
-def parse_volume(text):
-    """HOST[:CONTAINER[:ro|rw]] -> Mount. The host path must exist (udocker 1.3 and docker -v with a
-    path): a typo would otherwise silently bind nothing."""
-    parts = text.split(":")
-    if len(parts) > 3 or not parts[0]:
-        raise UsageError(f"invalid volume: {text}", hint="use -v HOST[:CONTAINER[:ro]]")
-    source = parts[0]
-    target = parts[1] if len(parts) > 1 and parts[1] else source
-    flag = parts[2] if len(parts) == 3 else "rw"
-    if flag not in ("ro", "rw"):
-        raise UsageError(f"invalid volume option {flag!r} in {text}", hint="use ro or rw")
-    if not source.startswith("/") or not target.startswith("/"):
-        raise UsageError(f"invalid volume: {text}", hint="host and container paths must be absolute")
-    if not os.path.exists(source):
-        raise UdockerError(f"volume source does not exist: {source}")
-    return Mount(os.path.normpath(source), os.path.normpath(target), flag == "ro")
-
-
 def build_mounts(options, environ):
     mounts = []
     if not options.nosysdirs:
@@ -198,21 +152,6 @@ def build_mounts(options, environ):
     return [m for m in mounts if m.source not in dropped and m.target not in dropped]
 
 
-def check_ports(publish):
-    """Every engine here shares the host's network: a port can be published only as itself."""
-    ports = []
-    for text in publish:
-        parts = text.split(":")
-        host, container = parts[-2] if len(parts) > 1 else parts[-1], parts[-1].split("/")[0]
-        if not host.isdigit() or not container.isdigit():
-            raise UsageError(f"invalid port mapping: {text}", hint="use HOST_PORT:CONTAINER_PORT")
-        if host != container:
-            raise UdockerError(f"cannot map port {container} to {host}: containers share the host's network",
-                               hint=f"publish it as {container}:{container}")
-        ports.append((int(host), int(container)))
-    return ports
-
-
 def build_spec(container, options, environ):
     """The RunSpec for `options` in `container` (image config from container.json unless --nometa)."""
     config = {} if options.nometa else (container.record.get("config") or {})
@@ -221,24 +160,34 @@ def build_spec(container, options, environ):
     hostname = options.hostname or os.uname().nodename
     env = build_env(config, options, environ, home, hostname)
     cwd = options.workdir or config.get("WorkingDir") or "/"
+    if not cwd.startswith("/"):  # runc refuses it with its own log line, PRoot resolves it on the host
+        raise UsageError(f"the working directory {cwd!r} is invalid: it needs to be an absolute path",
+                         hint="use -w /PATH" if options.workdir else "use --workdir=/PATH")
     argv = program_argv(config, options)
     env["PWD"] = cwd
     check_program(rootfs, argv[0], env)
     return RunSpec(rootfs=rootfs, argv=argv, env=env, cwd=cwd, uid=uid, gid=gid,
-                   mounts=build_mounts(options, environ), devices=options.devices, hostname=options.hostname,
-                   tty=options.tty, container_dir=container.dir, container_id=container.id, cpuset=options.cpuset,
-                   ports=check_ports(options.publish))
+                   mounts=build_mounts(options, environ), devices=check_devices(options.devices),
+                   hostname=options.hostname, tty=options.tty, container_dir=container.dir,
+                   container_id=container.id, cpuset=options.cpuset, ports=check_ports(options.publish))
 
 
-def inject(spec, config, options, container, environ, *, root="/"):
+def inject(spec, config, options, container, environ, *, root="/", warn=lambda line: None):
     """Add the node's NVIDIA driver and Infiniband stack to `spec` when wanted (udocker/inject): found now,
     on the node that runs the job, never remembered, so another node's driver is never used. `root`: the
-    host tree to read (tests)."""
+    host tree to read (tests); `warn(line)`: where to say that a `setup --nvidia` container runs without."""
     from udocker import inject as injectors
+    from udocker.inject import nvidia as gpu
 
     request = dict(environ)
     request.update(_env_pairs(options.env, environ, "-e"))
     nvidia = injectors.setting(config["nvidia"], options.nvidia, container.record.get("nvidia"), key="nvidia")
+    if options.nvidia is None and container.record.get("nvidia") and not (gpu.driver_present(root) and gpu.gpus(root)):
+        # `setup --nvidia` is often run on a login node of a repository shared by GPU and CPU nodes: on a node
+        # without a GPU the container runs without the driver, with a warning (run --nvidia is an error there)
+        nvidia = "off"
+        warn(f"container {container.id[:12]} is set up with --nvidia but this node has no NVIDIA GPU: running "
+             "without the driver")
     infiniband = injectors.setting(config["infiniband"], options.infiniband, None, key="infiniband")
     hostmpi = injectors.setting(config["host_mpi"], options.hostmpi, None, key="host_mpi")
     for plan in injectors.plans(nvidia=nvidia, infiniband=infiniband, hostmpi=hostmpi, request=request,
@@ -248,16 +197,6 @@ def inject(spec, config, options, container, environ, *, root="/"):
 
 
 # -- execution -----------------------------------------------------------------------------------------
-def _cpuset(text):
-    cpus = set()
-    for part in text.split(","):
-        first, _, last = part.partition("-")
-        if not first.isdigit() or (last and not last.isdigit()):
-            raise UsageError(f"invalid --cpuset-cpus: {text}", hint="use e.g. 0-3,6")
-        cpus.update(range(int(first), int(last or first) + 1))
-    return cpus
-
-
 def execute(launch, *, cpuset=None, after=None):
     """Run the engine. Without cleanup work, exec it (the engine becomes this process: signals, the
     terminal and the exit status pass straight through). Otherwise run it as a child, forward signals to
@@ -339,7 +278,7 @@ def run_from_cli(general, values, target, command, environ):
                               "platform": values.get("platform")})
     layout = Layout(config["topdir"], config["tmpdir"])
     containers = ContainerStore(layout, config["lock_timeout"])
-    options = Options(**dict(values, command=command, tty=values.get("tty") or os.isatty(0)))
+    options = Options(**dict(values, command=command, tty=os.isatty(0)))  # -t ignored off a terminal (1.3)
     if values.get("location"):
         if not os.path.isdir(values["location"]):
             raise UdockerError(f"not a directory: {values['location']}")
@@ -348,7 +287,8 @@ def run_from_cli(general, values, target, command, environ):
         container = _container(config, layout, containers, target, values)
     mode, engine = _engine(config, layout, containers, container)
     spec = build_spec(container, options, environ)
-    inject(spec, config, options, container, environ)  # before before_run: fakechroot links the binds there
+    inject(spec, config, options, container, environ,  # before before_run: fakechroot links the binds there
+           warn=lambda line: general.get("quiet") or os.write(2, f"warning: {line}\n".encode()))
     engine.before_run(spec, mode)
     launch = engine.command(spec, mode)
     if general.get("debug"):

@@ -55,3 +55,16 @@ def test_parse_rejects(text):
 )
 def test_is_loopback(domain, loop):
     assert is_loopback(domain) is loop
+
+
+@pytest.mark.parametrize("text", ["127.0.0.1:99999/x", "127.0.0.1:0/x", "localhost:99999999999999999999/x",
+                                  "[::1]:65536/x:tag", "example.com:" + "9" * 5000 + "/x"])
+def test_registry_port_out_of_range_is_an_invalid_reference(text):
+    with pytest.raises(InvalidReference, match="invalid registry port in reference"):
+        parse(text)
+
+
+@pytest.mark.parametrize("text, domain", [("127.0.0.1:65535/x", "127.0.0.1:65535"), ("[::1]:1/x", "[::1]:1"),
+                                          ("localhost:05000/x", "localhost:05000")])
+def test_registry_ports_in_range_are_kept(text, domain):
+    assert parse(text).domain == domain

@@ -177,6 +177,8 @@ def setup(state, execmode, force, purge, fixperm, nvidia, container):
         previous = found.record["prepared"]
         modes.get_engine(previous, config, layout).unprepare(found, previous)
         containers.update(found, prepared=None, mode=None)
+    if purge:
+        containers.update(found, nvidia=None)  # --purge forgets every setting: setup --nvidia too
     if execmode:
         mode = execmode.upper()
         engine = modes.get_engine(mode, config, layout)

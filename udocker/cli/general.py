@@ -51,6 +51,9 @@ def render_value(value):
 def mkrepo(state, directory):
     """Create an empty repository in DIRECTORY (use it with --repo or UDOCKER_DIR)."""
     from udocker.paths import Layout
+
+    if not directory:  # "" would be the current directory
+        raise click.BadParameter("must not be empty", param_hint="DIRECTORY")
     from udocker.store import Repository
 
     Repository.open(Layout(directory), create=True, lock_timeout=state.config["lock_timeout"])

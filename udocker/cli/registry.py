@@ -29,12 +29,16 @@ def _read_secret(username, password, password_stdin):
         if password is not None:
             raise click.UsageError("--password and --password-stdin are mutually exclusive")
         password = sys.stdin.readline().rstrip("\r\n")
+        if not password:
+            raise click.UsageError("no password on stdin (--password-stdin)")
     if (username is None or password is None) and not sys.stdin.isatty():
         raise click.UsageError("give --username and --password (or --password-stdin) when stdin is not a terminal")
     if username is None:
         username = click.prompt("Username", err=True)
     if password is None:
         password = click.prompt("Password", hide_input=True, err=True)
+    if not username:
+        raise click.UsageError("the username must not be empty")
     return username, password
 
 

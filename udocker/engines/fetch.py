@@ -21,8 +21,11 @@ def is_url(text: str) -> bool:
 
 
 def _check_url(url: str) -> None:
-    if not is_url(url) or not re.match(r"^https?://[^/\s]+", url):
-        raise UsageError(f"not an http(s) URL: {url}", hint="engines_url and --from take http:// or https:// URLs")
+    from udocker.config import url_problem
+
+    if not is_url(url) or not re.match(r"^https?://[^/\s]+", url) or url_problem(url):
+        raise UsageError(f"not an http(s) URL: {url}" + (f" ({url_problem(url)})" if is_url(url) else ""),
+                         hint="engines_url and --from take http:// or https:// URLs")
 
 
 def check_sha256(text: str) -> str:

@@ -288,6 +288,7 @@ class RegistryClient:
     def _fetch_blob_from(self, target: _Target, ref: Reference, path: str, what: tuple, sink,
                          progress: Optional[Callable[[int], None]]) -> None:
         failures = 0
+        reached = sink.offset  # the largest offset ever reached: a restart that gets no further is no progress
         while True:
             start = sink.offset
             # identity: a blob is stored as sent, never decoded on the way (its digest covers the bytes).
@@ -310,10 +311,15 @@ class RegistryClient:
                     cut = _reason(exc)
             if cut is None and sink.offset >= sink.descriptor.size:
                 return
-            failures = 0 if sink.offset > start else failures + 1  # only attempts without progress count
+            # only attempts without net progress count: a server that ignores Range and cuts every answer at
+            # the same byte restarts the blob each time, which would otherwise look like progress forever
+            failures = 0 if sink.offset > reached else failures + 1
+            reached = max(reached, sink.offset)
             if failures > self.config["retries"]:
                 raise RegistryError(f"download of blob {what[1]} from {target.host} failed: "
-                                    f"{cut or 'the connection closed early'}")
+                                    f"{cut or 'the connection closed early'}"
+                                    + (f" ({failures} attempts without progress past byte {reached})"
+                                       if failures > 1 else ""))
             LOG.info("download of blob %s cut at %d bytes (%s); resuming", what[1], sink.offset,
                      cut or "closed early")
             time.sleep(_retry_after(None, failures))
@@ -379,6 +385,12 @@ class RegistryClient:
             try:
                 response = self.session.request(method, url, headers=sent, stream=stream, timeout=self.timeout,
                                                 verify=self.verify, allow_redirects=False)
+            except (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema,
+                    requests.exceptions.MissingSchema, urllib3.exceptions.LocationParseError, ValueError):
+                from udocker.config import url_problem
+
+                raise RegistryError(f"invalid registry address {url[:120]}: "
+                                    f"{url_problem(url) or 'it cannot be parsed'}") from None
             except requests.exceptions.SSLError as exc:
                 raise RegistryError(f"tls verification failed for registry {urllib.parse.urlsplit(url).netloc}: "
                                     f"{_reason(exc)}",
@@ -402,6 +414,10 @@ class RegistryClient:
             if response.status_code not in _REDIRECTS or "Location" not in response.headers:
                 return response
             url = urllib.parse.urljoin(url, response.headers["Location"])
+            if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
+                response.close()
+                raise RegistryError(f"registry {target.host} redirected to a URL that is not http(s): "
+                                    f"{urllib.parse.urlunsplit(urllib.parse.urlsplit(url)[:3] + ('', ''))[:200]}")
             if response.status_code == 303:
                 method = "GET"
             response.close()

@@ -1,0 +1,106 @@
+"""The values of `udocker run` options checked and turned into what a RunSpec holds: volumes, ports, the user,
+CPU sets. Each bad value is a UsageError (or UdockerError) naming it: the engines never see one (runc would
+answer a 20-digit uid or a relative working directory with its own log line)."""
+
+import os
+
+from udocker.engines.base import resolve
+from udocker.errors import UdockerError, UsageError
+from udocker.runspec import Mount
+
+ID_MAX = 2 ** 31 - 1  # runc refuses larger uids and gids ("must be in range 0-2147483647")
+CPU_MAX = 1 << 16  # CPU numbers a cpu set may name (glibc's CPU_SETSIZE is 1024; kernels allow up to 8192)
+
+
+def _id(text, what, user):
+    value = int(text)
+    if value > ID_MAX:
+        raise UsageError(f"invalid {what} in user {user}: {text[:24]}", hint=f"ids go from 0 to {ID_MAX}")
+    return value
+
+
+def _passwd(rootfs, name):
+    try:
+        with open(resolve(rootfs, f"/etc/{name}"), encoding="utf-8", errors="replace") as stream:
+            return [line.rstrip("\n").split(":") for line in stream if line.count(":") >= 2]
+    except OSError:
+        return []
+
+
+def resolve_user(rootfs, user):
+    """(uid, gid, home) for Docker's user forms: name, uid, name:group, uid:gid."""
+    user = user or "0"
+    name, _, group = user.partition(":")
+    entries = _passwd(rootfs, "passwd")
+    entry = next((e for e in entries if e[0] == name or (name.isdigit() and e[2] == name)), None)
+    if entry is None and not name.isdigit():
+        raise UdockerError(f"unable to find user {name}: no matching entries in passwd file")
+    uid = int(entry[2]) if entry else _id(name, "uid", user)
+    gid = int(entry[3]) if entry and len(entry) > 3 and entry[3].isdigit() else uid if not entry else 0
+    home = entry[5] if entry and len(entry) > 5 and entry[5] else "/"
+    if group:
+        if group.isdigit():
+            gid = _id(group, "gid", user)
+        else:
+            found = next((g for g in _passwd(rootfs, "group") if g[0] == group), None)
+            if found is None:
+                raise UdockerError(f"unable to find group {group}: no matching entries in group file")
+            gid = int(found[2])
+    return uid, gid, home
+
+
+def parse_volume(text):
+    """HOST[:CONTAINER[:ro|rw]] -> Mount. The host path must exist (udocker 1.3 and docker -v with a
+    path): a typo would otherwise silently bind nothing."""
+    parts = text.split(":")
+    if len(parts) > 3 or not all(parts):  # '/tmp:' or '/a::ro': an empty part is a typo, not "the same path"
+        raise UsageError(f"invalid volume: {text}", hint="use -v HOST[:CONTAINER[:ro]]")
+    source = parts[0]
+    target = parts[1] if len(parts) > 1 else source
+    flag = parts[2] if len(parts) == 3 else "rw"
+    if flag not in ("ro", "rw"):
+        raise UsageError(f"invalid volume option {flag!r} in {text}", hint="use ro or rw")
+    if not source.startswith("/") or not target.startswith("/"):
+        raise UsageError(f"invalid volume: {text}", hint="host and container paths must be absolute")
+    if not os.path.exists(source):
+        raise UdockerError(f"volume source does not exist: {source}")
+    return Mount(os.path.normpath(source), os.path.normpath(target), flag == "ro")
+
+
+def check_devices(devices):
+    """--device PATH: an absolute path that exists (runc would fail to mount it with its own log line)."""
+    for path in devices:
+        if not path.startswith("/"):
+            raise UsageError(f"invalid device: {path}", hint="give the device's absolute path, e.g. /dev/fuse")
+        if not os.path.exists(path):
+            raise UdockerError(f"device does not exist: {path}")
+    return list(devices)
+
+
+def check_ports(publish):
+    """Every engine here shares the host's network: a port can be published only as itself."""
+    ports = []
+    for text in publish:
+        parts = text.split(":")
+        host, container = parts[-2] if len(parts) > 1 else parts[-1], parts[-1].split("/")[0]
+        if not all(port.isdigit() and 0 < int(port[:6]) < 65536 for port in (host, container)):
+            raise UsageError(f"invalid port mapping: {text[:40]}", hint="use HOST_PORT:CONTAINER_PORT, ports 1-65535")
+        if host != container:
+            raise UdockerError(f"cannot map port {container} to {host}: containers share the host's network",
+                               hint=f"publish it as {container}:{container}")
+        ports.append((int(host), int(container)))
+    return ports
+
+
+def _cpuset(text):
+    cpus = set()
+    for part in text.split(","):
+        first, _, last = part.partition("-")
+        if not first.isdigit() or (last and not last.isdigit()) or max(len(first), len(last)) > 5 \
+                or int(last or first) >= CPU_MAX:
+            raise UsageError(f"invalid --cpuset-cpus: {text[:40]}", hint="use e.g. 0-3,6")
+        cpus.update(range(int(first), int(last or first) + 1))
+    if not cpus & os.sched_getaffinity(0):  # the kernel's answer would be a bare EINVAL
+        raise UsageError(f"--cpuset-cpus {text[:40]}: none of these CPUs is available to this process",
+                         hint="available: " + ",".join(str(cpu) for cpu in sorted(os.sched_getaffinity(0))[:64]))
+    return cpus
