@@ -18,19 +18,19 @@ def create(repo, containers, image_text, *, name=None, force=False, share=True, 
 
     The image's layers are applied once into a shared read-only tree (store/rootfs.py); the container's
     rootfs links to it. Raises NotFound for an unknown image, UnpackError for a bad layer."""
-    image = repo.images.find(image_text)
-    manifest = repo.images.manifest(image, repo.blobs)
-    config = repo.images.config(image, repo.blobs)
-    unpacked = rootfs_store.ensure_unpacked(repo, manifest, image.descriptor.digest,
-                                            on_notice=lambda notice: LOG.debug("%s", notice))
-    rootfs_store.check_free_space(repo.layout.containers, rootfs_store.copy_size(unpacked, share=share),
-                                  "the container's private files")
-    record = {"image": image.ref, "manifest": image.descriptor.digest, "image_id": manifest.config.digest,
-              "config": config.get("config") or {}, "created": _now(), "mode": mode,
-              "platform": {k: config[k] for k in ("os", "architecture", "variant") if config.get(k)},
-              "shared": share}
-    return containers.create(record, lambda rootfs: rootfs_store.link_tree(unpacked, rootfs, share=share),
-                             name=name, force=force)
+    with repo.gc_guard():  # rmi waits for it, so nothing it reads is removed under it
+        image = repo.images.find(image_text)
+        manifest, config = repo.images.details(image, repo.blobs)
+        unpacked = rootfs_store.ensure_unpacked(repo, manifest, image.descriptor.digest,
+                                                on_notice=lambda notice: LOG.debug("%s", notice))
+        rootfs_store.check_free_space(repo.layout.containers, rootfs_store.copy_size(unpacked, share=share),
+                                      "the container's private files")
+        record = {"image": image.ref, "manifest": image.descriptor.digest, "image_id": manifest.config.digest,
+                  "config": config.get("config") or {}, "created": _now(), "mode": mode,
+                  "platform": {k: config[k] for k in ("os", "architecture", "variant") if config.get(k)},
+                  "shared": share}
+        return containers.create(record, lambda rootfs: rootfs_store.link_tree(unpacked, rootfs, share=share),
+                                 name=name, force=force)
 
 
 def clone(containers, source, *, name=None):

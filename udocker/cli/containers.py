@@ -38,6 +38,8 @@ def _row(containers, container, *, size):
            "mode": container.record.get("mode") or "", "protected": bool(container.record.get("protected")),
            "platform": _platform(container.record.get("platform") or {}),
            "created": container.record.get("created")}
+    if container.broken:
+        row["broken"] = container.broken  # its record is {"id"}: the other fields are empty
     if size:
         from udocker.store.rootfs import private_size
 
@@ -52,7 +54,7 @@ def _row(containers, container, *, size):
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
 def ps(state, mode, size, platform, as_json):
-    """List containers."""
+    """List containers (a broken one is listed as such: remove it with rm)."""
     containers = _store(state)
     rows = [_row(containers, c, size=size) for c in containers.list()]
     if as_json:
@@ -63,7 +65,8 @@ def ps(state, mode, size, platform, as_json):
     table = []
     for row in rows:
         line = [row["id"], "R" if row["protected"] else "W"] + ([row["mode"] or "-"] if mode else [])
-        line += [",".join(row["names"]) or "-", row["image"] or "-"]
+        image = f"(broken: {row['broken']})" if row.get("broken") else row["image"] or "-"
+        line += [",".join(row["names"]) or "-", image]
         line += ([render.size(row["size"])] if size else []) + ([row["platform"]] if platform else [])
         table.append(line)
     render.table(headers, table)
@@ -77,7 +80,7 @@ def rm(state, force, names):
     """Remove containers."""
     containers = _store(state)
     for text in names:
-        container = containers.find(text)
+        container = containers.find(text, broken=True)
         containers.remove(container, force=force)
         click.echo(container.id)
 

@@ -15,12 +15,20 @@ def _created(config):
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
 def images(state, long_, platform, as_json):
-    """List the images in the repository."""
+    """List the images in the repository (a broken one is listed as such: remove it with rmi)."""
+    from udocker.errors import UdockerError
+
     repo = state.repository()
     rows, data = [], []
     for image in repo.images.list():
-        manifest = repo.images.manifest(image, repo.blobs)
-        config = repo.images.config(image, repo.blobs)
+        try:
+            manifest, config = repo.images.details(image, repo.blobs)
+        except UdockerError as exc:
+            data.append({"reference": image.ref, "id": None, "digest": image.descriptor.digest, "size": None,
+                         "created": None, "platform": None, "protected": image.protected, "layers": [],
+                         "broken": exc.message})
+            rows.append([image.ref, "(broken)", "-", "-"] + (["-"] if platform else []))
+            continue
         plat = "/".join(x for x in (config.get("os"), config.get("architecture"), config.get("variant")) if x)
         item = {"reference": image.ref, "id": manifest.config.digest, "digest": image.descriptor.digest,
                 "size": manifest.size, "created": config.get("created"), "platform": plat,
@@ -94,17 +102,10 @@ def tag(state, source, target):
 @click.argument("image_refs", nargs=-1, required=True, metavar="IMAGE...")
 @click.pass_obj
 def rmi(state, force, image_refs):
-    """Remove images and the blobs no other image uses."""
+    """Remove images and the blobs no other image uses. An image a container uses, or one being
+    unpacked, is kept unless -f is given."""
     repo = state.repository()
-    try:
-        for text in image_refs:
-            found = repo.images.find(text)
-            if force and found.protected:
-                repo.images.set_protected(found.ref, False)
-            repo.images.untag(found.ref)
-            click.echo(f"Untagged: {found.ref}")
-    finally:
-        repo.collect_garbage()  # also for the names removed before one that failed
+    repo.remove_images(image_refs, force=force, on_removed=lambda ref: click.echo(f"Untagged: {ref}"))
 
 
 @click.command()
@@ -112,12 +113,18 @@ def rmi(state, force, image_refs):
 @click.pass_obj
 def verify(state, image):
     """Re-hash every blob of IMAGE against its digest."""
+    from udocker.errors import UdockerError
+    from udocker.store.images import broken
+
     repo = state.repository()
     found = repo.images.find(image)
-    repo.blobs.verify(found.descriptor.digest)
-    manifest = repo.images.manifest(found, repo.blobs)
-    for descriptor in (manifest.config,) + manifest.layers:
-        repo.blobs.verify(descriptor.digest)
+    try:
+        repo.blobs.verify(found.descriptor.digest)
+        manifest = repo.images.manifest(found, repo.blobs)
+        for descriptor in (manifest.config,) + manifest.layers:
+            repo.blobs.verify(descriptor.digest)
+    except UdockerError as exc:
+        raise broken(found, exc) from None
     count = len(manifest.layers)
     click.echo(f"verified: {found.ref} ({count} layer{'' if count == 1 else 's'})")
 

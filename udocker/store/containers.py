@@ -16,11 +16,15 @@ class Container:
     """One container directory. `record` is the parsed container.json:
     {"id", "names": [...], "image": ref, "manifest": digest, "config": image config ("config" object of the
     image configuration: Env, Cmd, Entrypoint, WorkingDir, User...), "platform": {...}, "mode": "P1"|None,
-    "created": ISO time, "protected": bool}."""
+    "created": ISO time, "protected": bool}.
 
-    def __init__(self, directory, record):
+    `broken` says why container.json could not be read ("corrupt container.json"), else None: a broken
+    container has the record {"id": id} and can only be listed and removed."""
+
+    def __init__(self, directory, record, broken=None):
         self.dir = directory
         self.record = record
+        self.broken = broken
 
     @property
     def id(self):
@@ -54,21 +58,38 @@ class ContainerStore:
 
     # -- reading ---------------------------------------------------------------------------------------
     def load(self, container_id):
+        """The container `container_id`; NotFound if absent, StoreError naming it if its record is broken."""
         directory = self.layout.container(container_id)
         try:
-            with open(os.path.join(directory, "container.json"), "rb") as stream:
-                return Container(directory, json.loads(stream.read()))
+            with open(os.path.join(directory, CONTAINER_JSON), "rb") as stream:
+                record = json.loads(stream.read())
         except FileNotFoundError:
-            raise NotFound(f"container not found: {container_id}", hint="see 'udocker ps'") from None
-        except ValueError:
-            raise StoreError(f"container {container_id} has a corrupt container.json") from None
+            if not os.path.isdir(directory):
+                raise NotFound(f"container not found: {container_id}", hint="see 'udocker ps'") from None
+            raise _broken(container_id, "no container.json") from None
+        except (ValueError, UnicodeDecodeError):
+            raise _broken(container_id, "corrupt container.json") from None
+        except OSError as exc:
+            raise _broken(container_id, f"unreadable container.json ({exc.strerror})") from None
+        if not isinstance(record, dict) or record.get("id") != container_id:
+            raise _broken(container_id, "corrupt container.json")
+        return Container(directory, record)
+
+    def load_any(self, container_id):
+        """Like load(), but a broken container is returned (with `broken` set) instead of raised."""
+        try:
+            return self.load(container_id)
+        except StoreError as exc:
+            return Container(self.layout.container(container_id), {"id": container_id},
+                             broken=getattr(exc, "reason", None) or exc.message)
 
     def list(self):
+        """Every container, broken ones included (see Container.broken)."""
         found = []
         for name in sorted(os.listdir(self.layout.containers)):
-            if not name.startswith(".") and os.path.isfile(os.path.join(self.layout.containers, name,
-                                                                        "container.json")):
-                found.append(self.load(name))
+            if not name.startswith(".") and os.path.isdir(self.layout.container(name)):
+                with contextlib.suppress(NotFound):  # removed meanwhile
+                    found.append(self.load_any(name))
         return found
 
     def names(self):
@@ -81,19 +102,21 @@ class ContainerStore:
     def names_of(self, container_id):
         return sorted(name for name, cid in self.names().items() if cid == container_id)
 
-    def find(self, text):
-        """A container by name, id, or unique id prefix."""
+    def find(self, text, *, broken=False):
+        """A container by name, id, or unique id prefix. A broken one raises StoreError naming it, or is
+        returned (with `broken` set) when `broken` is True: for rm."""
+        load = self.load_any if broken else self.load
         if _valid_name(text):
             try:
-                return self.load(os.readlink(os.path.join(self.names_dir, text)))
+                return load(os.readlink(os.path.join(self.names_dir, text)))
             except (FileNotFoundError, NotFound):
                 pass
         if "/" not in text and os.path.isdir(self.layout.container(text)) and not text.startswith("."):
-            return self.load(text)
+            return load(text)
         if len(text) >= 4:
             matches = [c for c in os.listdir(self.layout.containers) if c.startswith(text) and not c.startswith(".")]
             if len(matches) == 1:
-                return self.load(matches[0])
+                return load(matches[0])
             if len(matches) > 1:
                 raise UdockerError(f"container id {text} is ambiguous", hint="give more characters or a name")
         raise NotFound(f"container not found: {text}", hint="see 'udocker ps'")
@@ -101,7 +124,11 @@ class ContainerStore:
     # -- writing ---------------------------------------------------------------------------------------
     def create(self, record, populate, *, name=None, force=False):
         """Make a new container: `populate(rootfs)` fills its rootfs, `record` (without id) becomes its
-        container.json. Returns the Container. On failure nothing is left but tmp/ leftovers."""
+        container.json. Returns the Container. On failure nothing is left but tmp/ leftovers.
+
+        The name is taken first, pointing at the id still being assembled in tmp/, and the container is
+        published last by one rename: a kill at any moment leaves either a named container or a name that
+        points at nothing, which add_name() reclaims, never a container without the name it was given."""
         import uuid
 
         from udocker import fs
@@ -110,22 +137,26 @@ class ContainerStore:
             check_name(name)
         container_id = str(uuid.uuid4())
         record = dict(record, id=container_id, protected=False)
-        with fs.scratch_dir(self.layout.tmp, prefix="create-") as scratch:
+        target = self.layout.container(container_id)
+        with fs.scratch_dir(self.layout.tmp, prefix=_STAGING) as scratch:
             staging = os.path.join(scratch, container_id)
             os.mkdir(staging, 0o755)
-            rootfs = os.path.join(staging, "rootfs")
-            os.mkdir(rootfs, 0o755)
-            populate(rootfs)
-            _write_json(os.path.join(staging, "container.json"), record)
-            os.rename(staging, self.layout.container(container_id))
-        container = Container(self.layout.container(container_id), record)
-        if name is not None:
             try:
-                self.add_name(container, name, force=force)
-            except UdockerError:
-                self.remove(container, force=True)
+                if name is not None:
+                    self._link_name(container_id, name, force=force)
+                rootfs = os.path.join(staging, "rootfs")
+                os.mkdir(rootfs, 0o755)
+                populate(rootfs)
+                _write_json(os.path.join(staging, CONTAINER_JSON), record)
+                try:
+                    os.rename(staging, target)
+                except OSError as exc:
+                    raise fs.store_error("write", self.layout.containers, exc) from None
+            except BaseException:
+                if name is not None:
+                    self._unlink_name(name, container_id)
                 raise
-        return container
+        return Container(target, record)
 
     def update(self, container, **fields):
         """Change fields of container.json (atomically, under the container's lock)."""
@@ -141,21 +172,47 @@ class ContainerStore:
         return container
 
     def add_name(self, container, name, *, force=False):
+        check_name(name)
+        self._link_name(container.id, name, force=force)
+
+    def _link_name(self, container_id, name, *, force=False):
         from udocker import fs
 
-        check_name(name)
         fs.ensure_dir(self.names_dir)
         link = os.path.join(self.names_dir, name)
         while True:
             try:
-                os.symlink(container.id, link)
+                os.symlink(container_id, link)
                 return
             except FileExistsError:
-                if not force:
+                if not force and not self._stale(link):
                     raise UdockerError(f"container name already in use: {name}",
                                        hint="choose another name or remove it with 'udocker rmname'") from None
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(link)
+            except OSError as exc:
+                raise fs.store_error("write", self.names_dir, exc) from None
+
+    def _stale(self, link):
+        """True when the name `link` points at a container that is neither published nor being created
+        (a create killed between taking the name and publishing). Staging is looked at before the
+        published directory: a create renames the one into the other."""
+        try:
+            container_id = os.readlink(link)
+        except FileNotFoundError:
+            return True
+        if "/" in container_id or container_id.startswith("."):
+            return True
+        for entry in os.listdir(self.layout.tmp):
+            if entry.startswith(_STAGING) and os.path.lexists(os.path.join(self.layout.tmp, entry, container_id)):
+                return False
+        return not os.path.lexists(self.layout.container(container_id))
+
+    def _unlink_name(self, name, container_id):
+        link = os.path.join(self.names_dir, name)
+        with contextlib.suppress(OSError):
+            if os.readlink(link) == container_id:
+                os.unlink(link)
 
     def remove_name(self, name):
         try:
@@ -171,23 +228,31 @@ class ContainerStore:
         self.remove_name(old)
 
     def remove(self, container, *, force=False):
-        """Remove names and directory. A protected container needs unprotect first (or force)."""
+        """Remove directory and names. A protected container needs unprotect first (or force).
+
+        The directory goes first, by one rename into tmp/: a kill at any moment leaves the container
+        whole with its names, or gone with names that point at nothing (reclaimed by add_name())."""
         from udocker import fs
 
         if container.record.get("protected") and not force:
             raise UdockerError(f"container is protected: {container.id}", hint="run 'udocker unprotect' first")
-        for name in self.names_of(container.id):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(os.path.join(self.names_dir, name))
+        names = self.names_of(container.id)
         with fs.scratch_dir(self.layout.tmp, prefix="remove-") as scratch:
+            moved = os.path.join(scratch, container.id)
             try:
-                os.rename(container.dir, os.path.join(scratch, container.id))
+                os.rename(container.dir, moved)
             except FileNotFoundError:
-                return
-            _make_removable(os.path.join(scratch, container.id))
+                moved = None
+            except OSError as exc:
+                raise fs.store_error("remove", container.dir, exc) from None
+            for name in names:
+                self._unlink_name(name, container.id)
+            if moved:
+                _make_removable(moved)
 
 
 CONTAINER_JSON = "container.json"
+_STAGING = "create-"
 _NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$")
 
 
@@ -202,6 +267,13 @@ def check_name(name):
     if not _valid_name(name):
         raise UdockerError(f"invalid container name: {name!r}",
                            hint="use letters, digits, '_', '.' and '-', starting with a letter or digit")
+
+
+def _broken(container_id, reason):
+    error = StoreError(f"container {container_id} is broken: {reason}",
+                       hint=f"remove it with 'udocker rm {container_id}'")
+    error.reason = reason
+    return error
 
 
 def _write_json(path, data):

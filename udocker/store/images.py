@@ -6,10 +6,10 @@ Each entry of index.json's `manifests` carries the full reference in the standar
 
 import json
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Set
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from udocker import fs
-from udocker.errors import NotFound, StoreError, UdockerError
+from udocker.errors import InvalidReference, NotFound, StoreError, UdockerError
 from udocker.oci.descriptor import Descriptor
 from udocker.oci.manifest import Manifest, load_json, parse_index, parse_manifest
 from udocker.paths import Layout
@@ -62,8 +62,8 @@ class ImageStore:
 
         try:
             return self.get(str(parse(text)))
-        except UdockerError:
-            pass
+        except (InvalidReference, NotFound):
+            pass  # an unreadable index.json is an error of its own, not "image not found"
         candidate = text[len("sha256:"):] if text.startswith("sha256:") else text
         if len(candidate) >= 4 and all(c in "0123456789abcdef" for c in candidate):
             found = {}
@@ -141,8 +141,18 @@ class ImageStore:
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
+    def details(self, image: Image, blobs) -> Tuple[Manifest, Dict[str, Any]]:
+        """The image's manifest and configuration; StoreError naming the image when either is broken."""
+        try:
+            manifest = self.manifest(image, blobs)
+            return manifest, self.config(image, blobs)
+        except UdockerError as exc:
+            raise broken(image, exc) from None
+
     def referenced_blobs(self, blobs) -> Set[str]:
-        """Every digest an image needs: its manifest, config and layers, and the index it came from."""
+        """Every digest an image needs: its manifest, config and layers, and the index it came from.
+        Fails closed: an image whose manifest cannot be read raises StoreError naming it (its layers are
+        unknown, so no blob may be called unused)."""
         keep: Set[str] = set()
         for image in self.list():
             keep.add(image.descriptor.digest)
@@ -150,9 +160,15 @@ class ImageStore:
                 keep.add(image.descriptor.annotations[INDEX_DIGEST])
             try:
                 manifest = self.manifest(image, blobs)
-            except UdockerError:
-                continue
+            except UdockerError as exc:
+                error = broken(image, exc)
+                raise StoreError(f"garbage collection stopped: {error.message}", hint=error.hint) from None
             keep.add(manifest.config.digest)
             keep.update(layer.digest for layer in manifest.layers)
         return keep
 
+
+def broken(image: Image, exc: UdockerError) -> StoreError:
+    """The StoreError for an image record that cannot be read: 'image REF is broken: WHY'."""
+    return StoreError(f"image {image.ref} is broken: {exc.message}",
+                      hint=f"remove it with 'udocker rmi {image.ref}' and pull it again")

@@ -5,11 +5,11 @@ import json
 import logging
 import os
 import stat
-from typing import Iterator
+from typing import Callable, Iterator, Sequence
 
 from udocker import fs
 from udocker.config import KEYS, USER_FILE_NAME
-from udocker.errors import StoreError
+from udocker.errors import NotFound, StoreError, UdockerError
 from udocker.paths import FORMAT_VERSION, Layout
 from udocker.store.blobs import BlobStore
 from udocker.store.images import ImageStore
@@ -69,16 +69,62 @@ class Repository:
                        what="the repository"):
             yield
 
-    def collect_garbage(self) -> int:
-        """Delete blobs that no image references; returns how many. Waits for running pulls."""
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Held while garbage is collected: waits for every gc_guard holder (pulls, imports, creates)."""
         with fs.locked(self.layout.lock("repo", "gc"), timeout=self.lock_timeout, what="the repository"):
-            keep = self.images.referenced_blobs(self.blobs)
-            removed = 0
-            for digest in self.blobs.list():
-                if digest not in keep:
-                    self.blobs.remove(digest)
-                    removed += 1
-            return removed
+            yield
+
+    def collect_garbage(self) -> int:
+        """Delete blobs that no image references and unpacked trees that no image and no container uses;
+        returns how many blobs. Waits for running pulls and creates. Fails closed: when an image record
+        cannot be read, nothing is deleted and StoreError names the record."""
+        with self.exclusive():
+            return self._collect()
+
+    def _collect(self) -> int:
+        from udocker.store import garbage
+
+        keep = self.images.referenced_blobs(self.blobs)
+        removed = 0
+        for digest in self.blobs.list():
+            if digest not in keep:
+                self.blobs.remove(digest)
+                removed += 1
+        garbage.collect_unpacked(self)
+        return removed
+
+    def remove_images(self, texts: Sequence[str], *, force: bool = False,
+                      on_removed: Callable[[str], None] = lambda ref: None) -> None:
+        """Untag each image and collect the garbage (rmi). Without `force`, an image that is being unpacked
+        or that a container uses (and no other name keeps) is refused, and a protected one too; with it,
+        they are untagged, but nothing a running create needs is deleted under it."""
+        from udocker.store import garbage
+
+        if not force:
+            for text in texts:
+                with contextlib.suppress(NotFound):  # said in its turn below, after the names before it
+                    garbage.refuse_if_unpacking(self, self.images.find(text))
+        error = None
+        with self.exclusive():
+            try:
+                for text in texts:
+                    found = self.images.find(text)
+                    if not force:
+                        garbage.refuse_if_used(self, found)
+                    elif found.protected:
+                        self.images.set_protected(found.ref, False)
+                    self.images.untag(found.ref)
+                    on_removed(found.ref)
+            except UdockerError as exc:
+                error = exc
+            try:
+                self._collect()  # also for the names removed before one that failed
+            except UdockerError:
+                if error is None:
+                    raise
+        if error is not None:
+            raise error
 
 
 def _warn_if_open(layout: Layout) -> None:
