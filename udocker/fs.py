@@ -32,6 +32,22 @@ def fsync_dir(path: str) -> None:
         os.close(fd)
 
 
+def read_replaced(path: str, *, attempts: int = 10, pause: float = 0.05) -> bytes:
+    """The contents of a file that writers replace with atomic_write(). Raises FileNotFoundError only when it
+    stays missing for attempts x pause seconds: on NFS (silly rename of a busy target) and FUSE file systems
+    (libfuse hides an open target the same way) another node's os.replace is two renames, between which the
+    name is briefly absent."""
+    for attempt in range(attempts):
+        try:
+            with open(path, "rb") as stream:
+                return stream.read()
+        except FileNotFoundError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(pause)
+    raise AssertionError("unreachable")
+
+
 def atomic_write(path: str, data: bytes, *, tmpdir: str, mode: int = 0o644) -> None:
     """Write `data` to a temp file in `tmpdir` (same filesystem as `path`), fsync, then os.replace.
 

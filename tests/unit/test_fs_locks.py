@@ -210,3 +210,19 @@ def test_a_held_lock_is_refreshed_and_the_refresh_thread_ends_with_it(tmp_path, 
             time.sleep(0.05)
         assert time.time() - os.stat(path).st_mtime < 500
     assert "udocker-lock-refresh" not in [thread.name for thread in threading.enumerate()]
+
+
+def test_read_replaced_waits_out_a_replacement_made_of_two_renames(tmp_path):
+    """NFS's silly rename and libfuse's hiding of a busy target make another node's os.replace two renames:
+    the name is absent between them (seen as 'the store index is missing' with two bindfs nodes)."""
+    path = tmp_path / "index.json"
+    path.write_bytes(b"old")
+    os.rename(path, tmp_path / ".hidden")  # the first rename
+    def second_rename():
+        (tmp_path / "new").write_bytes(b"new")
+        os.rename(tmp_path / "new", path)
+
+    threading.Timer(0.15, second_rename).start()
+    assert fs.read_replaced(str(path)) == b"new"
+    with pytest.raises(FileNotFoundError):
+        fs.read_replaced(str(tmp_path / "never"), attempts=3, pause=0.01)

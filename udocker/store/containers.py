@@ -61,8 +61,7 @@ class ContainerStore:
         """The container `container_id`; NotFound if absent, StoreError naming it if its record is broken."""
         directory = self.layout.container(container_id)
         try:
-            with open(os.path.join(directory, CONTAINER_JSON), "rb") as stream:
-                record = json.loads(stream.read())
+            record = json.loads(_read_record(directory))
         except FileNotFoundError:
             if not os.path.isdir(directory):
                 raise NotFound(f"container not found: {container_id}", hint="see 'udocker ps'") from None
@@ -254,6 +253,21 @@ class ContainerStore:
 CONTAINER_JSON = "container.json"
 _STAGING = "create-"
 _NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$")
+
+
+def _read_record(directory):
+    """container.json's bytes; when it is missing from an existing container, read again for a moment (another
+    node's replacement of it may be two renames on NFS or FUSE: fs.read_replaced)."""
+    path = os.path.join(directory, CONTAINER_JSON)
+    try:
+        with open(path, "rb") as stream:
+            return stream.read()
+    except FileNotFoundError:
+        if not os.path.isdir(directory):
+            raise
+    from udocker import fs  # not on the fast path of `run`
+
+    return fs.read_replaced(path)
 
 
 def _valid_name(name):

@@ -36,8 +36,7 @@ class ImageStore:
 
     def _read(self) -> Dict[str, Any]:
         try:
-            with open(self.layout.index_json, "rb") as stream:
-                return load_json(stream.read(), self.layout.index_json)
+            return load_json(fs.read_replaced(self.layout.index_json), self.layout.index_json)
         except FileNotFoundError:
             raise StoreError(f"the store index is missing: {self.layout.index_json}") from None
         except OSError as exc:
