@@ -176,12 +176,11 @@ def inject(spec, config, options, container, environ, *, root="/", warn=lambda l
     on the node that runs the job, never remembered, so another node's driver is never used. `root`: the
     host tree to read (tests); `warn(line)`: where to say that a `setup --nvidia` container runs without."""
     from udocker import inject as injectors
-    from udocker.inject import nvidia as gpu
 
     request = dict(environ)
     request.update(_env_pairs(options.env, environ, "-e"))
     nvidia = injectors.setting(config["nvidia"], options.nvidia, container.record.get("nvidia"), key="nvidia")
-    if options.nvidia is None and container.record.get("nvidia") and not (gpu.driver_present(root) and gpu.gpus(root)):
+    if options.nvidia is None and container.record.get("nvidia") and not injectors.node_has_gpus(root):
         # `setup --nvidia` is often run on a login node of a repository shared by GPU and CPU nodes: on a node
         # without a GPU the container runs without the driver, with a warning (run --nvidia is an error there)
         nvidia = "off"

@@ -57,8 +57,22 @@ def plans(*, nvidia, infiniband, request, image_env, hostmpi="off", root="/"):
 _NVIDIA_DRIVER = ("/proc/driver/nvidia/version", "/dev/nvidiactl")
 
 
+def _driver_files(root):
+    return any(os.path.exists(root.rstrip("/") + path) for path in _NVIDIA_DRIVER)
+
+
+def node_has_gpus(root="/"):
+    """Whether this node has a loaded NVIDIA driver and at least one GPU (the injector is imported only
+    when the driver's files exist)."""
+    if not _driver_files(root):
+        return False
+    from udocker.inject import nvidia as nvidia_injector
+
+    return nvidia_injector.driver_present(root) and bool(nvidia_injector.gpus(root))
+
+
 def _wants_gpus(request, image_env, root):
-    if not any(os.path.exists(root.rstrip("/") + path) for path in _NVIDIA_DRIVER):
+    if not _driver_files(root):
         return False
     from udocker.inject import nvidia as nvidia_injector
 
