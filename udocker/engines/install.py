@@ -304,7 +304,7 @@ def _relocate(staged: str, target: str, manifest: Manifest) -> Dict[str, Dict[st
     lib = os.path.join(target, "lib")
     interp = os.path.join(target, manifest.loader) if manifest.loader else None
     names = [n for n in sorted(manifest.files) if n.startswith("bin/")
-             and (elfpatch.read_elf(os.path.join(staged, n)) or _NOT_ELF).interp]
+             and getattr(elfpatch.read_elf(os.path.join(staged, n)), "interp", None)]
     if not names:
         return {}
     tool = _patchelf(staged, manifest)
@@ -319,13 +319,6 @@ def _relocate(staged: str, target: str, manifest: Manifest) -> Dict[str, Dict[st
         record[name] = {"interpreter": interp, "rpath": args[-1], "bundle_sha256": manifest.files[name],
                         "sha256": sha256_file(os.path.join(staged, name))}
     return record
-
-
-class _NotElf:
-    interp = None
-
-
-_NOT_ELF = _NotElf()
 
 
 def _patchelf(staged: str, manifest: Manifest) -> List[str]:
