@@ -37,15 +37,12 @@ def read_replaced(path: str, *, attempts: int = 10, pause: float = 0.05) -> byte
     stays missing for attempts x pause seconds: on NFS (silly rename of a busy target) and FUSE file systems
     (libfuse hides an open target the same way) another node's os.replace is two renames, between which the
     name is briefly absent."""
-    for attempt in range(attempts):
-        try:
-            with open(path, "rb") as stream:
-                return stream.read()
-        except FileNotFoundError:
-            if attempt == attempts - 1:
-                raise
-            time.sleep(pause)
-    raise AssertionError("unreachable")
+    for _ in range(attempts - 1):
+        with contextlib.suppress(FileNotFoundError), open(path, "rb") as stream:
+            return stream.read()
+        time.sleep(pause)
+    with open(path, "rb") as stream:
+        return stream.read()
 
 
 def atomic_write(path: str, data: bytes, *, tmpdir: str, mode: int = 0o644) -> None:
