@@ -68,6 +68,11 @@ class Layout:
         return os.path.join(self.containers, container_id)
 
     @property
+    def unpacked(self) -> str:
+        """Images' layers applied once, shared by their containers: unpacked/<manifest hex>/."""
+        return os.path.join(self.topdir, "unpacked")
+
+    @property
     def engines(self) -> str:
         return os.path.join(self.topdir, "engines")
 

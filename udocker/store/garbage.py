@@ -12,7 +12,6 @@ import os
 from udocker import fs
 from udocker.errors import LockTimeout, UdockerError
 from udocker.store.containers import ContainerStore, _make_removable
-from udocker.store.rootfs import unpacked_dir
 
 _HEX = frozenset("0123456789abcdef")
 
@@ -44,7 +43,7 @@ def refuse_if_used(repo, image):
 def collect_unpacked(repo):
     """Remove the unpacked trees no image and no container uses. A broken container record might use
     any of them: then none is removed."""
-    top = os.path.dirname(unpacked_dir(repo.layout, "sha256:" + "0" * 64))
+    top = repo.layout.unpacked
     try:
         trees = [name for name in os.listdir(top) if len(name) == 64 and set(name) <= _HEX]
     except FileNotFoundError:

@@ -36,7 +36,7 @@ _NOT_COPYABLE = (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errn
 
 
 def unpacked_dir(layout, manifest_digest):
-    return os.path.join(layout.topdir, "unpacked", manifest_digest.split(":", 1)[1])
+    return os.path.join(layout.unpacked, manifest_digest.split(":", 1)[1])
 
 
 def ensure_unpacked(repo, manifest, manifest_digest, *, on_notice=None):
