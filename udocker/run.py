@@ -366,12 +366,12 @@ def _engine(config, layout, containers, container):
         mode = prepared or modes.auto_mode(config, layout, container)
     engine = modes.get_engine(mode, config, layout)
     if isinstance(container, _Located):
-        modes.probe(engine, mode, container)
+        engine.probe(mode, container)
         engine.prepare(container, mode)
     elif prepared != mode:
         # once per mode switch (a prepared container has shown the mode works here), before the previous
         # mode is undone: a mode that cannot run this container (fakechroot: too old a glibc) changes nothing
-        modes.probe(engine, mode, container)
+        engine.probe(mode, container)
         prepare(config, layout, containers, container, mode, engine)
     elif mode in engine.prepare_each_run:
         prepare(config, layout, containers, container, mode, engine)

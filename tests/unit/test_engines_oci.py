@@ -140,7 +140,7 @@ def test_mode_table_errors(tmp_path):
 def test_auto_mode_order_and_reasons(tmp_path, monkeypatch):
     tried = []
 
-    def probe(self, mode):
+    def probe(self, mode, container=None):
         tried.append(mode)
         if mode != "P2":
             raise EngineUnavailable(f"no {mode}")

@@ -58,7 +58,7 @@ def test_old_glibc_container_is_refused_in_one_line(old, tmp_path, mode):
 
 
 def _refuse_r_and_p(monkeypatch, tried):
-    def probe(self, mode):
+    def probe(self, mode, container=None):
         tried.append(mode)
         raise EngineUnavailable(f"no {mode}")
 
@@ -81,8 +81,8 @@ def test_auto_mode_never_chooses_fakechroot_for_an_old_glibc(old, tmp_path, monk
 def test_auto_mode_inspects_the_container_only_when_it_reaches_fakechroot(old, tmp_path, monkeypatch):
     inspected = []
     monkeypatch.setattr(FakechrootEngine, "_inspect", lambda self, container: inspected.append(container))
-    monkeypatch.setattr("udocker.engines.proot.ProotEngine.probe", lambda self, mode: None)
-    monkeypatch.setattr(ocirt.OciEngine, "probe", lambda self, mode: None)
+    monkeypatch.setattr("udocker.engines.proot.ProotEngine.probe", lambda self, mode, container=None: None)
+    monkeypatch.setattr(ocirt.OciEngine, "probe", lambda self, mode, container=None: None)
     layout = Layout(str(tmp_path / "udocker"))
     assert modes.auto_mode({"oci_runtime": "runc"}, layout, old) == "R1"
     assert inspected == []

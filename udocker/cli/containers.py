@@ -182,7 +182,7 @@ def setup(state, execmode, force, purge, fixperm, nvidia, container):
     if execmode:
         mode = execmode.upper()
         engine = modes.get_engine(mode, config, layout)
-        modes.probe(engine, mode, found)  # before anything changes: a refused mode is not recorded
+        engine.probe(mode, found)  # before anything changes: a refused mode is not recorded
         if force:
             containers.update(found, prepared=None)
         containers.update(found, mode=mode)

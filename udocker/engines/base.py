@@ -1,8 +1,8 @@
 """The Engine contract. Every engine (proot, fakechroot, runc, crun) implements it.
 
 Life cycle, driven by run.py and `udocker setup`:
-  probe(mode)            -> None, or raises EngineUnavailable saying why the mode cannot run on this host;
-                            engines with probes_container also take probe(mode, container) (modes.probe)
+  probe(mode, container=None) -> None, or raises EngineUnavailable saying why the mode cannot run on this
+                            host (or, given a container, run that container: fakechroot checks its glibc)
   prepare(container, mode)   changes the container so that `mode` can run it (idempotent; e.g. F3 patches
                              ELF interpreters, R modes write an OCI bundle); records what it changed under
                              container_dir/engine/<name>/ so that unprepare() can restore it exactly
@@ -52,15 +52,15 @@ class Engine:
     name = ""
     modes = ()
     prepare_each_run = ()  # modes whose prepare() must run before every run (F4 patches new programs)
-    probes_container = False  # True: probe(mode, container) also checks that the mode suits this container
 
     def __init__(self, config, layout):
         self.config = config
         self.layout = layout
 
-    def probe(self, mode):
+    def probe(self, mode, container=None):
         """Raise EngineUnavailable(reason) if `mode` cannot run here (binary missing, no user namespaces,
-        ptrace or seccomp blocked...). Cheap: may run the engine once on an empty command."""
+        ptrace or seccomp blocked...), or cannot run `container` when one is given and the engine depends on
+        its contents. Cheap: may run the engine once on an empty command."""
         raise NotImplementedError
 
     def prepare(self, container, mode):

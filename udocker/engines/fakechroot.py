@@ -64,7 +64,6 @@ class FakechrootEngine(Engine):
     name = "fakechroot"
     modes = MODES
     prepare_each_run = ("F4",)
-    probes_container = True
 
     # --- probe -------------------------------------------------------------------------------------------
 

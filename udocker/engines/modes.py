@@ -91,15 +91,6 @@ def probe_all(config, layout, modes=AUTO_ORDER):
     return results
 
 
-def probe(engine, mode, container=None):
-    """engine.probe(mode), given the container too when there is one and the engine checks containers
-    (fakechroot: the container's loader and glibc must suit libfakechroot.so)."""
-    if container is not None and engine.probes_container:
-        engine.probe(mode, container)
-    else:
-        engine.probe(mode)
-
-
 def auto_mode(config, layout, container=None):
     """The first mode of AUTO_ORDER whose probe passes, for `container` when given (an engine that checks
     containers looks at it only when its mode is reached, after R1/P1/P2 failed); EngineUnavailable listing
@@ -107,7 +98,7 @@ def auto_mode(config, layout, container=None):
     reasons = {}
     for mode in AUTO_ORDER:
         try:
-            probe(get_engine(mode, config, layout), mode, container)
+            get_engine(mode, config, layout).probe(mode, container)
         except EngineUnavailable as error:
             reasons.setdefault(error.message, []).append(mode)
             continue

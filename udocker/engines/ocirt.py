@@ -85,7 +85,7 @@ class OciEngine(Engine):
         """Why this runtime refuses this host although user namespaces work, or None (crun: hybrid cgroups)."""
         return None
 
-    def probe(self, mode):
+    def probe(self, mode, container=None):
         if mode not in self.modes:
             raise EngineUnavailable(f"{self.name} cannot run mode {mode}")
         binary = self.binary()

@@ -82,7 +82,7 @@ class ProotEngine(Engine):
 
         return find("proot", self.layout)
 
-    def probe(self, mode):
+    def probe(self, mode, container=None):
         binary = self.binary()
         key = (binary, mode)
         if key not in _PROBES:
