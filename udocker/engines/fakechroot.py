@@ -323,12 +323,11 @@ def missing_versions(library, libc):
 def check_glibc(library, libc):
     """Raise EngineUnavailable, naming the container's glibc and the minimum, when the container's `libc`
     lacks a GLIBC_x version that `library` (libfakechroot.so) needs."""
-    defined, needed = glibc_versions(libc), glibc_versions(library)
-    if set(needed) <= set(defined):
+    if not missing_versions(library, libc):
         return
-    have = defined[-1][len("GLIBC_"):] if defined else "(of unknown version)"
+    have = glibc_version(libc) or "(of unknown version)"  # the failure path: both files are read again
     raise EngineUnavailable(f"the container's glibc {have} is older than {os.path.basename(library)} needs "
-                            f"(glibc {needed[-1][len('GLIBC_'):]} or newer)",
+                            f"(glibc {glibc_version(library)} or newer)",
                             hint="use a P or R mode (setup --execmode=P1), or put a libfakechroot.so built for "
                             "an older glibc in $UDOCKER_DIR/engines/lib/fakechroot/")
 
