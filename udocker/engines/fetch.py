@@ -23,8 +23,9 @@ def is_url(text: str) -> bool:
 def _check_url(url: str) -> None:
     from udocker.config import url_problem
 
-    if not is_url(url) or not re.match(r"^https?://[^/\s]+", url) or url_problem(url):
-        raise UsageError(f"not an http(s) URL: {url}" + (f" ({url_problem(url)})" if is_url(url) else ""),
+    problem = url_problem(url)  # scheme, host, port: what registries and mirrors are checked for
+    if problem or not is_url(url):
+        raise UsageError(f"not an http(s) URL: {url}" + (f" ({problem})" if problem and is_url(url) else ""),
                          hint="engines_url and --from take http:// or https:// URLs")
 
 
