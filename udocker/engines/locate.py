@@ -79,11 +79,6 @@ def _install_wheel(layout, config) -> bool:
     return True
 
 
-def search_dirs(layout, environ):
-    """Directories searched for engine executables, in order (after a configured path)."""
-    return [os.path.join(layout.engines, "bin")] + [d for d in environ.get("PATH", os.defpath).split(":") if d]
-
-
 def locate(name: str, layout, environ: dict[str, str] | None = None, *, config=None) -> Found:
     """Where executable `name` is and which rule found it; raises EngineUnavailable naming what was searched.
     A configured path that is not an executable file is an error, never skipped silently."""
@@ -98,7 +93,7 @@ def locate(name: str, layout, environ: dict[str, str] | None = None, *, config=N
     path = os.path.join(layout.engines, "bin", name)
     if _executable(path) or (_install_wheel(layout, config) and _executable(path)):
         return Found(path, ENGINES_FOLDER)
-    for directory in search_dirs(layout, environ)[1:]:
+    for directory in (d for d in environ.get("PATH", os.defpath).split(":") if d):
         path = os.path.join(directory, name)
         if _executable(path):
             return Found(path, PATH)
