@@ -73,3 +73,29 @@ def test_warns_once_when_the_repository_is_open(udocker):
     assert "warning: " in udocker("images").stderr
     os.chmod(udocker.repo, 0o700)
     assert udocker("images").stderr == ""
+
+
+@pytest.fixture
+def umask_002():
+    old = os.umask(0o002)  # a common umask on clusters with group project directories
+    yield
+    os.umask(old)
+
+
+def test_umask_002_leaves_nothing_group_writable(udocker, debian_image, tmp_path,
+                                                                           umask_002):
+    """udocker's files and the program's ignore a permissive umask in every mode (docker's umask 022)."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    assert udocker("-q", "pull", debian_image.ref, timeout=300).returncode == 0
+    for mode in ("P1", "R1", "F3"):
+        assert udocker("create", f"--name={mode}", debian_image.ref).returncode == 0
+        setup = udocker("setup", f"--execmode={mode}", mode, timeout=300)
+        if setup.returncode != 0:
+            assert setup.stderr.startswith("error: "), setup.stderr
+            continue
+        ran = udocker("run", "-v", f"{shared}:/data", mode, "/bin/sh", "-c", f"touch /data/{mode}", timeout=300)
+        assert ran.returncode == 0, ran.stderr
+        assert _mode(shared / mode) == 0o644, mode  # as runc in R1: the program's umask is 022 too
+    assert udocker("rm", "P1").returncode == 0
+    assert _writable_by_others(udocker.repo) == []

@@ -35,8 +35,16 @@ def split_general(args):
     return general, index
 
 
+def private_umask():
+    """Group and others never get write permission on what udocker or the container's program creates (the
+    repository stays private under a umask of 002): docker's rule, a container's processes run with umask
+    022 unless the user's is stricter. Read and set at once while the process has a single thread."""
+    os.umask(os.umask(0o022) | 0o022)
+
+
 def main(argv=None):
     args = sys.argv[1:] if argv is None else list(argv)
+    private_umask()
     general, index = split_general(args)
     if index is not None and index < len(args) and args[index] == "run":
         from udocker.cli.run import main as run_main
