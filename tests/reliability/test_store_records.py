@@ -130,10 +130,12 @@ def test_rmi_collects_unpacked_trees_no_image_and_no_container_uses(udocker, ima
     assert _unpacked(udocker) == [bpushed.digest[7:]]
     ok(udocker("rmi", "-f", busybox))  # container b still uses the tree
     assert _unpacked(udocker) == [bpushed.digest[7:]]
-    ok(udocker("rm", "b"))
-    ok(udocker("-q", "pull", layers))
-    ok(udocker("rmi", layers))
+    ok(udocker("rm", "b"))  # the last user of a tree whose image is gone: rm collects it
     assert _unpacked(udocker) == []
+    ok(udocker("-q", "pull", layers))
+    ok(udocker("create", "--name=l2", layers))
+    ok(udocker("rm", "l2"))  # its image is still there: the tree stays for the next create
+    assert _unpacked(udocker) == [lpushed.digest[7:]]
     assert os.listdir(os.path.join(udocker.repo, "tmp")) in ([], [".lock"])
 
 

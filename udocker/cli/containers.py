@@ -78,11 +78,16 @@ def ps(state, mode, size, platform, as_json):
 @click.pass_obj
 def rm(state, force, names):
     """Remove containers."""
-    containers = _store(state)
+    from udocker.store import garbage
+    from udocker.store.containers import ContainerStore
+
+    repo = state.repository()
+    containers = ContainerStore(repo.layout, state.config["lock_timeout"])
     for text in names:
         container = containers.find(text, broken=True)
         containers.remove(container, force=force)
         click.echo(container.id)
+        garbage.collect_orphan_tree(repo, container.record.get("manifest"))
 
 
 @click.command()

@@ -60,6 +60,18 @@ def collect_unpacked(repo):
             _remove_tree(repo, os.path.join(top, name))
 
 
+def collect_orphan_tree(repo, digest):
+    """After `rm`: collect the unpacked trees now unused when the removed container's image is gone (rmi -f
+    left its tree to the container). Skipped while anything holds the repository: the next rmi collects."""
+    if not digest or any(image.descriptor.digest == digest for image in repo.images.list()):
+        return
+    try:
+        with fs.locked(repo.layout.lock("repo", "gc"), timeout=0):
+            collect_unpacked(repo)
+    except LockTimeout:
+        return
+
+
 def _remove_tree(repo, path):
     """Rename the tree into tmp/ (atomic: it is whole or gone), then delete it there."""
     with fs.scratch_dir(repo.layout.tmp, prefix="remove-") as scratch:
