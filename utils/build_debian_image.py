@@ -2,6 +2,9 @@
 """Build the Debian 12 test image with debootstrap and save it as an OCI image layout tarball (stdlib only).
 
 As root: `python3 utils/build_debian_image.py [ARCHIVE] [--include PKG,...] [--mirror URL] [--force]`
+(a package named `pip:REQUIREMENT`, e.g. `pip:deepaas==2.6.0`, is installed from PyPI by this Python's pip into
+the image's /usr/local/lib/python3.X/dist-packages, with its console scripts in /usr/local/bin; it needs the
+image's python3 to be this one's version: run the script with Debian 12's /usr/bin/python3)
 (default ARCHIVE: /opt/udocker-ci/images/debian12.tar). The image has two gzip layers:
 
   layer 1  `debootstrap --variant=minbase bookworm` (plus --include packages): numeric owners, modes, hard links
@@ -20,6 +23,7 @@ push_archive() pushes the archive to a registry, streaming each blob from inside
 """
 
 import argparse
+import configparser
 import datetime
 import fnmatch
 import glob
@@ -171,6 +175,38 @@ def debootstrap(rootfs: str, *, mirror: str, include: Sequence[str]) -> None:
     if result.returncode:
         sys.stderr.write(result.stdout[-4000:])
         raise SystemExit(f"build_debian_image: debootstrap failed with status {result.returncode}")
+
+
+def pip_install(rootfs: str, requirements: Sequence[str]) -> None:
+    """Install `requirements` with this Python's pip into the image's dist-packages; console scripts start the
+    image's /usr/bin/python3 (pip's own would name this interpreter)."""
+    version = f"python{sys.version_info[0]}.{sys.version_info[1]}"
+    if not os.path.exists(os.path.join(rootfs, "usr", "bin", version)):
+        raise SystemExit(f"build_debian_image: pip packages need {version} in the image (--include python3)")
+    target = os.path.join(rootfs, "usr", "local", "lib", version, "dist-packages")
+    command = [sys.executable, "-m", "pip", "install", "--disable-pip-version-check", "--no-compile",
+               "--no-warn-script-location", "--target", target, *requirements]
+    print("build_debian_image: pip install " + " ".join(requirements), file=sys.stderr)
+    result = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if result.returncode:
+        sys.stderr.write(result.stdout[-4000:])
+        raise SystemExit(f"build_debian_image: pip failed with status {result.returncode}")
+    shutil.rmtree(os.path.join(target, "bin"), ignore_errors=True)
+    for entry_points in sorted(glob.glob(os.path.join(target, "*.dist-info", "entry_points.txt"))):
+        parser = configparser.RawConfigParser()
+        parser.optionxform = str
+        parser.read(entry_points, encoding="utf-8")
+        if parser.has_section("console_scripts"):
+            for name, value in parser.items("console_scripts"):
+                _console_script(os.path.join(rootfs, "usr", "local", "bin", name), value.split()[0])
+
+
+def _console_script(path: str, entry: str) -> None:
+    module, _, attribute = entry.partition(":")
+    with open(path, "w", encoding="utf-8") as stream:
+        stream.write(f"#!/usr/bin/python3\nimport sys\nfrom {module} import {attribute.partition('.')[0]}\n\n"
+                     f"if __name__ == '__main__':\n    sys.exit({attribute}())\n")
+    os.chmod(path, 0o755)
 
 
 def tidy(rootfs: str) -> None:
@@ -350,9 +386,12 @@ def build(archive: str, *, include: Sequence[str], mirror: str) -> dict:
     try:
         start = time.monotonic()
         rootfs = os.path.join(work, "rootfs")
-        debootstrap(rootfs, mirror=mirror, include=include)
+        debootstrap(rootfs, mirror=mirror, include=[name for name in include if not name.startswith("pip:")])
         bootstrapped = time.monotonic()
         tidy(rootfs)
+        pips = [name[4:] for name in include if name.startswith("pip:")]
+        if pips:
+            pip_install(rootfs, pips)
         info = make_layout(rootfs, os.path.join(work, "layout"), include=include)
         partial = os.path.join(work, "archive.tar")
         tar_layout(os.path.join(work, "layout"), partial)
@@ -428,7 +467,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description="Build the Debian 12 test image (as root) into an OCI layout "
                                                  "tarball, or push such a tarball to a registry.")
     parser.add_argument("archive", nargs="?", default=DEFAULT_ARCHIVE, help=f"default {DEFAULT_ARCHIVE}")
-    parser.add_argument("--include", default="", metavar="PKG,...", help="extra Debian packages (e.g. openmpi-bin)")
+    parser.add_argument("--include", default="", metavar="PKG,...", help="extra Debian packages (e.g. openmpi-bin), "
+                        "and pip:REQUIREMENT for Python packages from PyPI")
     parser.add_argument("--mirror", help="the Debian archive (default: the one apt uses for bookworm)")
     parser.add_argument("--force", action="store_true", help="rebuild even when the archive is up to date")
     parser.add_argument("--push", metavar="HOST:PORT", help="push the archive (building it if needed) to this "
