@@ -306,3 +306,71 @@ def test_the_program_gets_sigpipe_and_sigxfsz_at_their_defaults(container):
     assert result.returncode == 0, result.stderr
     ignored = int(result.stdout.split()[1], 16)
     assert ignored & (1 << (signal.SIGPIPE - 1) | 1 << (signal.SIGXFSZ - 1)) == 0, result.stdout
+
+
+# --- the DEEPaaS case (issue 8, item 3): a real DEEPaaS API (PyPI's deepaas in a Debian 12 image with
+# python3, built by .ci/run) serving its test model, stopped by SIGTERM to `udocker run` in P1 and R1.
+
+DEEPAAS_ENV = "UDOCKER_TEST_DEEPAAS"
+
+
+@pytest.fixture(scope="module")
+def deepaas_image(repo):
+    archive = os.environ.get(DEEPAAS_ENV)
+    if not archive:
+        if os.environ.get("CI"):
+            pytest.fail(f"{DEEPAAS_ENV} is not set: .ci/run should have built the DEEPaaS image")
+        pytest.skip(f"no DEEPaaS test image ({DEEPAAS_ENV})")
+    loaded = repo("-q", "load", "-i", archive, "test/deepaas")
+    assert loaded.returncode == 0, loaded.stderr
+    return "test/deepaas:12"
+
+
+@pytest.fixture(scope="module", params=["P1", "R1"])
+def deepaas(request, repo, deepaas_image):
+    name = f"deepaas-{request.param.lower()}"
+    assert repo("create", f"--name={name}", deepaas_image).returncode == 0
+    setup = repo("setup", f"--execmode={request.param}", name)
+    assert setup.returncode == 0, setup.stderr
+    return repo, name
+
+
+def _free_port():
+    import socket
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        return listener.getsockname()[1]
+
+
+def _answers(url):
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def test_a_deepaas_api_stops_gracefully_on_sigterm(deepaas, tmp_path):
+    """DEEPaaS's main process, its multiprocessing resource tracker and its spawned worker all end on one
+    SIGTERM, well within a stop_timeout of 60 s (P1 used to keep the main process until the watchdog's
+    SIGKILL), and nothing of the container is left."""
+    port = _free_port()
+    run = Run(deepaas, tmp_path, ["deepaas-run", "--listen-ip", "127.0.0.1", "--listen-port", str(port)],
+              env={"UDOCKER_STOP_TIMEOUT": "60"})
+    try:
+        if not _until(lambda: run.process.poll() is not None or _answers(f"http://127.0.0.1:{port}/v2/models/"),
+                      120) or run.process.poll() is not None:
+            pytest.fail(f"the DEEPaaS API did not answer: {run.stderr()[-2000:]}")
+        processes = len(_marked(run.token))
+        os.kill(run.process.pid, signal.SIGTERM)
+        status = run.wait(30)
+        assert status is not None, f"still running 30 s after SIGTERM: {run.stderr()[-2000:]}"
+        assert status == 0, run.stderr()[-2000:]
+        assert processes >= 3  # the main process, the resource tracker, the worker (and the supervisor)
+        assert run.leftovers() is True, [(p, _comm(p)) for p in _marked(run.token)]
+        assert not _answers(f"http://127.0.0.1:{port}/v2/models/")
+    finally:
+        run.stop()

@@ -8,7 +8,7 @@ Command line (P1; P2 adds PROOT_NO_SECCOMP=1 to the environment):
     proot {-0 | -i UID:GID} -r ROOTFS -w CWD [-b HOST:GUEST ...] PROGRAM ARGS...
 - `-0` emulates root when the spec asks for uid 0, `-i` shows another identity; real ownership never changes.
 - Signals: PRoot sets SIGTERM, SIGINT and SIGHUP to "ignore" (PRoot's tracee/event.c), so the Launch has
-  signal_depth 1: udocker's supervisor (supervisor.py) sends them to every process below PRoot, and kills
+  signal_depth 1: udocker's supervisor (supervisor.py) sends them to PRoot's first tracee, the program, and kills
   whatever is left after the grace period `stop_timeout`, also when `udocker run` is killed. (The engine used
   to run under GNU `timeout -k 10 0`, which signalled its process group, but died with `udocker run`.)
 - Read-only mounts: PRoot has no read-only binds. A read-only mount of a file the caller neither owns nor

@@ -26,9 +26,9 @@ The same in every mode. The alternatives, and why not:
 Where signals go: F modes run the program itself as the engine, and runc (R modes) forwards them to the
 container's first process (in R2/R3 the kit's `timeout`, which passes them past PRoot to its process group):
 S signals the engine. PRoot (P modes, Launch.signal_depth 1) ignores SIGTERM, SIGINT and SIGHUP: S signals
-every process below it at once, as the former wrapper `timeout -k 10 0` signalled its process group. Only the
-program, as docker and runc do, was tried and left busybox ash in `wait` (sigsuspend) under PRoot: the handled
-signal did not end the wait; a child's exit does.
+the program, PRoot's first tracee, as docker and runc signal a container's first process. Not every process:
+a service that stops its workers itself (DEEPaaS: aiohttp with a multiprocessing pool) hangs in its shutdown
+when its workers die under it at the same moment, until the stop timeout kills it.
 
 Without a terminal the engine gets a process group of its own, so that a terminal's ^C reaches it once,
 through S. With a terminal (Launch on a tty) it stays in the terminal's foreground group, which the terminal
@@ -201,8 +201,8 @@ class _Supervisor:
             return
         if self.depth == 0:
             targets = [self.pid]
-        else:  # every process below PRoot, as its former wrapper `timeout` signalled its process group
-            targets = [p for p in _below(_tree(), os.getpid()) if p != self.pid]
+        else:  # the program: PRoot's first tracee, PRoot's child
+            targets = _tree().get(self.pid, [])
             if not targets:
                 return
         for number in self.pending:
