@@ -47,9 +47,10 @@ import os
 from udocker.engines import elfpatch
 from udocker.engines.base import Engine, Launch, resolve
 from udocker.engines.common import search_path
+from udocker.engines.modetable import engine_modes
 from udocker.errors import EngineError, EngineUnavailable
 
-MODES = ("F1", "F2", "F3", "F4")
+MODES = engine_modes("fakechroot")
 LIBFAKECHROOT = "fakechroot/libfakechroot.so"
 EXCLUDED = ("/dev", "/proc", "/sys")
 # glibc's built-in search directories after ld.so.conf (ld.so(8)); only those present in the rootfs count.

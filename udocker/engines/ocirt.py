@@ -34,6 +34,7 @@ import os
 
 from udocker.engines.base import Engine, Launch
 from udocker.engines.common import DEFAULT_PATH, find_program, taskset_prefix, userns_unavailable
+from udocker.engines.modetable import engine_modes
 from udocker.errors import EngineError, EngineUnavailable
 
 KIT = "/.udocker"  # where R2/R3 see the PRoot kit
@@ -73,7 +74,7 @@ def bind(source, target, *, readonly=False):
 class OciEngine(Engine):
     """Shared by RuncEngine and CrunEngine: they set `name` (also the executable) and may add global options."""
 
-    modes = ("R1", "R2", "R3")
+    modes = engine_modes("oci")
     global_options = ()
 
     def binary(self):

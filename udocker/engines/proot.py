@@ -28,6 +28,7 @@ import os
 
 from udocker.engines.base import Engine, Launch
 from udocker.engines.common import find_program, ptrace_blocked, taskset_prefix, userns_unavailable
+from udocker.engines.modetable import engine_modes
 from udocker.errors import EngineError, EngineUnavailable
 
 _PROBES = {}  # (binary, mode) -> None or EngineUnavailable: probes run once per process
@@ -50,7 +51,7 @@ def check_readonly(mount, engine):
 
 class ProotEngine(Engine):
     name = "proot"
-    modes = ("P1", "P2")
+    modes = engine_modes("proot")
 
     def binary(self):
         from udocker.engines.locate import find
