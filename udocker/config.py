@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 
+from udocker.engines.modetable import NAMES as MODE_NAMES
 from udocker.errors import ConfigError
 
 SYSTEM_FILE = "/etc/udocker.conf"
@@ -56,7 +57,7 @@ KEYS: dict[str, Key] = {
     "default_execution_mode": Key("auto", "str",
                                   "engine mode for new containers: auto, P1, P2, F1-F4, R1-R3"
                                   " (UDOCKER_DEFAULT_EXECUTION_MODE)",
-                                  choices=("auto", "P1", "P2", "F1", "F2", "F3", "F4", "R1", "R2", "R3")),
+                                  choices=("auto", *MODE_NAMES)),
     "nvidia": Key("auto", "switch", "inject the host's NVIDIA driver: auto (when the node has a driver and the job was"
                                  " given GPUs), on, off; run --nvidia / --no-nvidia win (UDOCKER_NVIDIA)"),
     "infiniband": Key("auto", "switch", "make Infiniband/RDMA devices and libraries visible: auto (when the node has"

@@ -8,7 +8,8 @@ import os
 import shutil
 import subprocess
 
-MODES = ("P1", "P2", "F1", "F2", "F3", "F4", "R1", "R2", "R3")
+from udocker.engines import common
+
 # Yama ptrace_scope (Documentation/admin-guide/LSM/Yama.rst): PRoot traces its own children, which scopes 0
 # and 1 allow; 2 needs CAP_SYS_PTRACE, 3 forbids ptrace altogether.
 _PTRACE_SCOPES = {0: "classic", 1: "restricted (descendants only)", 2: "admin-only", 3: "no attach"}
@@ -22,11 +23,6 @@ def _read(path):
         return None
 
 
-def _int(path):
-    text = _read(path)
-    return int(text) if text is not None and text.lstrip("-").isdigit() else None
-
-
 def architecture():
     from udocker.oci import platform
 
@@ -38,26 +34,28 @@ def kernel():
     return {"system": uname.sysname, "release": uname.release, "version": uname.version}
 
 
-def user_namespaces(*, try_unshare=True):
-    """max_user_namespaces, Debian's unprivileged_userns_clone (None where the kernel lacks it), and whether
-    `unshare -U true` works for this user (None when unshare is not installed)."""
-    works = None
+def user_namespaces():
+    """Whether this user can create a user namespace (the probe the R modes use: engines/common.py), whether
+    `unshare -U true` works (None when unshare is not installed), max_user_namespaces and Debian's
+    unprivileged_userns_clone (None where the kernel lacks it)."""
+    return {"available": common.userns_unavailable() is None, "unshare_works": _unshare_works(),
+            "max_user_namespaces": common.read_int(common.MAX_USERNS),
+            "unprivileged_userns_clone": common.read_int(common.USERNS_CLONE)}
+
+
+def _unshare_works():
     unshare = shutil.which("unshare")
-    if try_unshare and unshare:
-        try:
-            works = subprocess.run([unshare, "-U", "true"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.DEVNULL, timeout=10, check=False).returncode == 0
-        except (OSError, subprocess.TimeoutExpired):
-            works = False
-    maximum = _int("/proc/sys/user/max_user_namespaces")
-    clone = _int("/proc/sys/kernel/unprivileged_userns_clone")
-    available = works if works is not None else bool(maximum) and clone != 0
-    return {"available": available, "unshare_works": works, "max_user_namespaces": maximum,
-            "unprivileged_userns_clone": clone}
+    if not unshare:
+        return None
+    try:
+        return subprocess.run([unshare, "-U", "true"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, timeout=10, check=False).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
 
 
 def ptrace():
-    scope = _int("/proc/sys/kernel/yama/ptrace_scope")
+    scope = common.read_int(common.PTRACE_SCOPE)
     return {"available": scope is None or scope <= 1, "yama_ptrace_scope": scope,
             "meaning": _PTRACE_SCOPES.get(scope, "no Yama: classic") if scope is not None else "no Yama: classic"}
 
@@ -78,18 +76,17 @@ def seccomp():
 
 def modes(config, layout):
     """{mode: {"status": "yes" | "no" | "unknown", "reason": text}} from each engine's probe()."""
-    from udocker.engines import modes as engine_modes
+    from udocker.engines import report
     from udocker.errors import UdockerError
 
     found = {}
-    for mode in MODES:
-        try:
-            engine_modes.get_engine(mode, config, layout).probe(mode)
+    for mode, error in report.probe_modes(config, layout).items():
+        if error is None:
             found[mode] = {"status": "yes", "reason": ""}
-        except UdockerError as exc:
-            found[mode] = {"status": "no", "reason": exc.message}
-        except Exception as exc:  # a probe's bug must not hide the rest of the report
-            found[mode] = {"status": "unknown", "reason": f"{type(exc).__name__}: {exc}"}
+        elif isinstance(error, UdockerError):
+            found[mode] = {"status": "no", "reason": error.message}
+        else:  # a probe's bug must not hide the rest of the report
+            found[mode] = {"status": "unknown", "reason": f"{type(error).__name__}: {error}"}
     return found
 
 

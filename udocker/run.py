@@ -5,12 +5,12 @@ running an existing container needs (no requests, click, yaml unless a config fi
 import os
 
 from udocker.engines.base import resolve
+from udocker.engines.common import DEFAULT_PATH
 from udocker.errors import ProgramNotExecutable, ProgramNotFound, UdockerError, UsageError
 from udocker.runopts import _cpuset, check_devices, check_ports, parse_volume, resolve_user  # noqa: F401 - API
 from udocker.runspec import Mount, RunSpec
 
 SYSTEM_MOUNTS = ("/dev", "/proc", "/sys", "/etc/resolv.conf", "/etc/host.conf", "/etc/hosts")
-DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # Variables of the batch system and of MPI launchers that reach the program without --hostenv, so that
 # `srun udocker run ...` and `mpirun udocker run ...` work unchanged: the task's rank, the job's ids, the
 # PMI/PMIx rendezvous (server addresses, namespaces, ranks) and Open MPI's per-process settings. The image's

@@ -86,7 +86,7 @@ def test_bind_mount_read_only(setup, tmp_path):
     if mode.startswith("P"):
         # PRoot has no read-only binds: a private mount namespace makes the source read-only where user
         # namespaces work; elsewhere the mount is refused rather than mounted writable
-        from udocker.engines.ocirt import userns_unavailable
+        from udocker.engines.common import userns_unavailable
 
         if userns_unavailable() is not None:
             with pytest.raises(EngineError, match="cannot make a bind mount read-only"):

@@ -78,7 +78,6 @@ def test_run_help_lists_the_injection_options(udocker):
 
 @pytest.mark.skipif(os.path.exists("/dev/nvidiactl"), reason="this node has an NVIDIA driver")
 def test_run_nvidia_without_a_driver_fails_clearly(udocker, tmp_path):
-    pytest.importorskip("udocker.engines.modes", reason="the engines have not landed")
     rootfs = tmp_path / "rootfs"
     (rootfs / "bin").mkdir(parents=True)
     (rootfs / "bin" / "true").write_text("#!/bin/sh\n")  # found, so that the driver check decides

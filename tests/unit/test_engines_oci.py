@@ -7,6 +7,7 @@ import pytest
 
 from tests.fixtures.rootfs import make_container
 from udocker.engines import modes, ocirt
+from udocker.engines.common import DEFAULT_PATH, userns_unavailable
 from udocker.engines.crun import CrunEngine, hybrid_controllers
 from udocker.engines.runc import RuncEngine
 from udocker.errors import EngineError, EngineUnavailable, UsageError
@@ -32,7 +33,7 @@ def test_run_command_and_shared_bundle(tmp_path, container):
     assert launch.argv[1:4] == ["--root", os.path.join(container.engine_dir("runc"), "state"), "run"]
     assert run_id.startswith(f"c1-{os.getpid()}-")
     assert os.path.dirname(bundle) == os.path.join(container.engine_dir("runc"), "bundles")
-    assert launch.env == {"PATH": ocirt._HOST_PATH}  # the container env is in config.json, not here
+    assert launch.env == {"PATH": DEFAULT_PATH}  # the container env is in config.json, not here
     config = json.load(open(os.path.join(bundle, "config.json"), encoding="utf-8"))
     assert config["process"]["args"] == ["/bin/sh", "-c", "exit 7"]
     assert config["process"]["env"] == ["PATH=/bin", "A=b"]
@@ -100,7 +101,7 @@ def test_probe_of_a_failing_runtime(tmp_path):
     with open(fake, "w", encoding="ascii") as stream:
         stream.write("#!/bin/sh\necho 'runc run failed: operation not permitted' >&2\nexit 1\n")
     os.chmod(fake, 0o755)
-    if ocirt.userns_unavailable():
+    if userns_unavailable():
         pytest.skip("no user namespaces here: the probe stops before running the runtime")
     with pytest.raises(EngineUnavailable, match="runc cannot run a rootless container: runc run failed"):
         RuncEngine(None, layout).probe("R1")

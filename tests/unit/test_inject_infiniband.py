@@ -7,9 +7,9 @@ import pytest
 from tests.fixtures import hosttree
 from tests.fixtures.hosttree import LIB64
 from udocker import inject
+from udocker.engines.common import DEFAULT_PATH
 from udocker.errors import UdockerError
 from udocker.inject import infiniband
-from udocker.run import DEFAULT_PATH
 from udocker.runspec import Mount, RunSpec
 
 LIBDIR = "/.udocker/infiniband/lib64"

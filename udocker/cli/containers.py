@@ -3,8 +3,7 @@
 import click
 
 from udocker.cli import render
-
-MODES = ("P1", "P2", "F1", "F2", "F3", "F4", "R1", "R2", "R3")
+from udocker.engines.modetable import NAMES as MODES
 
 
 def _store(state):

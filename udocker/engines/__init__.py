@@ -1,1 +1,1 @@
-"""Execution engines. The legacy udocker mode names map to engine classes in one table (MODES)."""
+"""Execution engines. The execution modes are one table (modetable.py); modes.py maps them to engine classes."""

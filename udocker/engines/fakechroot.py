@@ -46,12 +46,13 @@ import os
 
 from udocker.engines import elfpatch
 from udocker.engines.base import Engine, Launch, resolve
+from udocker.engines.common import search_path
+from udocker.engines.modetable import engine_modes
 from udocker.errors import EngineError, EngineUnavailable
 
-MODES = ("F1", "F2", "F3", "F4")
+MODES = engine_modes("fakechroot")
 LIBFAKECHROOT = "fakechroot/libfakechroot.so"
 EXCLUDED = ("/dev", "/proc", "/sys")
-DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # glibc's built-in search directories after ld.so.conf (ld.so(8)); only those present in the rootfs count.
 SYSTEM_LIBDIRS = ("/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib/aarch64-linux-gnu",
                   "/usr/lib/aarch64-linux-gnu", "/lib64", "/usr/lib64", "/lib", "/usr/lib")
@@ -349,16 +350,8 @@ def program_chain(rootfs, spec):
     name = spec.argv[0] if spec.argv else ""
     if not name:
         raise EngineError("no command given and the image has none")
-    if "/" in name:
-        candidates = [name if name.startswith("/") else os.path.join(spec.cwd or "/", name)]
-    else:
-        candidates = [os.path.join(d, name) for d in spec.env.get("PATH", DEFAULT_PATH).split(":") if d]
-    for candidate in candidates:
-        host = resolve(rootfs, candidate, spec.mounts)
-        if os.path.isfile(host) and os.access(host, os.X_OK):
-            break
-    else:
-        raise EngineError(f"executable file not found in the container: {name}")
+    candidate = _find(rootfs, name, spec)
+    host = resolve(rootfs, candidate, spec.mounts)
     with open(host, "rb") as stream:
         head = stream.read(256)
     start, argv0, program, shown = [host], name, host, candidate
@@ -376,6 +369,20 @@ def program_chain(rootfs, spec):
         raise EngineError(f"static program {shown} cannot run under fakechroot (it ignores LD_PRELOAD and "
                           "would see the host)", hint="use a P or R mode (setup --execmode=P1)")
     return start, argv0, info
+
+
+def _find(rootfs, name, spec):
+    """The container path of the program `name`: made absolute from the working directory when it holds a
+    slash, else searched in the container's PATH. EngineError when it is not an executable file."""
+    if "/" not in name:
+        candidate = search_path(rootfs, name, spec.env, spec.mounts)
+    else:
+        candidate = name if name.startswith("/") else os.path.join(spec.cwd or "/", name)
+        host = resolve(rootfs, candidate, spec.mounts)
+        candidate = candidate if os.path.isfile(host) and os.access(host, os.X_OK) else None
+    if candidate is None:
+        raise EngineError(f"executable file not found in the container: {name}")
+    return candidate
 
 
 def exclude_path(mounts):

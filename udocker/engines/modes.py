@@ -1,9 +1,5 @@
-"""The execution modes: the one table from udocker's mode names to engine classes, and the automatic choice.
-
-P1 P2     PRoot (engines/proot.py): P1 lets PRoot use its seccomp filter, P2 sets PROOT_NO_SECCOMP=1
-F1 - F4   fakechroot (engines/fakechroot.py)
-R1 R2 R3  a rootless OCI runtime (engines/ocirt.py): runc or crun as the `oci_runtime` setting says; R2 and
-          R3 run PRoot inside it (R3 without seccomp)
+"""Which engine runs an execution mode, and the automatic choice. The modes themselves (names, engines, what
+each needs) are the table in engines/modetable.py.
 
 Engines are imported by dotted name only when asked for, so that `run` imports just the one it uses and a
 mode whose module is missing fails alone.
@@ -11,19 +7,10 @@ mode whose module is missing fails alone.
 
 import importlib
 
+from udocker.engines.modetable import NAMES, engine_of
 from udocker.errors import EngineUnavailable, UsageError
 
-MODES = {
-    "P1": "udocker.engines.proot.ProotEngine",
-    "P2": "udocker.engines.proot.ProotEngine",
-    "F1": "udocker.engines.fakechroot.FakechrootEngine",
-    "F2": "udocker.engines.fakechroot.FakechrootEngine",
-    "F3": "udocker.engines.fakechroot.FakechrootEngine",
-    "F4": "udocker.engines.fakechroot.FakechrootEngine",
-    "R1": "oci",
-    "R2": "oci",
-    "R3": "oci",
-}
+ENGINES = {"proot": "udocker.engines.proot.ProotEngine", "fakechroot": "udocker.engines.fakechroot.FakechrootEngine"}
 OCI_RUNTIMES = {"runc": "udocker.engines.runc.RuncEngine", "crun": "udocker.engines.crun.CrunEngine"}
 
 # What `auto` tries, first to last. R1 first: programs run at native speed (PRoot traces every system call,
@@ -67,28 +54,13 @@ def oci_runtime(config, layout):
 
 
 def get_engine(mode, config, layout):
-    """The engine instance that runs `mode` (a name from MODES, case-insensitive)."""
+    """The engine instance that runs `mode` (a name from modetable.NAMES, case-insensitive)."""
     mode = (mode or "").upper()
-    if mode not in MODES:
-        raise UsageError(f"unknown execution mode: {mode or '(none)'}", hint="use one of " + " ".join(MODES))
-    dotted = MODES[mode]
-    if dotted == "oci":
-        dotted = OCI_RUNTIMES[oci_runtime(config, layout)]
+    if mode not in NAMES:
+        raise UsageError(f"unknown execution mode: {mode or '(none)'}", hint="use one of " + " ".join(NAMES))
+    engine = engine_of(mode)
+    dotted = OCI_RUNTIMES[oci_runtime(config, layout)] if engine == "oci" else ENGINES[engine]
     return _load(dotted)(config, layout)
-
-
-def probe_all(config, layout, modes=AUTO_ORDER):
-    """[(mode, None or the EngineUnavailable that says why not)] for each mode, in order (for `udocker info`
-    style reports and for auto_mode)."""
-    results = []
-    for mode in modes:
-        try:
-            get_engine(mode, config, layout).probe(mode)
-        except EngineUnavailable as error:
-            results.append((mode, error))
-            continue
-        results.append((mode, None))
-    return results
 
 
 def auto_mode(config, layout, container=None):

@@ -33,11 +33,13 @@ import json
 import os
 
 from udocker.engines.base import Engine, Launch
+from udocker.engines.common import DEFAULT_PATH, find_program, taskset_prefix, userns_unavailable
+from udocker.engines.modetable import engine_modes
 from udocker.errors import EngineError, EngineUnavailable
 
 KIT = "/.udocker"  # where R2/R3 see the PRoot kit
+KILL_AFTER = "10"  # R2/R3's timeout in the container: seconds between a forwarded signal and SIGKILL
 _PROBES = {}  # (runtime binary, mode, engines folder for R2/R3) -> None or EngineUnavailable
-_USERNS = []  # [reason or None] once known
 _SYSTEM_MOUNTS = ("/proc", "/sys", "/dev")  # provided by the runtime itself: host binds of them are dropped
 _CAPS = ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW", "CAP_SETGID",
          "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL",
@@ -45,7 +47,6 @@ _CAPS = ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD
 _MASKED = ["/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
            "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware", "/proc/scsi"]
 _READONLY = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
-_HOST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 def default_mounts():
@@ -73,7 +74,7 @@ def bind(source, target, *, readonly=False):
 class OciEngine(Engine):
     """Shared by RuncEngine and CrunEngine: they set `name` (also the executable) and may add global options."""
 
-    modes = ("R1", "R2", "R3")
+    modes = engine_modes("oci")
     global_options = ()
 
     def binary(self):
@@ -132,13 +133,11 @@ class OciEngine(Engine):
         bundle = write_bundle(os.path.join(directory, "bundles"), config)
         state = os.path.join(directory, "state")
         argv = [self.binary(), *self.global_options, "--root", state, "run", "--bundle", bundle, run_id]
-        from udocker.engines.proot import taskset_prefix
-
         # No cleanup: `run` in the foreground deletes its container when the program ends and forwards
         # signals to it, and the bundle is shared by every run with this configuration (a cleanup process
         # costs ~5 ms per run). A runtime killed with SIGKILL leaves its state directory behind: the
         # supervisor removes it.
-        return Launch(taskset_prefix(spec, self.layout) + argv, {"PATH": _HOST_PATH},
+        return Launch(taskset_prefix(spec, self.layout) + argv, {"PATH": DEFAULT_PATH},
                       leftover=os.path.join(state, run_id))
 
     def config_json(self, spec, mode, *, kit):
@@ -169,8 +168,6 @@ class OciEngine(Engine):
         return config
 
     def _args(self, spec, mode):
-        from udocker.engines.proot import KILL_AFTER, find_program
-
         try:
             program = find_program(spec.rootfs, spec.argv[0], spec.env)
         except EngineError:
@@ -283,38 +280,6 @@ def write_bundle(bundles, config):
     return bundle
 
 
-def userns_unavailable():
-    """Why an unprivileged process cannot create a user namespace here, or None. Reads the sysctls that
-    disable them, then tries unshare(CLONE_NEWUSER) in a forked child. Cached per process."""
-    if not _USERNS:
-        _USERNS.append(_userns_reason())
-    return _USERNS[0]
-
-
-def _userns_reason():
-    checks = (("/proc/sys/kernel/unprivileged_userns_clone", "unprivileged user namespaces are disabled"),
-              ("/proc/sys/user/max_user_namespaces", "user namespaces are disabled"))
-    for path, why in checks:
-        try:
-            with open(path, encoding="ascii") as stream:
-                if stream.read().strip() == "0" and (os.geteuid() != 0 or "max" in path):
-                    return f"{why} ({path} is 0)"
-        except OSError:
-            continue
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    pid = os.fork()
-    if pid == 0:
-        code = 0 if libc.unshare(0x10000000) == 0 else (ctypes.get_errno() or 1)  # CLONE_NEWUSER
-        os._exit(min(code, 255))
-    _, status = os.waitpid(pid, 0)
-    code = os.waitstatus_to_exitcode(status) if hasattr(os, "waitstatus_to_exitcode") else status >> 8
-    if code != 0:
-        return f"cannot create a user namespace: {os.strerror(code)}"
-    return None
-
-
 def _try_runtime(binary, options):
     """Run `true` from the host's own (read-only) root in a minimal container: catches what the sysctls do
     not show (an AppArmor or SELinux policy, a seccomp filter around the runtime, an unusable state dir)."""
@@ -344,7 +309,7 @@ def _try_runtime(binary, options):
         bundle = write_bundle(os.path.join(top, "bundles"), config)
         argv = [binary, *options, "--root", os.path.join(top, "state"), "run", "--bundle", bundle,
                 f"udocker-probe-{os.getpid()}"]
-        done = subprocess.run(argv, env={"PATH": _HOST_PATH}, capture_output=True, timeout=60,
+        done = subprocess.run(argv, env={"PATH": DEFAULT_PATH}, capture_output=True, timeout=60,
                               stdin=subprocess.DEVNULL)
     except (OSError, subprocess.TimeoutExpired) as error:
         return EngineUnavailable(f"{os.path.basename(binary)} cannot run: {error}")
@@ -381,7 +346,7 @@ def _libraries(interpreter, binary):
 
     try:
         listing = subprocess.run([interpreter, "--list", binary], capture_output=True, text=True, timeout=30,
-                                 env={"PATH": _HOST_PATH}, stdin=subprocess.DEVNULL)
+                                 env={"PATH": DEFAULT_PATH}, stdin=subprocess.DEVNULL)
     except (OSError, subprocess.TimeoutExpired) as error:
         raise EngineUnavailable(f"cannot list the libraries of {binary}: {error}") from None
     if listing.returncode != 0:

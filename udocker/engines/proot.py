@@ -19,34 +19,19 @@ Command line (P1; P2 adds PROOT_NO_SECCOMP=1 to the environment):
 - Environment: exactly the container's env plus PROOT_TMP_DIR (a private writable directory made by
   prepare()) and PROOT_NO_SECCOMP for P2; nothing from the host leaks. PRoot itself reads it too, so a
   container LD_PRELOAD would also apply to the host's proot binary (as with udocker 1.3).
-- argv[0] without a slash is looked up here in the container's PATH (inside ROOTFS, following the
-  container's own symlinks); PRoot would otherwise search the guest with its own rules and fail with
+- argv[0] without a slash is looked up in the container's PATH (common.find_program: inside ROOTFS,
+  following the container's own symlinks); PRoot would otherwise search the guest with its own rules and fail with
   "proot error: 'ls' not found".
 """
 
 import os
 
-from udocker.engines.base import Engine, Launch, resolve
+from udocker.engines.base import Engine, Launch
+from udocker.engines.common import find_program, ptrace_blocked, taskset_prefix, userns_unavailable
+from udocker.engines.modetable import engine_modes
 from udocker.errors import EngineError, EngineUnavailable
 
-DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-KILL_AFTER = "10"  # R2/R3's timeout in the container: seconds between a forwarded signal and SIGKILL
 _PROBES = {}  # (binary, mode) -> None or EngineUnavailable: probes run once per process
-
-
-def find_program(rootfs, name, env):
-    """argv[0] as a container path: unchanged when it holds a slash, else the first executable regular file
-    named `name` in the container's PATH. Raises EngineError (the run command maps it to 127)."""
-    if "/" in name:
-        return name
-    for directory in (env.get("PATH") or DEFAULT_PATH).split(":"):
-        if not directory.startswith("/"):
-            continue
-        host = resolve(rootfs, directory.rstrip("/") + "/" + name)
-        if os.path.isfile(host) and os.access(host, os.X_OK):
-            return directory.rstrip("/") + "/" + name
-    raise EngineError(f"executable file not found in the container's PATH: {name}",
-                      hint="give an absolute path or set PATH with -e")
 
 
 def check_readonly(mount, engine):
@@ -64,18 +49,9 @@ def check_readonly(mount, engine):
                       hint="use an R mode (udocker setup --execmode=R1) or mount it read-write")
 
 
-def taskset_prefix(spec, layout):
-    """`taskset -c CPUSET` when the spec pins CPUs: the affinity is inherited by the engine's children."""
-    if not spec.cpuset:
-        return []
-    from udocker.engines.locate import find
-
-    return [find("taskset", layout), "-c", spec.cpuset]
-
-
 class ProotEngine(Engine):
     name = "proot"
-    modes = ("P1", "P2")
+    modes = engine_modes("proot")
 
     def binary(self):
         from udocker.engines.locate import find
@@ -126,8 +102,6 @@ class ProotEngine(Engine):
                       signal_depth=1)
 
     def _readonly_namespace_works(self):
-        from udocker.engines.ocirt import userns_unavailable
-
         return userns_unavailable() is None
 
     def _readonly_wrapper(self, sources):
@@ -152,17 +126,6 @@ def _device(path):
     from udocker.runspec import Mount
 
     return Mount(path, path)
-
-
-def ptrace_blocked():
-    """Why ptrace cannot work here, or None (Yama ptrace_scope 3 forbids it to everyone)."""
-    try:
-        with open("/proc/sys/kernel/yama/ptrace_scope", encoding="ascii") as stream:
-            if stream.read().strip() == "3":
-                return "ptrace is disabled (/proc/sys/kernel/yama/ptrace_scope is 3)"
-    except OSError:
-        pass
-    return None
 
 
 def _probe(binary, mode):

@@ -1,12 +1,13 @@
 """What `udocker install` and `udocker info` say about engines: where each one is, where it came from, its
-version, and whether each execution mode can run. Reads only; runs `ENGINE --version` (10 s limit)."""
+version, and whether each execution mode can run (probe_modes: the one loop that probes every mode). Reads
+only; runs `ENGINE --version` (10 s limit) and the engines' probes."""
 
 import re
 import subprocess
 from dataclasses import dataclass
 from typing import Dict, List, Mapping, Optional, Tuple
 
-from udocker.engines import locate
+from udocker.engines import locate, modetable
 from udocker.errors import EngineUnavailable, UdockerError
 
 # engine name -> (kind, what locate looks for)
@@ -16,12 +17,6 @@ ENGINES: Dict[str, Tuple[str, str]] = {
     "crun": ("exe", "crun"),
     "patchelf": ("exe", "patchelf"),
     "fakechroot": ("lib", "fakechroot/libfakechroot.so"),
-}
-# mode -> engines it needs; "runc|crun" means either
-MODES: Dict[str, Tuple[str, ...]] = {
-    "P1": ("proot",), "P2": ("proot",),
-    "F1": ("fakechroot",), "F2": ("fakechroot",), "F3": ("fakechroot", "patchelf"), "F4": ("fakechroot", "patchelf"),
-    "R1": ("runc|crun",), "R2": ("runc|crun", "proot"), "R3": ("runc|crun", "proot"),
 }
 
 
@@ -83,30 +78,41 @@ def _version_of(path: str) -> Optional[str]:
     return match.group(1).decode() if match else None
 
 
+def probe_modes(config, layout) -> Dict[str, Optional[Exception]]:
+    """{mode: None, or what its engine's probe raised} for every mode of the table, in its order. The one probe
+    loop of the reports (auto_mode, which stops at the first mode that passes, is the choice, not a report)."""
+    from udocker.engines import modes
+
+    found: Dict[str, Optional[Exception]] = {}
+    for mode in modetable.NAMES:
+        try:
+            modes.get_engine(mode, config, layout).probe(mode)
+        except Exception as exc:  # noqa: BLE001 - a probe bug must show up in the report, not hide a mode
+            found[mode] = exc
+            continue
+        found[mode] = None
+    return found
+
+
 def check_modes(config, layout, engines: List[EngineRow]) -> List[ModeRow]:
     """Per mode, the engines it would use and whether its engine's probe passes on this host."""
-    from udocker.engines import modes as mode_table
-
     by_name = {row.name: row for row in engines}
     rows = []
-    for mode, needs in MODES.items():
+    for mode, error in probe_modes(config, layout).items():
         names = []
-        for need in needs:
+        for need in modetable.needs(mode):
             choice = next((n for n in need.split("|") if by_name[n].path), None)
             names.append(choice or need.replace("|", "/"))
-        status, detail = _probe(mode_table.get_engine, mode, config, layout)
-        rows.append(ModeRow(mode, "+".join(names), status, detail))
+        rows.append(ModeRow(mode, "+".join(names), *_status(error)))
     return rows
 
 
-def _probe(get_engine, mode: str, config, layout) -> Tuple[str, str]:
-    try:
-        get_engine(mode, config, layout).probe(mode)
-    except UdockerError as exc:
-        return "unusable", exc.message
-    except Exception as exc:  # noqa: BLE001 - a probe bug must show up in the report, not hide a mode
-        return "unusable", f"probe failed: {type(exc).__name__}: {exc}"
-    return "usable", ""
+def _status(error: Optional[Exception]) -> Tuple[str, str]:
+    if error is None:
+        return "usable", ""
+    if isinstance(error, UdockerError):
+        return "unusable", error.message
+    return "unusable", f"probe failed: {type(error).__name__}: {error}"
 
 
 def engine_paths(rows: List[EngineRow]) -> List[Dict[str, Optional[str]]]:

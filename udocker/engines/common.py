@@ -1,0 +1,96 @@
+"""What more than one engine needs, written once: the container's default PATH and the program lookup in it,
+CPU pinning, and the host probes for user namespaces and ptrace (`udocker info` reports the same facts
+through hostinfo.py). On the `run` path: only os, base and errors are imported up front.
+"""
+
+import os
+
+from udocker.engines.base import resolve
+from udocker.errors import EngineError
+
+# PATH for a container whose image sets none (Docker's default), and for the host programs engines start
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+USERNS_CLONE = "/proc/sys/kernel/unprivileged_userns_clone"  # Debian's switch; absent from other kernels
+MAX_USERNS = "/proc/sys/user/max_user_namespaces"
+PTRACE_SCOPE = "/proc/sys/kernel/yama/ptrace_scope"  # Yama (Documentation/admin-guide/LSM/Yama.rst)
+_USERNS = []  # [reason or None] once known
+
+
+def search_path(rootfs, name, env, mounts=()):
+    """The container path of the first executable regular file named `name` (a bare name) in the container's
+    PATH (env's; DEFAULT_PATH when it is unset or empty; entries that are not absolute are skipped), following
+    the container's symbolic links inside `rootfs` and into `mounts`; None when there is none."""
+    for directory in (env.get("PATH") or DEFAULT_PATH).split(":"):
+        if not directory.startswith("/"):
+            continue
+        candidate = directory.rstrip("/") + "/" + name
+        host = resolve(rootfs, candidate, mounts)
+        if os.path.isfile(host) and os.access(host, os.X_OK):
+            return candidate
+    return None
+
+
+def find_program(rootfs, name, env):
+    """argv[0] as a container path: unchanged when it holds a slash, else search_path's answer. Raises
+    EngineError (the run command maps it to 127)."""
+    if "/" in name:
+        return name
+    found = search_path(rootfs, name, env)
+    if found is None:
+        raise EngineError(f"executable file not found in the container's PATH: {name}",
+                          hint="give an absolute path or set PATH with -e")
+    return found
+
+
+def taskset_prefix(spec, layout):
+    """`taskset -c CPUSET` when the spec pins CPUs: the affinity is inherited by the engine's children."""
+    if not spec.cpuset:
+        return []
+    from udocker.engines.locate import find
+
+    return [find("taskset", layout), "-c", spec.cpuset]
+
+
+def read_int(path):
+    """The integer in a /proc or /sys file, or None when it cannot be read or holds something else."""
+    try:
+        with open(path, encoding="ascii", errors="replace") as stream:
+            text = stream.read().strip()
+    except OSError:
+        return None
+    return int(text) if text.lstrip("-").isdigit() else None
+
+
+def ptrace_blocked():
+    """Why ptrace cannot work here, or None (Yama ptrace_scope 3 forbids it to everyone; scope 2, admin-only,
+    shows up when PRoot's own probe fails)."""
+    if read_int(PTRACE_SCOPE) == 3:
+        return f"ptrace is disabled ({PTRACE_SCOPE} is 3)"
+    return None
+
+
+def userns_unavailable():
+    """Why an unprivileged process cannot create a user namespace here, or None. Reads the sysctls that
+    disable them, then tries unshare(CLONE_NEWUSER) in a forked child. Cached per process."""
+    if not _USERNS:
+        _USERNS.append(_userns_reason())
+    return _USERNS[0]
+
+
+def _userns_reason():
+    if read_int(USERNS_CLONE) == 0 and os.geteuid() != 0:
+        return f"unprivileged user namespaces are disabled ({USERNS_CLONE} is 0)"
+    if read_int(MAX_USERNS) == 0:
+        return f"user namespaces are disabled ({MAX_USERNS} is 0)"
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    pid = os.fork()
+    if pid == 0:
+        code = 0 if libc.unshare(0x10000000) == 0 else (ctypes.get_errno() or 1)  # CLONE_NEWUSER
+        os._exit(min(code, 255))
+    _, status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(status) if hasattr(os, "waitstatus_to_exitcode") else status >> 8
+    if code != 0:
+        return f"cannot create a user namespace: {os.strerror(code)}"
+    return None
