@@ -28,6 +28,7 @@ import os
 
 from udocker.engines.base import Engine, Launch, resolve
 from udocker.errors import EngineError, EngineUnavailable
+from udocker.paths import Layout
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 KILL_AFTER = "10"  # R2/R3's timeout in the container: seconds between a forwarded signal and SIGKILL
@@ -117,7 +118,7 @@ class ProotEngine(Engine):
         argv.append(find_program(spec.rootfs, spec.argv[0], spec.env))
         argv += spec.argv[1:]
         env = dict(spec.env)
-        env["PROOT_TMP_DIR"] = os.path.join(spec.container_dir, "engine", self.name, "tmp")
+        env["PROOT_TMP_DIR"] = os.path.join(Layout.engine_dir(spec.container_dir, self.name), "tmp")
         if mode == "P2":
             env["PROOT_NO_SECCOMP"] = "1"
         else:

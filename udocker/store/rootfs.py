@@ -35,14 +35,10 @@ _OPEN = stat.S_IWGRP | stat.S_IWOTH
 _NOT_COPYABLE = (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EBADF, errno.EPERM)
 
 
-def unpacked_dir(layout, manifest_digest):
-    return os.path.join(layout.unpacked, manifest_digest.split(":", 1)[1])
-
-
 def ensure_unpacked(repo, manifest, manifest_digest, *, on_notice=None):
     """The read-only unpacked tree of an image, applying its layers on first use. Concurrent callers
     wait for the first; a crash leaves only a scratch directory in tmp/."""
-    target = unpacked_dir(repo.layout, manifest_digest)
+    target = repo.layout.unpacked_tree(manifest_digest)
     if os.path.isdir(target):
         return target
     fs.ensure_dir(os.path.dirname(target))
