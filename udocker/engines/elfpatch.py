@@ -180,11 +180,10 @@ def patch_loader(source, target):
     for offset, old, new in changes:
         assert len(old) == len(new) and data[offset:offset + len(old)] == old
         data[offset:offset + len(new)] = new
-    tmp = target + ".tmp"
-    with open(tmp, "wb") as stream:
+    from udocker import fs
+
+    with fs.atomic_output(target, mode=0o755) as stream:
         stream.write(data)
-    os.chmod(tmp, 0o755)
-    os.replace(tmp, target)
     return changes
 
 

@@ -446,7 +446,7 @@ def read_json(path):
 def write_json(path, data):
     import json
 
-    tmp = path + ".tmp"
-    with open(tmp, "w") as stream:
-        json.dump(data, stream, indent=1, sort_keys=True)
-    os.replace(tmp, path)
+    from udocker import fs
+
+    with fs.atomic_output(path) as stream:
+        stream.write(json.dumps(data, indent=1, sort_keys=True).encode())
