@@ -1,4 +1,5 @@
-"""File-system primitives: atomic publication, locks and crash-safe scratch directories (see lockfile.py)."""
+"""File-system primitives: atomic publication, locks, crash-safe scratch directories (see lockfile.py) and
+copies that keep holes."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from udocker.errors import LockTimeout, StoreError
 
 _POLL = 0.25  # longest pause between two looks at a held lock
 _READ_ONLY = (errno.EACCES, errno.EPERM, errno.EROFS)
+_NOT_COPYABLE = (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EBADF, errno.EPERM)
 WRITABLE_HINT = "use a directory you can write to (--repo DIR or UDOCKER_DIR)"
 
 
@@ -246,3 +248,59 @@ def ensure_dir(path: str) -> str:
         raise store_error("create directory", path, exc) from None
     return path
 
+
+def copy_file(src: str, dst: str, mode: int) -> None:
+    """Copy the regular file `src` to the new file `dst` with `mode` and `src`'s times, keeping its holes
+    (SEEK_DATA/SEEK_HOLE; copy_file_range where the file system has it). `dst` is removed on failure."""
+    info = os.lstat(src)
+    source = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        target = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            for start, end in _data_ranges(source, info.st_size):
+                _copy_range(source, target, start, end)
+            os.ftruncate(target, info.st_size)
+            os.fchmod(target, mode)
+            os.utime(target, ns=(info.st_atime_ns, info.st_mtime_ns))
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(dst)
+            raise
+        finally:
+            os.close(target)
+    finally:
+        os.close(source)
+
+
+def _data_ranges(fd: int, size: int) -> Iterator[tuple[int, int]]:
+    """(start, end) of the data regions of the open file `fd`; the whole file where holes are unknown."""
+    position = 0
+    while position < size:
+        try:
+            start = os.lseek(fd, position, os.SEEK_DATA)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:
+                return  # only a hole remains
+            yield position, size  # no SEEK_DATA here: copy everything
+            return
+        end = min(os.lseek(fd, start, os.SEEK_HOLE), size)
+        yield start, end
+        position = end
+
+
+def _copy_range(source: int, target: int, start: int, end: int) -> None:
+    position = start
+    while position < end:
+        count = min(end - position, 1 << 30)
+        try:
+            done = os.copy_file_range(source, target, count, position, position)
+        except OSError as exc:
+            if exc.errno not in _NOT_COPYABLE:
+                raise
+            done = 0
+            data = os.pread(source, min(count, 1 << 20), position)
+            while done < len(data):
+                done += os.pwrite(target, data[done:], position + done)
+        if done == 0:
+            return  # the file got shorter while copying
+        position += done
