@@ -1,18 +1,22 @@
-"""File-system primitives: atomic publication, locks and crash-safe scratch directories (see lockfile.py)."""
+"""File-system primitives: atomic publication, locks, crash-safe scratch directories (see lockfile.py) and
+copies that keep holes."""
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import os
 import shutil
 import time
+from collections.abc import Callable, Iterator
 
 from udocker import lockfile
 from udocker.errors import LockTimeout, StoreError
 
 _POLL = 0.25  # longest pause between two looks at a held lock
 _READ_ONLY = (errno.EACCES, errno.EPERM, errno.EROFS)
+_NOT_COPYABLE = (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EBADF, errno.EPERM)
 WRITABLE_HINT = "use a directory you can write to (--repo DIR or UDOCKER_DIR)"
 
 
@@ -45,27 +49,47 @@ def read_replaced(path: str, *, attempts: int = 10, pause: float = 0.05) -> byte
         return stream.read()
 
 
-def atomic_write(path: str, data: bytes, *, tmpdir: str, mode: int = 0o644) -> None:
-    """Write `data` to a temp file in `tmpdir` (same filesystem as `path`), fsync, then os.replace.
+@contextlib.contextmanager
+def atomic_output(path: str, *, mode: int = 0o644, tmpdir: str | None = None,
+                  error: Callable[[OSError], Exception] | None = None) -> Iterator[io.BufferedWriter]:
+    """A binary stream whose contents replace `path` in one step when the block ends without error: the one
+    way udocker replaces a file. The stream is a new file with a unique name (named for clean_tmp()) in
+    `tmpdir`, by default the directory of `path` (another directory must be on the same file system); it is
+    fsynced, given `mode`, then renamed over `path` with os.replace.
 
-    Readers see either the old or the new file, never a partial one; a crash leaves only a file in tmpdir.
-    """
-    fd, tmp = scratch_file(tmpdir, ".write-", what=path)
+    Readers see the old file or the new one, never a part of it. On error the temporary file is removed; a
+    kill leaves only it. An OSError of these steps (not of the block) is raised as `error(exc)` when given."""
+    directory = tmpdir or os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(directory, scratch_name(".write-"))
+    inside = False
     try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         with os.fdopen(fd, "wb") as stream:
-            stream.write(data)
+            inside = True
+            yield stream
+            inside = False
             stream.flush()
             os.fsync(stream.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, path)
-    except OSError as exc:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
-        raise store_error("write", path, exc) from None
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+        if isinstance(exc, OSError) and not inside and error is not None:
+            raise error(exc) from None
         raise
+
+
+def atomic_write(path: str, data: bytes, *, tmpdir: str | None = None, mode: int = 0o644) -> None:
+    """Replace `path` by a file holding `data` (atomic_output); OSError is raised as StoreError naming `path`."""
+    def failed(exc: OSError) -> Exception:
+        return store_error("write", path, exc)
+
+    try:
+        with atomic_output(path, mode=mode, tmpdir=tmpdir, error=failed) as stream:
+            stream.write(data)
+    except OSError as exc:  # of the write itself (a full disk)
+        raise failed(exc) from None
 
 
 def scratch_name(prefix: str) -> str:
@@ -223,3 +247,60 @@ def ensure_dir(path: str) -> str:
     except OSError as exc:
         raise store_error("create directory", path, exc) from None
     return path
+
+
+def copy_file(src: str, dst: str, mode: int) -> None:
+    """Copy the regular file `src` to the new file `dst` with `mode` and `src`'s times, keeping its holes
+    (SEEK_DATA/SEEK_HOLE; copy_file_range where the file system has it). `dst` is removed on failure."""
+    info = os.lstat(src)
+    source = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        target = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            for start, end in _data_ranges(source, info.st_size):
+                _copy_range(source, target, start, end)
+            os.ftruncate(target, info.st_size)
+            os.fchmod(target, mode)
+            os.utime(target, ns=(info.st_atime_ns, info.st_mtime_ns))
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(dst)
+            raise
+        finally:
+            os.close(target)
+    finally:
+        os.close(source)
+
+
+def _data_ranges(fd: int, size: int) -> Iterator[tuple[int, int]]:
+    """(start, end) of the data regions of the open file `fd`; the whole file where holes are unknown."""
+    position = 0
+    while position < size:
+        try:
+            start = os.lseek(fd, position, os.SEEK_DATA)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:
+                return  # only a hole remains
+            yield position, size  # no SEEK_DATA here: copy everything
+            return
+        end = min(os.lseek(fd, start, os.SEEK_HOLE), size)
+        yield start, end
+        position = end
+
+
+def _copy_range(source: int, target: int, start: int, end: int) -> None:
+    position = start
+    while position < end:
+        count = min(end - position, 1 << 30)
+        try:
+            done = os.copy_file_range(source, target, count, position, position)
+        except OSError as exc:
+            if exc.errno not in _NOT_COPYABLE:
+                raise
+            done = 0
+            data = os.pread(source, min(count, 1 << 20), position)
+            while done < len(data):
+                done += os.pwrite(target, data[done:], position + done)
+        if done == 0:
+            return  # the file got shorter while copying
+        position += done

@@ -68,9 +68,36 @@ class Layout:
         return os.path.join(self.containers, container_id)
 
     @property
+    def names(self) -> str:
+        """Container names: containers/.names/<name>, a symlink to the container's id."""
+        return os.path.join(self.containers, ".names")
+
+    def name(self, name: str) -> str:
+        return os.path.join(self.names, name)
+
+    # Inside one container's directory (containers/<id>/, or NAME.udocker/ beside a `run --location` tree):
+    # given the directory, because a Container and a RunSpec carry it and it need not be in a repository.
+    @staticmethod
+    def container_record(directory: str) -> str:
+        return os.path.join(directory, "container.json")
+
+    @staticmethod
+    def container_rootfs(directory: str) -> str:
+        return os.path.join(directory, "rootfs")
+
+    @staticmethod
+    def engine_dir(directory: str, engine: str) -> str:
+        """Where engine `engine` keeps its state for the container in `directory` (made by the engine)."""
+        return os.path.join(directory, "engine", engine)
+
+    @property
     def unpacked(self) -> str:
         """Images' layers applied once, shared by their containers: unpacked/<manifest hex>/."""
         return os.path.join(self.topdir, "unpacked")
+
+    def unpacked_tree(self, manifest_digest: str) -> str:
+        """The unpacked tree of the image whose manifest is `manifest_digest` ("sha256:<hex>")."""
+        return os.path.join(self.unpacked, manifest_digest.split(":", 1)[1])
 
     @property
     def engines(self) -> str:

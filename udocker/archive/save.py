@@ -9,16 +9,15 @@ member has mtime 0 and fixed owners, so saving the same images twice gives the s
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import os
 import tarfile
-import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+from udocker import fs
 from udocker.archive import streams
 from udocker.errors import DigestMismatch, UdockerError
 from udocker.oci.descriptor import Descriptor
@@ -42,7 +41,10 @@ def save(repo, images: Sequence[str], output: str | IO[bytes]) -> None:
     image, DigestMismatch when a stored layer does not match its diff_id."""
     entries = _entries(repo, images)
     if isinstance(output, str):
-        with _atomic_output(output) as stream:
+        def failed(exc: OSError) -> Exception:
+            return UdockerError(f"cannot write {output}: {exc.strerror or exc}")
+
+        with fs.atomic_output(output, error=failed) as stream:
             _write(repo, entries, _Output(stream, output))
     else:
         _write(repo, entries, _Output(output, "the output"))
@@ -87,26 +89,6 @@ class _Output:
             self._stream.flush()
         except OSError as exc:
             raise UdockerError(f"cannot write {self._label}: {exc.strerror or exc}") from None
-
-
-@contextlib.contextmanager
-def _atomic_output(path: str) -> Iterator[IO[bytes]]:
-    directory = os.path.dirname(os.path.abspath(path))
-    try:
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".udocker-save-")
-    except OSError as exc:
-        raise UdockerError(f"cannot write {path}: {exc.strerror}") from None
-    try:
-        with os.fdopen(fd, "wb") as stream:
-            yield stream
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def _write(repo, entries: list[_Entry], stream: IO[bytes]) -> None:

@@ -139,16 +139,10 @@ def export(state, output, as_clone, container):
 
     found = _store(state).find(container)
     if output and output != "-":
-        import os
+        from udocker import fs
 
-        partial = output + ".partial"
-        try:
-            with open(partial, "wb") as stream:
-                export_container(found, stream, with_record=as_clone)
-            os.replace(partial, output)
-        finally:
-            if os.path.exists(partial):
-                os.unlink(partial)
+        with fs.atomic_output(output) as stream:
+            export_container(found, stream, with_record=as_clone)
         return
     stream = click.get_binary_stream("stdout")
     if stream.isatty():

@@ -180,11 +180,10 @@ def patch_loader(source, target):
     for offset, old, new in changes:
         assert len(old) == len(new) and data[offset:offset + len(old)] == old
         data[offset:offset + len(new)] = new
-    tmp = target + ".tmp"
-    with open(tmp, "wb") as stream:
+    from udocker import fs
+
+    with fs.atomic_output(target, mode=0o755) as stream:
         stream.write(data)
-    os.chmod(tmp, 0o755)
-    os.replace(tmp, target)
     return changes
 
 
@@ -269,13 +268,16 @@ def replace_with_patched(rootfs, rel, store, patch):
     original stays where it was and the copy is removed. The file's directory must be writable."""
     import shutil
 
+    from udocker import fs
+
     path = os.path.join(rootfs, rel)
     directory, name = os.path.split(path)
     tmp = os.path.join(directory, f"{TMP_PREFIX}{os.getpid()}-{name}")
     mode = os.lstat(path).st_mode & 0o7755  # never writable by group or others
+    if os.path.lexists(tmp):
+        os.unlink(tmp)  # left by a killed run whose pid this one has again
     try:
-        shutil.copyfile(path, tmp, follow_symlinks=False)
-        os.chmod(tmp, mode | 0o600)
+        fs.copy_file(path, tmp, mode | 0o600)
         patch(tmp)
         shutil.copystat(path, tmp, follow_symlinks=False)
         os.chmod(tmp, mode)

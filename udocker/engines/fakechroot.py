@@ -49,6 +49,7 @@ from udocker.engines.base import Engine, Launch, resolve
 from udocker.engines.common import search_path
 from udocker.engines.modetable import engine_modes
 from udocker.errors import EngineError, EngineUnavailable
+from udocker.paths import Layout
 
 MODES = engine_modes("fakechroot")
 LIBFAKECHROOT = "fakechroot/libfakechroot.so"
@@ -184,7 +185,7 @@ class FakechrootEngine(Engine):
     def before_run(self, spec, mode):
         """Make each mount whose target differs from its source a link rootfs/TARGET -> SOURCE, and undo
         the links of earlier runs that this one does not ask for. Raises EngineError for nested mounts."""
-        state_dir = os.path.join(spec.container_dir, "engine", self.name)
+        state_dir = Layout.engine_dir(spec.container_dir, self.name)
         os.makedirs(state_dir, exist_ok=True)
         wanted = [m for m in spec.mounts if _norm(m.source) != _norm(m.target)]
         targets = [_norm(m.target) for m in spec.mounts]
@@ -221,7 +222,7 @@ class FakechrootEngine(Engine):
         from udocker.engines import locate
 
         rootfs = os.path.realpath(spec.rootfs)
-        state = read_json(os.path.join(spec.container_dir, "engine", self.name, "state.json")) or {}
+        state = read_json(os.path.join(Layout.engine_dir(spec.container_dir, self.name), "state.json")) or {}
         check_readonly_mounts(spec.mounts)
         cwd = resolve(rootfs, spec.cwd or "/", spec.mounts)
         if not os.path.isdir(cwd):
@@ -452,7 +453,7 @@ def read_json(path):
 def write_json(path, data):
     import json
 
-    tmp = path + ".tmp"
-    with open(tmp, "w") as stream:
-        json.dump(data, stream, indent=1, sort_keys=True)
-    os.replace(tmp, path)
+    from udocker import fs
+
+    with fs.atomic_output(path) as stream:
+        stream.write(json.dumps(data, indent=1, sort_keys=True).encode())

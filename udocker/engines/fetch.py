@@ -10,6 +10,7 @@ from typing import Callable, Optional
 
 from udocker.errors import DigestMismatch, EngineError, UsageError
 from udocker.oci.digest import sha256_file
+from udocker.transfer import NetProgress
 
 _HEX = re.compile(r"^[0-9a-f]{64}$")
 _CHUNK = 1 << 16
@@ -85,7 +86,7 @@ class Fetcher:
     def download(self, url: str, path: str, digest: str,
                  progress: Optional[Callable[[int, Optional[int]], None]] = None) -> None:
         """Fetch `url` into `path` (resuming a cut transfer), then check its sha256; a mismatch removes it."""
-        idle, best = 0, 0
+        net = NetProgress()
         while True:
             try:
                 if self._attempt(url, path, progress):
@@ -93,8 +94,7 @@ class Fetcher:
                 error = EngineError(f"cannot download {url}: the transfer stopped making progress")
             except _Retry as exc:
                 error = EngineError(exc.message)
-            have = os.path.getsize(path) if os.path.exists(path) else 0
-            idle, best = (0, have) if have > best else (idle + 1, best)  # net progress, not restarts
+            idle = net.record(os.path.getsize(path) if os.path.exists(path) else 0)  # net progress, not restarts
             if idle > self.retries:
                 raise error
             time.sleep(min(0.1 * 2 ** idle, 2.0))

@@ -36,6 +36,7 @@ from udocker.engines.base import Engine, Launch
 from udocker.engines.common import DEFAULT_PATH, find_program, taskset_prefix, userns_unavailable
 from udocker.engines.modetable import engine_modes
 from udocker.errors import EngineError, EngineUnavailable
+from udocker.paths import Layout
 
 KIT = "/.udocker"  # where R2/R3 see the PRoot kit
 KILL_AFTER = "10"  # R2/R3's timeout in the container: seconds between a forwarded signal and SIGKILL
@@ -127,7 +128,7 @@ class OciEngine(Engine):
     def command(self, spec, mode):
         if mode not in self.modes:
             raise EngineError(f"{self.name} cannot run mode {mode}")
-        directory = os.path.join(spec.container_dir, "engine", self.name)
+        directory = Layout.engine_dir(spec.container_dir, self.name)
         run_id = f"{spec.container_id or 'udocker'}-{os.getpid()}-{os.urandom(4).hex()}"
         config = self.config_json(spec, mode, kit=os.path.join(directory, "kit"))
         bundle = write_bundle(os.path.join(directory, "bundles"), config)
@@ -178,7 +179,7 @@ class OciEngine(Engine):
         if mode == "R1":
             return args
         identity = ["-0"] if spec.uid == 0 else ["-i", f"{spec.uid}:{spec.gid}"]
-        kit = os.path.join(spec.container_dir, "engine", self.name, "kit")
+        kit = os.path.join(Layout.engine_dir(spec.container_dir, self.name), "kit")
         loader = [KIT + "/ld.so", "--library-path", KIT + "/lib"] if os.path.exists(kit + "/ld.so") else []
         proot = loader + [KIT + "/proot", *identity, "-r", "/", "-w", spec.cwd or "/"]
         if os.path.exists(kit + "/timeout"):

@@ -30,6 +30,7 @@ from udocker.engines.base import Engine, Launch
 from udocker.engines.common import find_program, ptrace_blocked, taskset_prefix, userns_unavailable
 from udocker.engines.modetable import engine_modes
 from udocker.errors import EngineError, EngineUnavailable
+from udocker.paths import Layout
 
 _PROBES = {}  # (binary, mode) -> None or EngineUnavailable: probes run once per process
 
@@ -93,7 +94,7 @@ class ProotEngine(Engine):
         argv.append(find_program(spec.rootfs, spec.argv[0], spec.env))
         argv += spec.argv[1:]
         env = dict(spec.env)
-        env["PROOT_TMP_DIR"] = os.path.join(spec.container_dir, "engine", self.name, "tmp")
+        env["PROOT_TMP_DIR"] = os.path.join(Layout.engine_dir(spec.container_dir, self.name), "tmp")
         if mode == "P2":
             env["PROOT_NO_SECCOMP"] = "1"
         else:

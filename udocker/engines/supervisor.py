@@ -4,7 +4,7 @@
 does not exec the engine. It forks a supervisor S, a copy of itself, and waits for it:
 - S starts the engine with posix_spawn and marks itself a child subreaper (PR_SET_CHILD_SUBREAPER), so every
   process the engine starts stays below S even when its parent dies or it daemonises: S finds all of them by
-  walking the process tree below itself (from /proc/*/stat: /proc/PID/task/TID/children needs
+  walking the process tree below itself (psutil, from /proc/*/stat: /proc/PID/task/TID/children needs
   CONFIG_PROC_CHILDREN, which some kernels lack).
 - U passes every signal it receives (SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2) to S through a pipe.
   End of file on that pipe means U is gone, also after kill -9 of U, which nothing can catch: S then kills
@@ -202,7 +202,7 @@ class _Supervisor:
         if self.depth == 0:
             targets = [self.pid]
         else:  # the program: PRoot's first tracee, PRoot's child
-            targets = _tree().get(self.pid, [])
+            targets = _children(self.pid)
             if not targets:
                 return
         for number in self.pending:
@@ -219,7 +219,7 @@ class _Supervisor:
         for _ in range(_KILL_ROUNDS):
             if not self.reap():  # no child: nothing below a subreaper (and no /proc walk on a plain exit)
                 return
-            below = _below(_tree(), os.getpid())
+            below = _below()
             if not below:
                 return
             for pid in below:
@@ -242,27 +242,22 @@ def _killpg(group):
         pass
 
 
-def _tree():
-    """{parent pid: [child pids]} of every process, from /proc/*/stat (its 4th field is the parent's pid)."""
-    tree = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as stream:
-                data = stream.read()
-        except OSError:
-            continue
-        fields = data[data.rindex(b")") + 2:].split()
-        if len(fields) > 1 and fields[1].isdigit():
-            tree.setdefault(int(fields[1]), []).append(int(name))
-    return tree
+def _children(pid):
+    """The pids of the children of `pid` (psutil imported here, as in _below)."""
+    import psutil
+
+    try:
+        return [child.pid for child in psutil.Process(pid).children()]
+    except psutil.Error:
+        return []
 
 
-def _below(tree, pid):
-    found, todo = [], list(tree.get(pid, ()))
-    while todo:
-        child = todo.pop()
-        found.append(child)
-        todo.extend(tree.get(child, ()))
-    return found
+def _below():
+    """The pids of every process below this one (children, theirs, ...), from the parent pids in /proc/*/stat.
+    psutil is imported here, not with the module: only a stop or a kill walks the tree (its import costs ~20 ms)."""
+    import psutil
+
+    try:
+        return [child.pid for child in psutil.Process().children(recursive=True)]
+    except psutil.Error:
+        return []

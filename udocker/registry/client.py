@@ -27,6 +27,7 @@ from udocker.paths import Layout
 from udocker.reference import DOCKER_HUB, Reference, is_loopback
 from udocker.registry.auth import Authenticator
 from udocker.registry.credentials import CredentialStore, registry_host
+from udocker.transfer import NetProgress
 
 LOG = log.get("registry")
 CHUNK = 1 << 16  # bytes read but not yet a whole chunk are lost when a transfer is cut; keep it small
@@ -287,8 +288,7 @@ class RegistryClient:
     # -- blobs -----------------------------------------------------------------------------------------
     def _fetch_blob_from(self, target: _Target, ref: Reference, path: str, what: tuple, sink,
                          progress: Optional[Callable[[int], None]]) -> None:
-        failures = 0
-        reached = sink.offset  # the largest offset ever reached: a restart that gets no further is no progress
+        net = NetProgress(sink.offset)
         while True:
             start = sink.offset
             # identity: a blob is stored as sent, never decoded on the way (its digest covers the bytes).
@@ -311,14 +311,11 @@ class RegistryClient:
                     cut = _reason(exc)
             if cut is None and sink.offset >= sink.descriptor.size:
                 return
-            # only attempts without net progress count: a server that ignores Range and cuts every answer at
-            # the same byte restarts the blob each time, which would otherwise look like progress forever
-            failures = 0 if sink.offset > reached else failures + 1
-            reached = max(reached, sink.offset)
+            failures = net.record(sink.offset)  # only attempts without net progress count
             if failures > self.config["retries"]:
                 raise RegistryError(f"download of blob {what[1]} from {target.host} failed: "
                                     f"{cut or 'the connection closed early'}"
-                                    + (f" ({failures} attempts without progress past byte {reached})"
+                                    + (f" ({failures} attempts without progress past byte {net.reached})"
                                        if failures > 1 else ""))
             LOG.info("download of blob %s cut at %d bytes (%s); resuming", what[1], sink.offset,
                      cut or "closed early")

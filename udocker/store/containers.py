@@ -7,6 +7,7 @@ import re
 import stat
 
 from udocker.errors import NotFound, StoreError, UdockerError
+from udocker.paths import Layout
 
 # fs (tempfile, shutil) and uuid are imported where containers are written: `run` of an existing container
 # only reads, and every import there is start-up time added to the engine's.
@@ -32,11 +33,11 @@ class Container:
 
     @property
     def rootfs(self):
-        return os.path.join(self.dir, "rootfs")
+        return Layout.container_rootfs(self.dir)
 
     def engine_dir(self, name):
         """Where engine `name` keeps its state for this container (created on demand by the engine)."""
-        return os.path.join(self.dir, "engine", name)
+        return Layout.engine_dir(self.dir, name)
 
     @property
     def mode(self):
@@ -54,7 +55,7 @@ class ContainerStore:
     def __init__(self, layout, lock_timeout):
         self.layout = layout
         self.lock_timeout = lock_timeout
-        self.names_dir = os.path.join(layout.containers, ".names")
+        self.names_dir = layout.names
 
     # -- reading ---------------------------------------------------------------------------------------
     def load(self, container_id):
@@ -94,7 +95,7 @@ class ContainerStore:
     def names(self):
         """{name: id} of every name."""
         try:
-            return {name: os.readlink(os.path.join(self.names_dir, name)) for name in os.listdir(self.names_dir)}
+            return {name: os.readlink(self.layout.name(name)) for name in os.listdir(self.names_dir)}
         except FileNotFoundError:
             return {}
 
@@ -107,7 +108,7 @@ class ContainerStore:
         load = self.load_any if broken else self.load
         if _valid_name(text):
             try:
-                return load(os.readlink(os.path.join(self.names_dir, text)))
+                return load(os.readlink(self.layout.name(text)))
             except (FileNotFoundError, NotFound):
                 pass
         if "/" not in text and os.path.isdir(self.layout.container(text)) and not text.startswith("."):
@@ -143,10 +144,10 @@ class ContainerStore:
             try:
                 if name is not None:
                     self._link_name(container_id, name, force=force)
-                rootfs = os.path.join(staging, "rootfs")
+                rootfs = Layout.container_rootfs(staging)
                 os.mkdir(rootfs, 0o755)
                 populate(rootfs)
-                _write_json(os.path.join(staging, CONTAINER_JSON), record)
+                _write_json(Layout.container_record(staging), record)
                 try:
                     os.rename(staging, target)
                 except OSError as exc:
@@ -165,7 +166,7 @@ class ContainerStore:
                        what=f"container {container.id}"):
             current = self.load(container.id).record
             current.update(fields)
-            fs.atomic_write(os.path.join(container.dir, "container.json"),
+            fs.atomic_write(Layout.container_record(container.dir),
                             json.dumps(current, indent=1, sort_keys=True).encode(), tmpdir=self.layout.tmp)
             container.record = current
         return container
@@ -178,7 +179,7 @@ class ContainerStore:
         from udocker import fs
 
         fs.ensure_dir(self.names_dir)
-        link = os.path.join(self.names_dir, name)
+        link = self.layout.name(name)
         while True:
             try:
                 os.symlink(container_id, link)
@@ -208,14 +209,14 @@ class ContainerStore:
         return not os.path.lexists(self.layout.container(container_id))
 
     def _unlink_name(self, name, container_id):
-        link = os.path.join(self.names_dir, name)
+        link = self.layout.name(name)
         with contextlib.suppress(OSError):
             if os.readlink(link) == container_id:
                 os.unlink(link)
 
     def remove_name(self, name):
         try:
-            os.unlink(os.path.join(self.names_dir, name))
+            os.unlink(self.layout.name(name))
         except FileNotFoundError:
             raise NotFound(f"container name not found: {name}", hint="see 'udocker ps'") from None
 
@@ -250,7 +251,6 @@ class ContainerStore:
                 _make_removable(moved)
 
 
-CONTAINER_JSON = "container.json"
 _STAGING = "create-"
 _NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$")
 
@@ -258,7 +258,7 @@ _NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$")
 def _read_record(directory):
     """container.json's bytes; when it is missing from an existing container, read again for a moment (another
     node's replacement of it may be two renames on NFS or FUSE: fs.read_replaced)."""
-    path = os.path.join(directory, CONTAINER_JSON)
+    path = Layout.container_record(directory)
     try:
         with open(path, "rb") as stream:
             return stream.read()

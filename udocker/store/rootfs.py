@@ -21,28 +21,23 @@ are written next to their target and removed on failure, and are preceded by a c
 """
 
 import contextlib
-import errno
 import os
 import stat
 
 from udocker import fs
 from udocker.errors import StoreError
+from udocker.fs import copy_file
 from udocker.unpack import LayerSource, apply_layers
 
 PRIVATE_DIRS = ("etc", "var", "root", "home", "tmp", "run", "srv", "mnt", "media")
 _WRITE = stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH
 _OPEN = stat.S_IWGRP | stat.S_IWOTH
-_NOT_COPYABLE = (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EBADF, errno.EPERM)
-
-
-def unpacked_dir(layout, manifest_digest):
-    return os.path.join(layout.unpacked, manifest_digest.split(":", 1)[1])
 
 
 def ensure_unpacked(repo, manifest, manifest_digest, *, on_notice=None):
     """The read-only unpacked tree of an image, applying its layers on first use. Concurrent callers
     wait for the first; a crash leaves only a scratch directory in tmp/."""
-    target = unpacked_dir(repo.layout, manifest_digest)
+    target = repo.layout.unpacked_tree(manifest_digest)
     if os.path.isdir(target):
         return target
     fs.ensure_dir(os.path.dirname(target))
@@ -161,63 +156,6 @@ def _remove_stale(temporary):
     """A temporary name left by an interrupted materialize() (kill -9) is taken again."""
     with contextlib.suppress(FileNotFoundError):
         os.unlink(temporary)
-
-
-def copy_file(src, dst, mode):
-    """Copy the regular file `src` to the new file `dst` with `mode` and `src`'s times, keeping its holes
-    (SEEK_DATA/SEEK_HOLE; copy_file_range where the file system has it). `dst` is removed on failure."""
-    info = os.lstat(src)
-    source = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    try:
-        target = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        try:
-            for start, end in _data_ranges(source, info.st_size):
-                _copy_range(source, target, start, end)
-            os.ftruncate(target, info.st_size)
-            os.fchmod(target, mode)
-            os.utime(target, ns=(info.st_atime_ns, info.st_mtime_ns))
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(dst)
-            raise
-        finally:
-            os.close(target)
-    finally:
-        os.close(source)
-
-
-def _data_ranges(fd, size):
-    """(start, end) of the data regions of the open file `fd`; the whole file where holes are unknown."""
-    position = 0
-    while position < size:
-        try:
-            start = os.lseek(fd, position, os.SEEK_DATA)
-        except OSError as exc:
-            if exc.errno == errno.ENXIO:
-                return  # only a hole remains
-            yield position, size  # no SEEK_DATA here: copy everything
-            return
-        end = min(os.lseek(fd, start, os.SEEK_HOLE), size)
-        yield start, end
-        position = end
-
-
-def _copy_range(source, target, start, end):
-    position = start
-    while position < end:
-        count = min(end - position, 1 << 30)
-        try:
-            done = os.copy_file_range(source, target, count, position, position)
-        except OSError as exc:
-            if exc.errno not in _NOT_COPYABLE:
-                raise
-            done = 0
-            data = os.pread(source, min(count, 1 << 20), position)
-            while done < len(data):
-                done += os.pwrite(target, data[done:], position + done)
-        if done == 0:
-            return  # the file got shorter while copying
-        position += done
 
 
 def check_free_space(path, needed, what):

@@ -1,0 +1,114 @@
+"""A layer's bytes: its decompression (by magic bytes), the max_layer_size bound, and the copy of member data
+into files, holes kept (see udocker/unpack/__init__.py)."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import tarfile
+import zlib
+from typing import BinaryIO
+
+from udocker.errors import UnpackError
+from udocker.unpack.report import short
+
+CHUNK = 1 << 20
+_ZERO_CHUNK = bytes(CHUNK)
+_GZIP_MAGIC = b"\x1f\x8b"
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+_LAYER_SUFFIXES = (".tar", "+gzip", ".gzip", "+zstd")
+BAD_ARCHIVE = (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile)
+
+
+def decompressed(stream: BinaryIO, media_type: str, label: str) -> BinaryIO:
+    if not media_type.endswith(_LAYER_SUFFIXES):
+        raise UnpackError(f"unsupported layer media type {media_type}: {short(label)}", layer=label)
+    if not hasattr(stream, "peek"):
+        stream = io.BufferedReader(stream)  # type: ignore[arg-type]
+    magic = stream.peek(4)[:4]
+    if magic.startswith(_GZIP_MAGIC):
+        return gzip.GzipFile(fileobj=stream, mode="rb")  # type: ignore[return-value]
+    if magic == _ZSTD_MAGIC:
+        try:
+            from compression import zstd  # Python 3.14+; no third-party zstd dependency
+        except ImportError:
+            raise UnpackError(f"layer {short(label)} is compressed with zstd, which this Python cannot "
+                              "decompress", hint="use Python 3.14 or newer, or an image with gzip layers",
+                              layer=label) from None
+        return zstd.ZstdFile(stream)  # type: ignore[no-any-return]
+    return stream
+
+
+class Bounded:
+    """A reader of the uncompressed layer that fails once more than `limit` bytes came out of it."""
+
+    def __init__(self, raw: BinaryIO, limit: int, label: str):
+        self.raw, self.limit, self.label, self.count = raw, limit, label, 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.raw.read(size)
+        self.count += len(data)
+        if self.count > self.limit:
+            raise UnpackError(f"layer {short(self.label)} expands beyond max_layer_size ({self.limit} bytes)",
+                              layer=self.label, hint="raise max_layer_size (0: no limit) if you trust this image")
+        return data
+
+
+def _read(archive: tarfile.TarFile, size: int) -> bytes:
+    data = archive.fileobj.read(size)  # type: ignore[union-attr]
+    if len(data) != size:
+        raise tarfile.ReadError("unexpected end of data")
+    return data
+
+
+def copy_data(archive: tarfile.TarFile, member: tarfile.TarInfo, fd: int) -> None:
+    """Copy the member's data; all-zero 1 MiB blocks become holes (a gzip bomb of zeros costs no disk)."""
+    source = archive.fileobj
+    if source.tell() != member.offset_data:  # type: ignore[union-attr]
+        source.seek(member.offset_data)  # type: ignore[union-attr]
+    remaining = member.size
+    if remaining <= CHUNK:
+        _write_all(fd, _read(archive, remaining))
+        return
+    holes = False
+    while remaining:
+        data = _read(archive, min(remaining, CHUNK))
+        remaining -= len(data)
+        if len(data) == CHUNK and data == _ZERO_CHUNK:
+            os.lseek(fd, CHUNK, os.SEEK_CUR)
+            holes = True
+        else:
+            _write_all(fd, data)
+    if holes:
+        os.ftruncate(fd, member.size)
+
+
+def copy_sparse(archive: tarfile.TarFile, member: tarfile.TarInfo, fd: int) -> None:
+    """Write only the data regions of a GNU/PAX sparse member; the rest stays holes."""
+    source = archive.fileobj
+    if source.tell() != member.offset_data:  # type: ignore[union-attr]
+        source.seek(member.offset_data)  # type: ignore[union-attr]
+    for offset, size in member.sparse or ():
+        os.lseek(fd, offset, os.SEEK_SET)
+        while size:
+            data = _read(archive, min(size, CHUNK))
+            _write_all(fd, data)
+            size -= len(data)
+    os.ftruncate(fd, member.size)
+
+
+def set_mtime(member: tarfile.TarInfo, path: object, dir_fd: int | None = None) -> None:
+    try:
+        if dir_fd is None:
+            os.utime(path, (member.mtime, member.mtime))  # type: ignore[arg-type]
+        else:
+            os.utime(path, (member.mtime, member.mtime), dir_fd=dir_fd, follow_symlinks=False)  # type: ignore
+    except (OSError, OverflowError, ValueError):
+        pass  # an out-of-range mtime is not worth failing the layer for
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
