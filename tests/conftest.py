@@ -3,11 +3,11 @@
 registry          session: a plain-HTTP docker-registry on loopback with every test image pushed
 make_registry     session: a factory for more registries (htpasswd users, TLS, chosen images)
 udocker           function: run the CLI in a subprocess against a fresh repository in tmp_path
-debian_image      session: the Debian 12 image built by utils/build_debian_image.py, pushed to `registry` as
+debian_image      session: the Debian 12 image built by tests/support/build_debian_image.py, pushed to `registry` as
                   test/debian:12; needs UDOCKER_TEST_DEBIAN (skips without it, fails under CI)
 
-The image builders live in utils/build_test_images.py (LAYERS_EXPECTED, check_tree, ...): import them as
-`from utils.build_test_images import ...`; this file puts the checkout's root on sys.path.
+The image builders live in tests/support/build_test_images.py (LAYERS_EXPECTED, check_tree, ...): import them as
+`from tests.support.build_test_images import ...`; this file puts the checkout's root on sys.path.
 """
 
 import os
@@ -23,9 +23,9 @@ TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if TOP not in sys.path:
     sys.path.insert(0, TOP)
 
-from utils import build_debian_image as debian  # noqa: E402
-from utils import build_test_images as builders  # noqa: E402
-from utils.local_registry import BINARY, LocalRegistry  # noqa: E402
+from tests.support import build_debian_image as debian  # noqa: E402
+from tests.support import build_test_images as builders  # noqa: E402
+from tests.support.local_registry import BINARY, LocalRegistry  # noqa: E402
 
 
 def require(binary: str) -> None:
@@ -40,7 +40,7 @@ def require(binary: str) -> None:
 @dataclass
 class RunningRegistry:
     """A started registry. `images` maps repository:tag (e.g. "test/busybox:latest") to what was pushed
-    (utils.build_test_images.Pushed: digest, media_type, config_digest, layers, children by platform)."""
+    (tests.support.build_test_images.Pushed: digest, media_type, config_digest, layers, children by platform)."""
 
     server: LocalRegistry
     users: Dict[str, str] = field(default_factory=dict)
@@ -109,7 +109,7 @@ def _certificate(workdir: str) -> Dict[str, str]:
 def make_registry(tmp_path_factory):
     """Factory: make_registry(*, images=("busybox",), users=None, tls=False, extra=None) -> RunningRegistry.
 
-    images: groups from utils.build_test_images.NAMES to push (pushed as the first user when users is set);
+    images: groups from tests.support.build_test_images.NAMES to push (pushed as the first user when users is set);
     users: {name: password} enables htpasswd basic authentication; tls: serve HTTPS with a self-signed
     certificate (RunningRegistry.cafile trusts it); extra: merged into the registry's config. Every registry
     stops at the end of the session.
@@ -153,9 +153,9 @@ DEBIAN_ENV = "UDOCKER_TEST_DEBIAN"
 @dataclass
 class DebianImage:
     """The Debian 12 image in `registry` under `name` ("test/debian:12"). `archive`: the OCI layout tarball it
-    was pushed from; `info`: utils/build_debian_image.py's record of the build (debian_version, packages,
+    was pushed from; `info`: tests/support/build_debian_image.py's record of the build (debian_version, packages,
     layers with digest/diff_id/size, seconds, ...); `expected`: layer 2's effects on layer 1 and
-    `base_expected`: a few facts of layer 1, both for utils.build_test_images.check_tree()."""
+    `base_expected`: a few facts of layer 1, both for tests.support.build_test_images.check_tree()."""
 
     registry: RunningRegistry
     name: str
@@ -187,7 +187,7 @@ def debian_image(registry) -> DebianImage:
     registry.images, whose set of names other tests know). Unset: skip, or fail under CI (.ci/run builds it)."""
     archive = os.environ.get(DEBIAN_ENV)
     if not archive:
-        how = (f"build it as root with `python3 utils/build_debian_image.py /some/dir/debian12.tar` and set "
+        how = (f"build it as root with `python3 tests/support/build_debian_image.py /some/dir/debian12.tar` and set "
                f"{DEBIAN_ENV}=/some/dir/debian12.tar")
         if os.environ.get("CI"):
             pytest.fail(f"{DEBIAN_ENV} is not set: .ci/run should have built the Debian image ({how})")

@@ -1,4 +1,4 @@
-"""The only module that knows the repository's on-disk layout (see DESIGN.md, 'On-disk layout')."""
+"""The only module that knows the repository's on-disk layout (docs/architecture.md, 'On-disk layout')."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Pull an image: manifest (platform chosen from an index) -> config and layers downloaded concurrently,
-each streamed through its digest check into the blob store -> tag. See DESIGN.md, 'Data flow'."""
+each streamed through its digest check into the blob store -> tag. See docs/architecture.md, 'Data flow'."""
 
 import threading
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait

@@ -1,5 +1,5 @@
 """Run a program in a container: image config + command line + configuration -> RunSpec -> engine ->
-exec. See DESIGN.md 'Data flow'. This module is on the hot path of `udocker run`: it imports only what
+exec. See docs/architecture.md, 'Data flow'. This module is on the hot path of `udocker run`: it imports only what
 running an existing container needs (no requests, click, yaml unless a config file exists)."""
 
 import os

@@ -2,7 +2,7 @@
 
 Built by run.py from the image config, the container record, the command line and the configuration;
 consumed by engines (engines/base.py). Kept free of dataclasses/typing imports: it is on the `run` path,
-where every millisecond of start-up counts (DESIGN.md, performance facts).
+where every millisecond of start-up counts (docs/architecture.md, 'Start-up of run').
 """
 
 

@@ -63,7 +63,7 @@ chown -R "$DEMO_USER:" "$WORK/src"  # pip builds udocker in its source tree
 install -d -o "$DEMO_USER" -m 700 "$WORK/user"
 
 say "starting a local registry"
-HOST=$(/usr/bin/python3 "$TOP/utils/local_registry.py" "$WORK/registry")
+HOST=$(/usr/bin/python3 "$TOP/tests/support/local_registry.py" "$WORK/registry")
 stop_registry() {
     # local_registry.py leaves docker-registry running in its own session: find it by its config file.
     local proc
@@ -81,7 +81,7 @@ fi
 echo "registry: $HOST" >&2
 
 say "building and pushing $HOST/test/busybox:latest"
-/usr/bin/python3 "$TOP/utils/build_test_images.py" --registry "$HOST"
+/usr/bin/python3 "$TOP/tests/support/build_test_images.py" --registry "$HOST"
 
 say "as $DEMO_USER, with the host's engines hidden: pip install udocker udocker-engines, pull, run"
 IMAGE=$HOST/test/busybox:latest

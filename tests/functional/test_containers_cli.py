@@ -46,7 +46,7 @@ def test_create_twice_shares_files_without_sharing_changes(udocker, layers):
 
 
 def test_layer_contents_are_applied(udocker, layers):
-    from utils.build_test_images import LAYERS_EXPECTED, check_tree
+    from tests.support.build_test_images import LAYERS_EXPECTED, check_tree
 
     ok(udocker("create", "--name=c", layers))
     assert check_tree(_rootfs(udocker, "c"), LAYERS_EXPECTED, modes=False) == []

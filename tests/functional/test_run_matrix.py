@@ -1,9 +1,10 @@
-"""The run matrix of the container issue: every execution mode, the same checks, through `udocker run`,
+"""The run matrix: every execution mode, the same checks, through `udocker run`,
 on the Debian 12 image built with debootstrap (dynamic programs, a second layer with whiteouts, an
 opaque directory, hard links and read-only files). CI runs this as an unprivileged user.
 
 A mode that cannot run on this machine must fail `setup --execmode` with a clear one-line error; the
-test records it and checks the message instead of the matrix (see the issue notes for CI's machine)."""
+test records it and checks the message instead of the matrix (which modes run depends on the kernel: R
+modes need unprivileged user namespaces, P modes ptrace; UDOCKER_TEST_REQUIRE_MODES lists those that must)."""
 
 import os
 import subprocess

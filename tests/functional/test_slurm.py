@@ -18,7 +18,7 @@ import textwrap
 import pytest
 
 from tests.conftest import TOP
-from utils import build_debian_image as debian
+from tests.support import build_debian_image as debian
 
 CI = bool(os.environ.get("CI"))
 IMAGE = "test/busybox:latest"
@@ -212,7 +212,7 @@ def mpi_image(registry):
     """The Debian 12 + openmpi-bin image (UDOCKER_TEST_DEBIAN_MPI) pushed as test/debian-mpi:12."""
     archive = os.environ.get(MPI_ENV)
     if not archive:
-        how = (f"build it as root with `python3 utils/build_debian_image.py --include openmpi-bin "
+        how = (f"build it as root with `python3 tests/support/build_debian_image.py --include openmpi-bin "
                f"/some/dir/debian12-mpi.tar` and set {MPI_ENV}")
         if CI:
             pytest.fail(f"{MPI_ENV} is not set: .ci/run should have built it ({how})")

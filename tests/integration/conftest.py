@@ -9,7 +9,7 @@ from typing import Any, Optional
 
 import pytest
 
-from utils import local_registry
+from tests.support import local_registry
 
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

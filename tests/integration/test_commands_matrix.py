@@ -199,7 +199,7 @@ def test_rmi_frees_blobs_even_when_a_later_name_fails(udocker, plain_registry):
 
 
 def test_pull_from_an_unreachable_registry(udocker):
-    from utils.local_registry import free_port
+    from tests.support.local_registry import free_port
 
     host = f"127.0.0.1:{free_port()}"
     done = udocker("pull", f"{host}/tests/tiny:1.0", env={"UDOCKER_RETRIES": "0"})

@@ -1,4 +1,4 @@
-"""The Debian 12 test image (utils/build_debian_image.py): what the registry serves verifies, other tools accept
+"""The Debian 12 test image (tests/support/build_debian_image.py): what the registry serves verifies, other tools accept
 it, and umoci unpacks layer 2's whiteouts, opaque directory, hard links and permissions as expected."""
 
 import gzip
@@ -13,8 +13,8 @@ import urllib.request
 import pytest
 
 from tests.conftest import require
-from utils import build_debian_image as debian
-from utils import build_test_images as builders
+from tests.support import build_debian_image as debian
+from tests.support import build_test_images as builders
 
 ACCEPT = ", ".join([builders.OCI_MANIFEST, builders.DOCKER_MANIFEST])
 

@@ -15,7 +15,7 @@ import urllib.request
 import pytest
 
 from tests.conftest import require
-from utils import build_test_images as builders
+from tests.support import build_test_images as builders
 
 ACCEPT = ", ".join([builders.OCI_MANIFEST, builders.DOCKER_MANIFEST, builders.OCI_INDEX, builders.DOCKER_LIST])
 

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from tests.integration.conftest import REPOSITORY, TAG
-from utils.local_registry import free_port
+from tests.support.local_registry import free_port
 
 
 def test_manifest_inspect(udocker, plain_registry):

@@ -78,7 +78,7 @@ def test_tags_and_catalog_pages(tmp_path, plain_registry):
 
 
 def test_mirror_falls_back_to_registry(tmp_path, plain_registry):
-    from utils.local_registry import free_port
+    from tests.support.local_registry import free_port
 
     client = make_client(tmp_path, mirrors={plain_registry.host: [f"http://127.0.0.1:{free_port()}"]})
     assert client.get_manifest(parse(plain_registry.ref)).digest == plain_registry.image["digest"]

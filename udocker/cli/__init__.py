@@ -1,6 +1,6 @@
 """The command line. main() reads the general options itself and sends `udocker run` to a lean parser
 (cli/run.py) that imports neither click nor anything run does not need: `run` of an existing container
-must add as little as possible to the engine's own start-up (DESIGN.md, performance facts). Every other
+must add as little as possible to the engine's own start-up (docs/architecture.md, 'Start-up of run'). Every other
 command goes through the click application in cli/app.py."""
 
 import os

@@ -1,6 +1,6 @@
 """`udocker run`: a hand-written parser for udocker 1.3's run options (click alone costs ~28 ms of
 start-up), and the error boundary of run: udocker's own failures exit 125, a program that cannot be
-executed 126, one not found 127; otherwise the container's exit status is udocker's (DESIGN.md)."""
+executed 126, one not found 127; otherwise the container's exit status is udocker's (as with `docker run`)."""
 
 import os
 import sys

@@ -26,7 +26,7 @@ In the container NVIDIA_VISIBLE_DEVICES names the chosen GPUs and, when the choi
 CUDA_VISIBLE_DEVICES lists their UUIDs, which name the same GPUs whether the engine shows the container every
 /dev/nvidia* (P, F: /dev is bound whole) or only the chosen ones (R modes) - an index would not.
 Capabilities: NVIDIA_DRIVER_CAPABILITIES of the request, else the image's, else compute,utility ("all").
-This is the only module importing pynvml (DESIGN.md); it does so lazily.
+This is the only module importing pynvml; it does so lazily.
 """
 
 import os

@@ -1,7 +1,7 @@
 """InjectionPlan: what an injector (nvidia, infiniband) found on the host and wants the container to see.
 
 An injector's plan() reads the host and returns a plan; run.py applies it to the RunSpec with apply(), and
-each engine turns the RunSpec into its own mechanism (DESIGN.md, inject/):
+each engine turns the RunSpec into its own mechanism (docs/architecture.md, 'Injection'):
   PRoot         -b SOURCE:TARGET for every bind and device
   runc / crun   an OCI bind mount per bind, a device entry (or a bind, rootless) per device
   Fakechroot    no bind mounts: a bind whose target differs from its source becomes a symbolic link

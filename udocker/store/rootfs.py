@@ -13,7 +13,7 @@ rename it over the link. Engines that would write shared files in place must cal
 R modes (root in a user namespace may override file permissions) and F3/F4 (patchelf rewrites ELF
 files). Known limit: chmod on a shared file inside a P or F container changes its mode for the other
 containers of that image too (the user owns every inode); its content stays protected until a
-program then writes to it. See the issue notes.
+program then writes to it (docs/architecture.md, 'Unpacked images').
 
 Nothing here is writable by group or others: copies and directories drop those bits (the repository is
 private; the container's user owns everything). Copies keep holes (a sparse file costs only its data),

@@ -13,7 +13,7 @@ Images (repository prefix `test/` by default):
 
 Everything but the big image is deterministic (fixed mtimes, gzip without timestamps), so digests are stable
 for a given busybox binary. As a script:
-`python3 utils/build_test_images.py --registry 127.0.0.1:PORT [--all] [--big MB]` prints `REF DIGEST` lines.
+`python3 tests/support/build_test_images.py --registry 127.0.0.1:PORT [--all] [--big MB]` prints `REF DIGEST` lines.
 Not imported by udocker itself.
 """
 

@@ -2,7 +2,7 @@
 """Start Debian's docker-registry (Docker Distribution) on a free loopback port, for tests and demos.
 
 As a module: `with LocalRegistry(workdir) as reg: reg.url, reg.host`. As a script:
-`python3 utils/local_registry.py DIR` starts one in the background and prints its host:port.
+`python3 tests/support/local_registry.py DIR` starts one in the background and prints its host:port.
 Not imported by udocker itself.
 """
 

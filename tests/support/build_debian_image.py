@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Build the Debian 12 test image with debootstrap and save it as an OCI image layout tarball (stdlib only).
 
-As root: `python3 utils/build_debian_image.py [ARCHIVE] [--include PKG,...] [--mirror URL] [--force]`
+As root: `python3 tests/support/build_debian_image.py [ARCHIVE] [--include PKG,...] [--mirror URL] [--force]`
 (a package named `pip:REQUIREMENT`, e.g. `pip:deepaas==2.6.0`, is installed from PyPI by this Python's pip into
 the image's /usr/local/lib/python3.X/dist-packages, with its console scripts in /usr/local/bin; it needs the
 image's python3 to be this one's version: run the script with Debian 12's /usr/bin/python3)
@@ -40,11 +40,11 @@ import tempfile
 import time
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
-if __package__ in (None, ""):  # run as a script: make `utils` importable
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if __package__ in (None, ""):  # run as a script: make `tests.support` importable from the checkout's root
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from utils import build_test_images as builders  # noqa: E402
-from utils.build_test_images import directory, file, hardlink, opaque, symlink, whiteout  # noqa: E402
+from tests.support import build_test_images as builders  # noqa: E402
+from tests.support.build_test_images import directory, file, hardlink, opaque, symlink, whiteout  # noqa: E402
 
 SUITE = "bookworm"
 TAG = "12"
