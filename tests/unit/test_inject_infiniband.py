@@ -9,7 +9,7 @@ from tests.fixtures.hosttree import LIB64
 from udocker import inject
 from udocker.errors import UdockerError
 from udocker.inject import infiniband
-from udocker.run import DEFAULT_PATH
+from udocker.runbuild import DEFAULT_PATH
 from udocker.runspec import Mount, RunSpec
 
 LIBDIR = "/.udocker/infiniband/lib64"
