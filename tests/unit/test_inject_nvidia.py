@@ -273,7 +273,7 @@ def test_run_spec_gets_the_driver(tmp_path, host):
     ({"options": {"nvidia": True}}, True),
     ({"record": {"nvidia": True}}, True),  # setup --nvidia
     ({"config": {"nvidia": "on"}}, True),
-    ({"environ": {"CUDA_VISIBLE_DEVICES": "0"}, "options": {"no_nvidia": True}}, False),
+    ({"environ": {"CUDA_VISIBLE_DEVICES": "0"}, "options": {"nvidia": False}}, False),
     ({"environ": {"CUDA_VISIBLE_DEVICES": "0"}, "config": {"nvidia": "off"}}, False),
     ({"options": {"env": ["NVIDIA_VISIBLE_DEVICES=0"]}}, True),  # -e counts as the request
 ])
