@@ -70,9 +70,6 @@ class ContainerService:
         """Container `name`, made from image `target` by the first of several processes asking at once (the
         tasks of a job preparing one container per node): the others wait for it instead of failing with
         'container name already in use'."""
-        from udocker import fs
-
-        fs.ensure_dir(self.layout.locks)
         with self._locked("name", name, f"container name {name}"):
             try:
                 return self.find(name)
@@ -182,4 +179,5 @@ class ContainerService:
     def _locked(self, kind, name, what):
         from udocker import fs  # not needed to run a prepared container
 
+        fs.ensure_dir(self.layout.locks)
         return fs.locked(self.layout.lock(kind, name), timeout=self.config["lock_timeout"], what=what)

@@ -4,7 +4,7 @@ started under a supervisor (launch.py). The caller (cli/run.py) builds the reque
 says where reports go; nothing here imports udocker.cli.
 
 On the hot path of `udocker run`: running an existing container imports only what it needs (no requests,
-click, yaml, tarfile or unpacker; tests/unit/test_run_imports.py holds the list)."""
+click, yaml, tarfile or unpacker; tests/functional/test_run_imports.py holds the list)."""
 
 from udocker.launch import execute
 from udocker.paths import Layout

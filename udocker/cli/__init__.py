@@ -1,7 +1,7 @@
 """The command line. main() reads the general options itself and sends `udocker run` to a lean parser
 (cli/run.py) that imports neither click nor anything run does not need: `run` of an existing container
-must add as little as possible to the engine's own start-up (DESIGN.md, performance facts). Every other
-command goes through the click application in cli/app.py."""
+must add as little as possible to the engine's own start-up (tests/functional/test_run_imports.py lists what
+it may import). Every other command goes through the click application in cli/app.py."""
 
 import os
 import sys
