@@ -15,7 +15,7 @@ TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))
 # Every udocker module `udocker run` of an existing container may load. A module added to the run path is added
 # here on purpose (and its cost measured with utils/bench_run), never by accident.
 RUN_PATH = {
-    "udocker", "udocker.cli", "udocker.cli.run", "udocker.cli.boundary", "udocker.errors", "udocker.config",
+    "udocker", "udocker.cli", "udocker.cli.run", "udocker.errors", "udocker.config",
     "udocker.paths", "udocker.run", "udocker.runspec", "udocker.runopts", "udocker.runbuild", "udocker.launch",
     "udocker.provision", "udocker.inject", "udocker.store", "udocker.store.containers",
 }

@@ -1,5 +1,5 @@
 """The click application: the root group, its general options, and click's own failures told as udocker's
-(cli/boundary.py is the error boundary of every command, `run` included)."""
+(cli/__init__.py's guarded() is the error boundary of every command, `run` included)."""
 
 import sys
 from typing import List, Optional, Tuple
@@ -7,7 +7,7 @@ from typing import List, Optional, Tuple
 import click
 
 from udocker import __version__, log
-from udocker.cli.boundary import guarded, report
+from udocker.cli import guarded, report
 from udocker.cli.group import Group, UnknownCommand
 from udocker.cli.state import State
 
