@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from udocker.cli.run import _Usage, parse
+from udocker.cli.run import _Usage, parse, request
 from udocker.errors import ProgramNotExecutable, ProgramNotFound, UdockerError, UsageError
 from udocker.runbuild import build_env, build_mounts, check_program, program_argv
 from udocker.runopts import check_ports, parse_volume, resolve_user
@@ -149,3 +149,16 @@ def test_ports():
     assert check_ports(["8080:8080", "9000"]) == [(8080, 8080), (9000, 9000)]
     with pytest.raises(UdockerError, match="share the host's network"):
         check_ports(["8080:80"])
+
+
+def test_request_of_the_parsed_options():
+    """cli/run.py turns the parser's values into the typed RunRequest run() takes."""
+    values, target, command = parse(["--rm", "-v", "/a:/b", "--env-file=f", "--cpuset-cpus=0-1", "--device=/dev/x",
+                                     "--no-nvidia", "--ib", "-it", "--platform=linux/arm64", "img", "ls"])
+    asked = request(values, target, command, tty=True)
+    assert (asked.target, asked.command, asked.rm, asked.volumes, asked.env_files) == ("img", ["ls"], True,
+                                                                                        ["/a:/b"], ["f"])
+    assert (asked.cpuset, asked.devices, asked.tty, asked.pull) == ("0-1", ["/dev/x"], True, "missing")
+    assert (asked.nvidia, asked.infiniband, asked.hostmpi) == (False, True, None)
+    with pytest.raises(TypeError, match="unknown fields"):
+        RunRequest(volume=["/a"])
