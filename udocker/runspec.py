@@ -1,8 +1,10 @@
-"""RunSpec: everything an engine needs to start one program in one container. Pure data, no I/O.
+"""The data of `udocker run`, pure and without I/O: RunRequest (what was asked: the container or image, the
+command, the options) and RunSpec (everything an engine needs to start one program in one container).
 
-Built by run.py from the image config, the container record, the command line and the configuration;
-consumed by engines (engines/base.py). Kept free of dataclasses/typing imports: it is on the `run` path,
-where every millisecond of start-up counts (docs/architecture.md, 'Start-up of run').
+A RunRequest is built by the command line (cli/run.py) or any other caller; run.py turns it into a RunSpec
+(runbuild.py) from the image config, the container record and the configuration; engines consume the RunSpec
+(engines/base.py). Kept free of dataclasses/typing imports (~15 ms): it is on the `run` path, where every
+millisecond of start-up is added to the engine's.
 """
 
 
@@ -62,3 +64,39 @@ class RunSpec:
         self.container_id = container_id
         self.cpuset = cpuset
         self.ports = list(ports)
+
+
+class RunRequest:
+    """What `udocker run` is asked to do (the long option names of `udocker run --help`, as Python values).
+
+    target: a container (name, id, id prefix) or an image reference; None with `location`.
+    command: replaces the image's CMD (empty: the image's). location: a root file system directory to run
+    instead of a container. pull: "missing", "never", "always" or "reuse" (the container `name` if it exists).
+    registry, index, platform: for pulling `target` (None: the configuration's).
+    volumes, novol, env, env_files, devices, publish: lists of the option values, in order.
+    nvidia, infiniband, hostmpi: True (--nvidia), False (--no-nvidia) or None (the container record, then the
+    configuration decide). tty: stdin is a terminal. Every other field is the option of the same name.
+    """
+
+    __slots__ = ("target", "command", "location", "pull", "rm", "name",
+                 "workdir", "user", "volumes", "novol", "env", "env_files", "hostauth", "containerauth",
+                 "nosysdirs", "nometa", "hostenv", "bindhome", "entrypoint", "cpuset", "hostname", "devices",
+                 "publish", "tty", "nvidia", "infiniband", "hostmpi")
+    _LISTS = ("command", "volumes", "novol", "env", "env_files", "devices", "publish")
+    _FLAGS = ("rm", "hostauth", "containerauth", "nosysdirs", "nometa", "hostenv", "bindhome", "tty")
+
+    def __init__(self, **fields):
+        unknown = set(fields) - set(self.__slots__)
+        if unknown:
+            raise TypeError(f"RunRequest: unknown fields {sorted(unknown)}")
+        for key in self.__slots__:
+            value = fields.get(key)
+            if key in self._LISTS:
+                value = list(value or ())
+            elif key in self._FLAGS:
+                value = bool(value)
+            setattr(self, key, value)
+        self.pull = self.pull or "missing"
+
+    def __repr__(self):
+        return "RunRequest(" + ", ".join(f"{k}={getattr(self, k)!r}" for k in self.__slots__) + ")"

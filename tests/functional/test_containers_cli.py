@@ -118,3 +118,20 @@ def test_concurrent_creates_of_one_image(udocker, layers):
     assert [r.returncode for r in results] == [0] * 8, [r.stderr for r in results]
     assert len(json.loads(ok(udocker("ps", "--json")))) == 8
     assert [n for n in os.listdir(os.path.join(udocker.repo, "tmp")) if n != ".lock"] == []
+
+
+def test_setup_purge_takes_the_container_lock(udocker, layers):
+    """`setup --purge` undoes a preparation under the container's prepare lock, as `run` prepares under it: while
+    another process holds it, the purge waits (here: times out) and changes nothing."""
+    from udocker import fs
+    from udocker.paths import Layout
+
+    container_id = ok(udocker("create", "--name=one", layers)).strip()
+    ok(udocker("setup", "--nvidia", "one"))
+    with fs.locked(Layout(udocker.repo).lock("prepare", container_id), timeout=10):
+        held = udocker("setup", "--purge", "one", env={"UDOCKER_LOCK_TIMEOUT": "1"})
+        assert held.returncode == 1
+        assert held.stderr.startswith(f"error: timed out waiting for the lock on container {container_id}\n")
+        assert json.loads(ok(udocker("inspect", "one")))["nvidia"] is True
+    ok(udocker("setup", "--purge", "one"))
+    assert json.loads(ok(udocker("inspect", "one"))).get("nvidia") is None

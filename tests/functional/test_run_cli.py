@@ -160,3 +160,28 @@ def test_terminal_passes_through(udocker, busybox, mode):
                             capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
     assert result.returncode == 4, result.stdout + result.stderr
     assert "/dev/pts/" in result.stdout
+
+
+def test_quiet_silences_the_run_path(udocker, busybox):
+    """-q on `run` as on the other commands (issue 9): no pull progress, only errors."""
+    result = udocker("-q", "run", "--rm", busybox, "echo", "hello")
+    assert (result.returncode, result.stdout, result.stderr) == (0, "hello\n", "")
+
+
+def test_debug_on_the_run_path(udocker, busybox, registry):
+    """-D on `run` as on the other commands: the registry's debug lines, then the engine's command line."""
+    result = udocker("-D", "run", "--rm", busybox, "true")
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    assert f"GET http://{registry.host}/v2/test/busybox/manifests/latest -> 200" in lines
+    assert any(line.startswith("debug: mode ") for line in lines), result.stderr
+    plain = udocker("run", "--rm", busybox, "true")
+    assert " -> 200" not in plain.stderr and "debug: " not in plain.stderr
+
+
+def test_general_options_reach_run_through_click(udocker, busybox):
+    """`udocker -qD run` (options the lean parser leaves to click) keeps --repo, -q and -D."""
+    ok(udocker("-q", "pull", busybox))
+    result = udocker("-qD", "run", "--rm", busybox, "echo", "hello")
+    assert (result.returncode, result.stdout) == (0, "hello\n"), result.stderr
+    assert any(line.startswith("debug: mode ") for line in result.stderr.splitlines()), result.stderr

@@ -42,7 +42,7 @@ print(json.dumps({
     "copies": [os.path.join(p, n) for p, _, fs in os.walk(repo) for n in fs if ".udocker-" in n],
 }))
 """
-# R-mode preparation (udocker/run.py prepare) breaks the container's hard links with this call.
+# R-mode preparation (udocker/provision.py ContainerService.prepare) breaks the container's hard links with this call.
 MATERIALIZE = r"""
 import glob, os, sys
 from udocker.errors import UdockerError

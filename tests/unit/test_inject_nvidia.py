@@ -9,12 +9,13 @@ import pytest
 from tests.fixtures import hosttree
 from tests.fixtures.hosttree import LIB32, LIB64, OLD_VERSION, UUIDS, VERSION
 from udocker import inject
+from udocker.engines.common import DEFAULT_PATH
 from udocker.errors import ConfigError, UdockerError
 from udocker.inject import libraries, nvidia
 from udocker.inject.plan import InjectionPlan
-from udocker.run import DEFAULT_PATH, Options, build_spec
-from udocker.run import inject as run_inject
-from udocker.runspec import Mount, RunSpec
+from udocker.runbuild import build_spec
+from udocker.runbuild import inject as run_inject
+from udocker.runspec import Mount, RunRequest, RunSpec
 
 LIBDIR = "/.udocker/nvidia/lib64"
 
@@ -251,7 +252,7 @@ def _spec(tmp_path, host, *, options=None, environ=None, record=None, config=Non
     hosttree.write(rootfs, "/bin/sh", "#!/bin/sh\n", 0o755)
     container = _Container(str(rootfs), dict({"config": {"Cmd": ["sh"], "Env": ["LD_LIBRARY_PATH=/opt/app/lib"]}},
                                              **(record or {})))
-    opts = Options(**(options or {}))
+    opts = RunRequest(**(options or {}))
     spec = build_spec(container, opts, environ or {})
     settings = dict({"nvidia": "auto", "infiniband": "auto", "host_mpi": "off"}, **(config or {}))
     run_inject(spec, settings, opts, container, environ or {}, root=host)
@@ -273,7 +274,7 @@ def test_run_spec_gets_the_driver(tmp_path, host):
     ({"options": {"nvidia": True}}, True),
     ({"record": {"nvidia": True}}, True),  # setup --nvidia
     ({"config": {"nvidia": "on"}}, True),
-    ({"environ": {"CUDA_VISIBLE_DEVICES": "0"}, "options": {"no_nvidia": True}}, False),
+    ({"environ": {"CUDA_VISIBLE_DEVICES": "0"}, "options": {"nvidia": False}}, False),
     ({"environ": {"CUDA_VISIBLE_DEVICES": "0"}, "config": {"nvidia": "off"}}, False),
     ({"options": {"env": ["NVIDIA_VISIBLE_DEVICES=0"]}}, True),  # -e counts as the request
 ])

@@ -4,19 +4,11 @@ import os
 
 import pytest
 
-from udocker.cli.run import _Usage, parse
+from udocker.cli.run import _Usage, parse, request
 from udocker.errors import ProgramNotExecutable, ProgramNotFound, UdockerError, UsageError
-from udocker.run import (
-    Options,
-    build_env,
-    build_mounts,
-    check_ports,
-    check_program,
-    parse_volume,
-    program_argv,
-    resolve_user,
-)
-from udocker.runspec import Mount
+from udocker.runbuild import build_env, build_mounts, check_program, program_argv
+from udocker.runopts import check_ports, parse_volume, resolve_user
+from udocker.runspec import Mount, RunRequest
 
 
 @pytest.mark.parametrize(
@@ -55,12 +47,12 @@ def test_parse_rejects(args):
     ],
 )
 def test_program_follows_docker(config, options, argv):
-    assert program_argv(config, Options(**options)) == argv
+    assert program_argv(config, RunRequest(**options)) == argv
 
 
 def test_no_command_is_an_error():
     with pytest.raises(UsageError, match="no command specified"):
-        program_argv({}, Options())
+        program_argv({}, RunRequest())
 
 
 @pytest.fixture
@@ -112,19 +104,19 @@ def test_unknown_user_or_group(rootfs, user):
 def test_environment_precedence(tmp_path):
     env_file = tmp_path / "env"
     env_file.write_text("# comment\nFROM_FILE=1\nA=file\n\n")
-    options = Options(env=["A=cli", "HOSTVAR", "MISSING"], env_file=[str(env_file)])
+    options = RunRequest(env=["A=cli", "HOSTVAR", "MISSING"], env_files=[str(env_file)])
     env = build_env({"Env": ["A=image", "PATH=/image/bin", "B=image"]}, options,
                     {"HOSTVAR": "host", "SECRET": "x"}, "/root", "node1")
     assert env == {"A": "cli", "B": "image", "PATH": "/image/bin", "FROM_FILE": "1", "HOSTVAR": "host",
                    "HOME": "/root", "HOSTNAME": "node1"}
-    assert build_env({}, Options(hostenv=True), {"SECRET": "x"}, "/", "n")["SECRET"] == "x"
-    assert build_env({}, Options(), {}, "/", "n")["PATH"].endswith("/bin")
+    assert build_env({}, RunRequest(hostenv=True), {"SECRET": "x"}, "/", "n")["SECRET"] == "x"
+    assert build_env({}, RunRequest(), {}, "/", "n")["PATH"].endswith("/bin")
 
 
 def test_batch_and_mpi_variables_reach_the_program():
     host = {"SLURM_PROCID": "3", "SLURM_JOB_ID": "17", "PMIX_RANK": "3", "PMIX_SERVER_URI41": "pmix-server.1;x",
             "OMPI_COMM_WORLD_RANK": "3", "PMI_FD": "5", "SECRET": "x", "HOME": "/home/u", "XSLURM_X": "no"}
-    env = build_env({"Env": ["SLURM_JOB_ID=image"]}, Options(env=["PMI_FD=cli"]), host, "/root", "n")
+    env = build_env({"Env": ["SLURM_JOB_ID=image"]}, RunRequest(env=["PMI_FD=cli"]), host, "/root", "n")
     assert {k: v for k, v in env.items() if k not in ("PATH", "HOSTNAME")} == {
         "SLURM_PROCID": "3", "SLURM_JOB_ID": "image", "PMIX_RANK": "3", "PMIX_SERVER_URI41": "pmix-server.1;x",
         "OMPI_COMM_WORLD_RANK": "3", "PMI_FD": "cli", "HOME": "/root"}
@@ -134,9 +126,9 @@ def test_pmix_server_directory_is_bound(tmp_path):
     server = tmp_path / "pmix.3.0"
     server.mkdir()
     environ = {"PMIX_SERVER_TMPDIR": f"{server}/", "PMIX_SYSTEM_TMPDIR": "/tmp"}
-    assert Mount(str(server), str(server)) in build_mounts(Options(), environ)
-    assert build_mounts(Options(nosysdirs=True), environ) == []
-    assert build_mounts(Options(nosysdirs=True), {"PMIX_SERVER_TMPDIR": str(tmp_path / "gone")}) == []
+    assert Mount(str(server), str(server)) in build_mounts(RunRequest(), environ)
+    assert build_mounts(RunRequest(nosysdirs=True), environ) == []
+    assert build_mounts(RunRequest(nosysdirs=True), {"PMIX_SERVER_TMPDIR": str(tmp_path / "gone")}) == []
 
 
 def test_volumes(tmp_path):
@@ -147,13 +139,26 @@ def test_volumes(tmp_path):
             parse_volume(bad)
     with pytest.raises(UdockerError, match="volume source does not exist"):
         parse_volume("/nonexistent/dir:/x")
-    mounts = build_mounts(Options(volume=[f"{tmp_path}:/data"], novol=["/proc"]), {"HOME": "/h"})
+    mounts = build_mounts(RunRequest(volumes=[f"{tmp_path}:/data"], novol=["/proc"]), {"HOME": "/h"})
     targets = [m.target for m in mounts]
     assert "/dev" in targets and "/proc" not in targets and targets[-1] == "/data"
-    assert build_mounts(Options(nosysdirs=True), {}) == []
+    assert build_mounts(RunRequest(nosysdirs=True), {}) == []
 
 
 def test_ports():
     assert check_ports(["8080:8080", "9000"]) == [(8080, 8080), (9000, 9000)]
     with pytest.raises(UdockerError, match="share the host's network"):
         check_ports(["8080:80"])
+
+
+def test_request_of_the_parsed_options():
+    """cli/run.py turns the parser's values into the typed RunRequest run() takes."""
+    values, target, command = parse(["--rm", "-v", "/a:/b", "--env-file=f", "--cpuset-cpus=0-1", "--device=/dev/x",
+                                     "--no-nvidia", "--ib", "-it", "--platform=linux/arm64", "img", "ls"])
+    asked = request(values, target, command, tty=True)
+    assert (asked.target, asked.command, asked.rm, asked.volumes, asked.env_files) == ("img", ["ls"], True,
+                                                                                        ["/a:/b"], ["f"])
+    assert (asked.cpuset, asked.devices, asked.tty, asked.pull) == ("0-1", ["/dev/x"], True, "missing")
+    assert (asked.nvidia, asked.infiniband, asked.hostmpi) == (False, True, None)
+    with pytest.raises(TypeError, match="unknown fields"):
+        RunRequest(volume=["/a"])

@@ -1,17 +1,15 @@
-"""The click application: the root group, its general options, and the error boundary of every command
-but `run` (which has its own, in cli/run.py)."""
+"""The click application: the root group, its general options, and click's own failures told as udocker's
+(cli/__init__.py's guarded() is the error boundary of every command, `run` included)."""
 
-import os
 import sys
-import traceback
 from typing import List, Optional, Tuple
 
 import click
 
 from udocker import __version__, log
+from udocker.cli import guarded, report
 from udocker.cli.group import Group, UnknownCommand
 from udocker.cli.state import State
-from udocker.errors import UdockerError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -48,12 +46,6 @@ def _register() -> None:
 _register()
 
 
-def _print_error(message: str, hint: Optional[str]) -> None:
-    click.echo(f"error: {message}", err=True)
-    if hint:
-        click.echo(f"hint: {hint}", err=True)
-
-
 def _usage(exc: click.UsageError) -> Tuple[str, str]:
     """click's usage message as one udocker error line ('no such option '--jsn'') and a hint that names the
     command's help and click's suggestion, if any; the same text whatever click 8 release words it."""
@@ -73,37 +65,23 @@ def _usage(exc: click.UsageError) -> Tuple[str, str]:
     return text, (f"did you mean {suggestion}? {help_hint}" if suggestion else help_hint)
 
 
-def main(argv: Optional[List[str]] = None) -> None:
-    """Run the command line and exit: 0 ok, 1 udocker error, 2 usage, or the command's own status."""
-    args = sys.argv[1:] if argv is None else argv
-    debug = "-D" in args or "--debug" in args
+def _invoke(argv: Optional[List[str]]) -> int:
+    """The command's status; click's own failures (usage, aborts) as udocker's one-line errors."""
     try:
         status = cli.main(args=argv, prog_name="udocker", standalone_mode=False)
     except click.UsageError as exc:
-        _print_error(*_usage(exc))
-        status = 2
+        report(*_usage(exc))
+        return 2
     except click.ClickException as exc:
-        _print_error(exc.format_message(), None)
-        status = exc.exit_code
+        report(exc.format_message())
+        return exc.exit_code
     except click.Abort:
-        _print_error("aborted", None)
-        status = 1
-    except UdockerError as exc:
-        if debug:
-            traceback.print_exc()
-        _print_error(exc.message, exc.hint)
-        status = exc.exit_code
-    except BrokenPipeError:
-        # stdout closed early (e.g. 'udocker images | head -1'): not an error worth a message.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        status = 1
-    except OSError as exc:
-        # A file-system or system failure that no layer turned into a UdockerError: still one line.
-        if debug:
-            traceback.print_exc()
-        where = f": {exc.filename}" if exc.filename else ""
-        _print_error(f"{exc.strerror or exc}{where}", None if debug else "run with --debug for the traceback")
-        status = 1
-    except KeyboardInterrupt:
-        status = 130
-    sys.exit(status if isinstance(status, int) else 0)
+        report("aborted")
+        return 1
+    return status if isinstance(status, int) else 0
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    """Run the command line and exit: 0 ok, 1 udocker error, 2 usage, or the command's own status."""
+    args = sys.argv[1:] if argv is None else argv
+    sys.exit(guarded(lambda: _invoke(argv), debug="-D" in args or "--debug" in args))

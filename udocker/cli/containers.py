@@ -161,34 +161,23 @@ def export(state, output, as_clone, container):
 @click.pass_obj
 def setup(state, execmode, force, purge, fixperm, nvidia, container):
     """Set up CONTAINER: its execution mode (P1 P2 F1-F4 R1-R3), NVIDIA injection."""
-    containers = _store(state)
-    found = containers.find(container)
-    config, layout = state.config, state.layout
+    from udocker.provision import ContainerService
+
+    state.repository()  # creates the repository and cleans tmp/
+    service = ContainerService(state.config, state.layout)
+    found = service.find(container)
     if fixperm:
         from udocker.store.containers import _make_removable
 
         _make_removable(found.rootfs)
-    if purge or execmode:
-        from udocker.engines import modes
-        from udocker.run import prepare
-    if purge and found.record.get("prepared"):
-        previous = found.record["prepared"]
-        modes.get_engine(previous, config, layout).unprepare(found, previous)
-        containers.update(found, prepared=None, mode=None)
     if purge:
-        containers.update(found, nvidia=None)  # --purge forgets every setting: setup --nvidia too
+        service.purge(found)
     if execmode:
-        mode = execmode.upper()
-        engine = modes.get_engine(mode, config, layout)
-        engine.probe(mode, found)  # before anything changes: a refused mode is not recorded
-        if force:
-            containers.update(found, prepared=None)
-        containers.update(found, mode=mode)
-        prepare(config, layout, containers, found, mode, engine)
+        service.set_mode(found, execmode.upper(), force=force)
     if nvidia is not None:
-        containers.update(found, nvidia=nvidia)
+        service.store.update(found, nvidia=nvidia)
     if not (execmode or purge or fixperm or nvidia is not None):
-        click.echo(found.record.get("mode") or config["default_execution_mode"])
+        click.echo(found.record.get("mode") or state.config["default_execution_mode"])
 
 
 @click.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
@@ -198,7 +187,10 @@ def run(ctx):
     """Run a command in a container, or in a new container of an image."""
     from udocker.cli.run import main as run_main
 
-    ctx.exit(run_main({}, ctx.args))
+    state = ctx.obj  # the general options, when they reached click (e.g. `udocker -Dq run`)
+    general = {"debug": state.debug, "quiet": state.quiet, "config": state.config_file,
+               "repo": state.overrides.get("topdir"), "insecure": state.overrides.get("insecure")}
+    ctx.exit(run_main(general, ctx.args))
 
 
 COMMANDS = [run, create, ps, rm, name, rmname, rename, clone, export, setup]

@@ -1,0 +1,162 @@
+"""RunRequest -> RunSpec: the image config (container.json), the request and the host's environment make the
+program's argv, environment, identity, working directory and mounts (Docker's rules); inject() adds the node's
+NVIDIA, Infiniband and MPI stacks. No process is started here (launch.py does that)."""
+
+import os
+
+from udocker import inject as injectors
+from udocker.engines.base import resolve
+from udocker.engines.common import DEFAULT_PATH
+from udocker.errors import ProgramNotExecutable, ProgramNotFound, UsageError
+from udocker.runopts import check_devices, check_ports, parse_volume, resolve_user
+from udocker.runspec import Mount, RunSpec
+
+SYSTEM_MOUNTS = ("/dev", "/proc", "/sys", "/etc/resolv.conf", "/etc/host.conf", "/etc/hosts")
+# Variables of the batch system and of MPI launchers that reach the program without --hostenv, so that
+# `srun udocker run ...` and `mpirun udocker run ...` work unchanged: the task's rank, the job's ids, the
+# PMI/PMIx rendezvous (server addresses, namespaces, ranks) and Open MPI's per-process settings. The image's
+# ENV and -e still override them.
+BATCH_ENV_PREFIXES = ("SLURM_", "SLURMD_", "SRUN_", "PMI_", "PMIX_", "OMPI_", "PRTE_", "OPAL_", "ORTE_",
+                      "HYDRA_", "MPI_LOCALNRANKS", "MPI_LOCALRANKID", "PBS_", "LSB_", "SGE_", "FLUX_")
+RENDEZVOUS_VARS = ("PMIX_SERVER_TMPDIR",)
+
+
+# -- the program ---------------------------------------------------------------------------------------
+def program_argv(config, request):
+    """Docker's rule: ENTRYPOINT + CMD; a command on the command line replaces CMD; --entrypoint
+    replaces ENTRYPOINT and drops the image's CMD ("" clears the entrypoint)."""
+    entrypoint = config.get("Entrypoint") or []
+    cmd = config.get("Cmd") or []
+    if request.entrypoint is not None:
+        entrypoint = [request.entrypoint] if request.entrypoint else []
+        cmd = []
+    if request.command:
+        cmd = request.command
+    argv = list(entrypoint) + list(cmd)
+    if not argv:
+        raise UsageError("no command specified", hint="give a command after the container name")
+    return argv
+
+
+def check_program(rootfs, argv0, env):
+    """Resolve argv[0] in the container like execvp (PATH lookup for a bare name); raises
+    ProgramNotFound (127) or ProgramNotExecutable (126). Returns the container path."""
+    if "/" in argv0:
+        candidates = [argv0 if argv0.startswith("/") else os.path.join(env.get("PWD", "/"), argv0)]
+    else:
+        candidates = [os.path.join(d or ".", argv0) for d in env.get("PATH", DEFAULT_PATH).split(":")]
+    for candidate in candidates:
+        host = resolve(rootfs, candidate)
+        if os.path.isfile(host):
+            if not os.access(host, os.X_OK):
+                raise ProgramNotExecutable(f"permission denied: {argv0} is not executable")
+            return candidate
+    if "/" in argv0:
+        raise ProgramNotFound(f"no such file or directory: {argv0}")
+    raise ProgramNotFound(f"executable file not found in $PATH: {argv0}")
+
+
+# -- environment ---------------------------------------------------------------------------------------
+def _env_pairs(items, environ, where):
+    pairs = []
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not key:
+            raise UsageError(f"invalid environment variable in {where}: {item!r}")
+        if sep:
+            pairs.append((key, value))
+        elif key in environ:  # `-e NAME` takes the host's value, as docker does
+            pairs.append((key, environ[key]))
+    return pairs
+
+
+def _env_file(path, environ):
+    try:
+        with open(path, encoding="utf-8") as stream:
+            lines = [line.strip() for line in stream]
+    except OSError as exc:
+        raise UsageError(f"cannot read env file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"env file {path} is not UTF-8 text", hint="give a file of KEY=VALUE lines") from None
+    return _env_pairs([line for line in lines if line and not line.startswith("#")], environ, path)
+
+
+def build_env(config, request, environ, home, hostname):
+    env = {}
+    if request.hostenv:
+        env.update(environ)
+    else:
+        env.update((k, v) for k, v in environ.items() if k.startswith(BATCH_ENV_PREFIXES))
+    for key, value in _env_pairs(config.get("Env") or [], {}, "the image"):
+        env[key] = value
+    for path in request.env_files:
+        env.update(_env_file(path, environ))
+    env.update(_env_pairs(request.env, environ, "-e"))
+    env.setdefault("PATH", DEFAULT_PATH)
+    env.setdefault("HOME", home)
+    env.setdefault("HOSTNAME", hostname)
+    if request.tty:
+        env.setdefault("TERM", environ.get("TERM", "xterm"))
+    return env
+
+
+# -- mounts --------------------------------------------------------------------------------------------
+def build_mounts(request, environ):
+    mounts = []
+    if not request.nosysdirs:
+        mounts += [Mount(p, p) for p in SYSTEM_MOUNTS if os.path.exists(p)]
+    if request.hostauth:
+        mounts += [Mount(p, p, True) for p in ("/etc/passwd", "/etc/group") if os.path.exists(p)]
+    if request.bindhome and environ.get("HOME"):
+        mounts.append(Mount(environ["HOME"], environ["HOME"]))
+    for var in RENDEZVOUS_VARS:
+        # PMIx's server directory (its shared-memory data store; Open MPI's session directory under mpirun):
+        # the ranks find it at the path the launcher gave them.
+        path = environ.get(var, "").rstrip("/")
+        if path.startswith("/") and os.path.isdir(path) and not request.nosysdirs:
+            mounts.append(Mount(os.path.normpath(path), os.path.normpath(path)))
+    for text in request.volumes:
+        mounts.append(parse_volume(text))
+    dropped = {os.path.normpath(p.split(":")[0]) for p in request.novol}
+    return [m for m in mounts if m.source not in dropped and m.target not in dropped]
+
+
+def build_spec(container, request, environ):
+    """The RunSpec for `request` in `container` (image config from container.json unless --nometa)."""
+    config = {} if request.nometa else (container.record.get("config") or {})
+    rootfs = container.rootfs
+    uid, gid, home = resolve_user(rootfs, request.user or config.get("User"))
+    hostname = request.hostname or os.uname().nodename
+    env = build_env(config, request, environ, home, hostname)
+    cwd = request.workdir or config.get("WorkingDir") or "/"
+    if not cwd.startswith("/"):  # runc refuses it with its own log line, PRoot resolves it on the host
+        raise UsageError(f"the working directory {cwd!r} is invalid: it needs to be an absolute path",
+                         hint="use -w /PATH" if request.workdir else "use --workdir=/PATH")
+    argv = program_argv(config, request)
+    env["PWD"] = cwd
+    check_program(rootfs, argv[0], env)
+    return RunSpec(rootfs=rootfs, argv=argv, env=env, cwd=cwd, uid=uid, gid=gid,
+                   mounts=build_mounts(request, environ), devices=check_devices(request.devices),
+                   hostname=request.hostname, tty=request.tty, container_dir=container.dir,
+                   container_id=container.id, cpuset=request.cpuset, ports=check_ports(request.publish))
+
+
+def inject(spec, config, request, container, environ, *, root="/", warn=lambda line: None):
+    """Add the node's NVIDIA driver and Infiniband stack to `spec` when wanted (udocker/inject): found now,
+    on the node that runs the job, never remembered, so another node's driver is never used. `root`: the
+    host tree to read (tests); `warn(line)`: where to say that a `setup --nvidia` container runs without."""
+    asked = dict(environ)
+    asked.update(_env_pairs(request.env, environ, "-e"))
+    nvidia = injectors.setting(config["nvidia"], request.nvidia, container.record.get("nvidia"), key="nvidia")
+    if request.nvidia is None and container.record.get("nvidia") and not injectors.node_has_gpus(root):
+        # `setup --nvidia` is often run on a login node of a repository shared by GPU and CPU nodes: on a node
+        # without a GPU the container runs without the driver, with a warning (run --nvidia is an error there)
+        nvidia = "off"
+        warn(f"container {container.id[:12]} is set up with --nvidia but this node has no NVIDIA GPU: running "
+             "without the driver")
+    infiniband = injectors.setting(config["infiniband"], request.infiniband, None, key="infiniband")
+    hostmpi = injectors.setting(config["host_mpi"], request.hostmpi, None, key="host_mpi")
+    for plan in injectors.plans(nvidia=nvidia, infiniband=infiniband, hostmpi=hostmpi, request=asked,
+                                image_env=spec.env, root=root):
+        plan.apply(spec, default_path=DEFAULT_PATH)
+
