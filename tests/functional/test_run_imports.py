@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from utils.build_test_images import busybox_layer
+from tests.support.build_test_images import busybox_layer
 
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -20,7 +20,8 @@ RUN_PATH = {
     "udocker.provision", "udocker.inject", "udocker.store", "udocker.store.containers",
 }
 # the engines: the one of the container's mode is loaded, with what it builds on
-ENGINES = {"udocker.engines", "udocker.engines.base", "udocker.engines.modes", "udocker.engines.supervisor",
+ENGINES = {"udocker.engines", "udocker.engines.base", "udocker.engines.common", "udocker.engines.modetable",
+           "udocker.engines.modes", "udocker.engines.supervisor",
            "udocker.engines.locate", "udocker.engines.proot", "udocker.engines.fakechroot",
            "udocker.engines.elfpatch", "udocker.engines.ocirt", "udocker.engines.runc", "udocker.engines.crun"}
 FORBIDDEN = {"click", "requests", "yaml", "tarfile", "logging", "udocker.unpack"}
