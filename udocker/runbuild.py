@@ -6,7 +6,7 @@ import os
 
 from udocker import inject as injectors
 from udocker.engines.base import resolve
-from udocker.engines.common import DEFAULT_PATH
+from udocker.engines.common import DEFAULT_PATH, lookup
 from udocker.errors import ProgramNotExecutable, ProgramNotFound, UsageError
 from udocker.runopts import check_devices, check_ports, parse_volume, resolve_user
 from udocker.runspec import Mount, RunSpec
@@ -38,22 +38,23 @@ def program_argv(config, request):
     return argv
 
 
-def check_program(rootfs, argv0, env):
-    """Resolve argv[0] in the container like execvp (PATH lookup for a bare name); raises
+def check_program(rootfs, argv0, env, mounts=()):
+    """Resolve argv[0] in the container like execvp (common.lookup for a bare name); raises
     ProgramNotFound (127) or ProgramNotExecutable (126). Returns the container path."""
-    if "/" in argv0:
-        candidates = [argv0 if argv0.startswith("/") else os.path.join(env.get("PWD", "/"), argv0)]
-    else:
-        candidates = [os.path.join(d or ".", argv0) for d in env.get("PATH", DEFAULT_PATH).split(":")]
-    for candidate in candidates:
-        host = resolve(rootfs, candidate)
-        if os.path.isfile(host):
-            if not os.access(host, os.X_OK):
-                raise ProgramNotExecutable(f"permission denied: {argv0} is not executable")
-            return candidate
-    if "/" in argv0:
+    if "/" not in argv0:
+        found, denied = lookup(rootfs, argv0, env, mounts)
+        if found:
+            return found
+        if denied:
+            raise ProgramNotExecutable(f"permission denied: {argv0} is not executable")
+        raise ProgramNotFound(f"executable file not found in $PATH: {argv0}")
+    path = argv0 if argv0.startswith("/") else os.path.join(env.get("PWD", "/"), argv0)
+    host = resolve(rootfs, path, mounts)
+    if not os.path.isfile(host):
         raise ProgramNotFound(f"no such file or directory: {argv0}")
-    raise ProgramNotFound(f"executable file not found in $PATH: {argv0}")
+    if not os.access(host, os.X_OK):
+        raise ProgramNotExecutable(f"permission denied: {argv0} is not executable")
+    return path
 
 
 # -- environment ---------------------------------------------------------------------------------------
@@ -134,9 +135,10 @@ def build_spec(container, request, environ):
                          hint="use -w /PATH" if request.workdir else "use --workdir=/PATH")
     argv = program_argv(config, request)
     env["PWD"] = cwd
-    check_program(rootfs, argv[0], env)
+    mounts = build_mounts(request, environ)
+    check_program(rootfs, argv[0], env, mounts)
     return RunSpec(rootfs=rootfs, argv=argv, env=env, cwd=cwd, uid=uid, gid=gid,
-                   mounts=build_mounts(request, environ), devices=check_devices(request.devices),
+                   mounts=mounts, devices=check_devices(request.devices),
                    hostname=request.hostname, tty=request.tty, container_dir=container.dir,
                    container_id=container.id, cpuset=request.cpuset, ports=check_ports(request.publish))
 

@@ -86,6 +86,26 @@ def test_program_not_found_or_not_executable(rootfs):
     assert ProgramNotFound.exit_code == 127 and ProgramNotExecutable.exit_code == 126
 
 
+def test_program_lookup_is_execvps_and_sees_mounts(rootfs, tmp_path):
+    """One lookup (engines/common.lookup) for run's check and the engines: a file without execute permission
+    is passed over when an executable one follows in PATH (execvp), denied only when none does, and a bind
+    mount's programs are found (nvidia-smi bound into the container, for one)."""
+    (tmp_path / "rootfs" / "usr" / "bin" / "data").write_text("#!")
+    (tmp_path / "rootfs" / "usr" / "bin" / "data").chmod(0o755)
+    assert check_program(rootfs, "data", {"PATH": "/bin:/usr/bin"}) == "/usr/bin/data"
+    with pytest.raises(ProgramNotExecutable, match="permission denied: data"):
+        check_program(rootfs, "data", {"PATH": "/bin"})
+    host = tmp_path / "host"
+    host.mkdir()
+    (host / "tool").write_text("#!")
+    (host / "tool").chmod(0o755)
+    mounts = [Mount(str(host), "/opt/tools")]
+    assert check_program(rootfs, "tool", {"PATH": "/opt/tools:/bin"}, mounts) == "/opt/tools/tool"
+    assert check_program(rootfs, "/opt/tools/tool", {}, mounts) == "/opt/tools/tool"
+    with pytest.raises(ProgramNotFound):
+        check_program(rootfs, "tool", {"PATH": "/opt/tools:/bin"})
+
+
 @pytest.mark.parametrize(
     "user, expected",
     [(None, (0, 0, "/root")), ("tester", (1000, 1001, "/home/tester")), ("1000", (1000, 1001, "/home/tester")),

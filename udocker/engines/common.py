@@ -16,18 +16,27 @@ PTRACE_SCOPE = "/proc/sys/kernel/yama/ptrace_scope"  # Yama (Documentation/admin
 _USERNS = []  # [reason or None] once known
 
 
-def search_path(rootfs, name, env, mounts=()):
-    """The container path of the first executable regular file named `name` (a bare name) in the container's
-    PATH (env's; DEFAULT_PATH when it is unset or empty; entries that are not absolute are skipped), following
-    the container's symbolic links inside `rootfs` and into `mounts`; None when there is none."""
+def lookup(rootfs, name, env, mounts=()):
+    """execvp's search of the container's PATH for `name` (a bare name): (the container path of the first
+    executable regular file, or None; whether a regular file of that name without execute permission was
+    passed over). PATH is env's, DEFAULT_PATH when unset or empty; entries that are not absolute are skipped;
+    the container's symbolic links are followed inside `rootfs` and into `mounts`."""
+    denied = False
     for directory in (env.get("PATH") or DEFAULT_PATH).split(":"):
         if not directory.startswith("/"):
             continue
         candidate = directory.rstrip("/") + "/" + name
         host = resolve(rootfs, candidate, mounts)
-        if os.path.isfile(host) and os.access(host, os.X_OK):
-            return candidate
-    return None
+        if os.path.isfile(host):
+            if os.access(host, os.X_OK):
+                return candidate, denied
+            denied = True
+    return None, denied
+
+
+def search_path(rootfs, name, env, mounts=()):
+    """lookup()'s container path, or None."""
+    return lookup(rootfs, name, env, mounts)[0]
 
 
 def find_program(rootfs, name, env):
