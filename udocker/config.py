@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import os
 
-from udocker.engines.modetable import NAMES as MODE_NAMES
 from udocker.errors import ConfigError
+from udocker.modetable import NAMES as MODE_NAMES
 
 SYSTEM_FILE = "/etc/udocker.conf"
 USER_FILE_NAME = "udocker.conf"

@@ -15,12 +15,12 @@ TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))
 # Every udocker module `udocker run` of an existing container may load. A module added to the run path is added
 # here on purpose (and its cost measured with utils/bench_run), never by accident.
 RUN_PATH = {
-    "udocker", "udocker.cli", "udocker.cli.run", "udocker.errors", "udocker.config",
+    "udocker", "udocker.cli", "udocker.cli.boundary", "udocker.cli.run", "udocker.errors", "udocker.config",
     "udocker.paths", "udocker.run", "udocker.runspec", "udocker.runopts", "udocker.runbuild", "udocker.launch",
     "udocker.provision", "udocker.inject", "udocker.store", "udocker.store.containers",
 }
 # the engines: the one of the container's mode is loaded, with what it builds on
-ENGINES = {"udocker.engines", "udocker.engines.base", "udocker.engines.common", "udocker.engines.modetable",
+ENGINES = {"udocker.engines", "udocker.engines.base", "udocker.engines.common", "udocker.modetable",
            "udocker.engines.modes", "udocker.engines.supervisor",
            "udocker.engines.locate", "udocker.engines.proot", "udocker.engines.fakechroot",
            "udocker.engines.elfpatch", "udocker.engines.ocirt", "udocker.engines.runc", "udocker.engines.crun"}

@@ -7,7 +7,7 @@ from typing import List, Optional, Tuple
 import click
 
 from udocker import __version__, log
-from udocker.cli import guarded, report
+from udocker.cli.boundary import guarded, report
 from udocker.cli.group import Group, UnknownCommand
 from udocker.cli.state import State
 

@@ -3,7 +3,7 @@
 import click
 
 from udocker.cli import render
-from udocker.engines.modetable import NAMES as MODES
+from udocker.modetable import NAMES as MODES
 
 
 def _store(state):

@@ -6,7 +6,7 @@ exit status is udocker's. The use case itself is udocker/run.py."""
 import os
 import sys
 
-from udocker.cli import guarded, report
+from udocker.cli.boundary import guarded, report
 from udocker.runspec import RunRequest
 
 USAGE = """Usage: udocker run [OPTIONS] CONTAINER|IMAGE [COMMAND [ARG...]]

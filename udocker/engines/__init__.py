@@ -1,1 +1,1 @@
-"""Execution engines. The execution modes are one table (modetable.py); modes.py maps them to engine classes."""
+"""Execution engines. The execution modes are one table (udocker/modetable.py); modes.py maps them to engine classes."""

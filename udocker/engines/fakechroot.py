@@ -47,8 +47,8 @@ import os
 from udocker.engines import elfpatch
 from udocker.engines.base import Engine, Launch, resolve
 from udocker.engines.common import search_path
-from udocker.engines.modetable import engine_modes
 from udocker.errors import EngineError, EngineUnavailable
+from udocker.modetable import engine_modes
 from udocker.paths import Layout
 
 MODES = engine_modes("fakechroot")

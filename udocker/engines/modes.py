@@ -1,5 +1,5 @@
 """Which engine runs an execution mode, and the automatic choice. The modes themselves (names, engines, what
-each needs) are the table in engines/modetable.py.
+each needs) are the table in udocker/modetable.py.
 
 Engines are imported by dotted name only when asked for, so that `run` imports just the one it uses and a
 mode whose module is missing fails alone.
@@ -7,8 +7,8 @@ mode whose module is missing fails alone.
 
 import importlib
 
-from udocker.engines.modetable import NAMES, engine_of
 from udocker.errors import EngineUnavailable, UsageError
+from udocker.modetable import NAMES, engine_of
 
 ENGINES = {"proot": "udocker.engines.proot.ProotEngine", "fakechroot": "udocker.engines.fakechroot.FakechrootEngine"}
 OCI_RUNTIMES = {"runc": "udocker.engines.runc.RuncEngine", "crun": "udocker.engines.crun.CrunEngine"}

@@ -34,8 +34,8 @@ import os
 
 from udocker.engines.base import Engine, Launch
 from udocker.engines.common import DEFAULT_PATH, find_program, taskset_prefix, userns_unavailable
-from udocker.engines.modetable import engine_modes
 from udocker.errors import EngineError, EngineUnavailable
+from udocker.modetable import engine_modes
 from udocker.paths import Layout
 
 KIT = "/.udocker"  # where R2/R3 see the PRoot kit

@@ -28,8 +28,8 @@ import os
 
 from udocker.engines.base import Engine, Launch
 from udocker.engines.common import find_program, ptrace_blocked, taskset_prefix, userns_unavailable
-from udocker.engines.modetable import engine_modes
 from udocker.errors import EngineError, EngineUnavailable
+from udocker.modetable import engine_modes
 from udocker.paths import Layout
 
 _PROBES = {}  # (binary, mode) -> None or EngineUnavailable: probes run once per process

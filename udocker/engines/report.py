@@ -7,7 +7,8 @@ import subprocess
 from dataclasses import dataclass
 from typing import Dict, List, Mapping, Optional, Tuple
 
-from udocker.engines import locate, modetable
+from udocker import modetable
+from udocker.engines import locate
 from udocker.errors import EngineUnavailable, UdockerError
 
 # engine name -> (kind, what locate looks for)
