@@ -1,10 +1,16 @@
 """Create containers from images (sharing the image's unpacked files) or from flat tarballs."""
 
 import datetime
+import io
+import json
 import logging
 import os
+import tarfile
 
+from udocker import fs
+from udocker.errors import UdockerError
 from udocker.store import rootfs as rootfs_store
+from udocker.unpack import apply_layer
 
 LOG = logging.getLogger("udocker.create")
 
@@ -49,16 +55,11 @@ def clone(containers, source, *, name=None):
 def export(container, stream, *, with_record=False):
     """Write the container's rootfs as a flat tarball to `stream` (binary, not seekable is fine); with
     `with_record` (export --clone), as rootfs/... plus container.json, for import --clone."""
-    import json
-    import tarfile
-
     with tarfile.open(fileobj=stream, mode="w|", format=tarfile.PAX_FORMAT) as archive:
         if with_record:
             data = json.dumps(container.record, indent=1, sort_keys=True).encode()
             info = tarfile.TarInfo("container.json")
             info.size = len(data)
-            import io
-
             archive.addfile(info, io.BytesIO(data))
         archive.add(container.rootfs, arcname="rootfs" if with_record else ".", recursive=True)
 
@@ -67,13 +68,6 @@ def import_tarball(containers, path, *, name=None, clone_record=False):
     """A new container from a flat rootfs tarball (import --tocontainer), or from a tarball written by
     export --clone (import --clone: its container.json is kept). Members are applied with the same
     safety rules as image layers."""
-    import json
-    import tarfile
-
-    from udocker import fs
-    from udocker.errors import UdockerError
-    from udocker.unpack import apply_layer
-
     record = {"image": None, "manifest": None, "config": {}, "created": _now(), "mode": None, "shared": False,
               "imported_from": os.path.basename(path)}
     if clone_record:

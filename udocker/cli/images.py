@@ -3,6 +3,8 @@
 import click
 
 from udocker.cli import render
+from udocker.errors import NotFound, UdockerError
+from udocker.store.containers import ContainerStore
 
 
 def _created(config):
@@ -16,7 +18,6 @@ def _created(config):
 @click.pass_obj
 def images(state, long_, platform, as_json):
     """List the images in the repository (a broken one is listed as such: remove it with rmi)."""
-    from udocker.errors import UdockerError
 
     repo = state.repository()
     rows, data = [], []
@@ -48,8 +49,6 @@ def images(state, long_, platform, as_json):
 
 def _container(state, text):
     """The container named or numbered `text`, or None."""
-    from udocker.errors import NotFound
-    from udocker.store.containers import ContainerStore
 
     try:
         return ContainerStore(state.layout, state.config["lock_timeout"]).find(text)
@@ -68,7 +67,6 @@ def inspect(state, as_json, print_dir, image):
     container = _container(state, image)
     if print_dir:
         if container is None:
-            from udocker.errors import NotFound
 
             raise NotFound(f"container not found: {image}", hint="see 'udocker ps'")
         click.echo(container.rootfs)
@@ -113,7 +111,6 @@ def rmi(state, force, image_refs):
 @click.pass_obj
 def verify(state, image):
     """Re-hash every blob of IMAGE against its digest."""
-    from udocker.errors import UdockerError
     from udocker.store.images import broken
 
     repo = state.repository()
@@ -130,7 +127,6 @@ def verify(state, image):
 
 
 def _names(state, container):
-    from udocker.store.containers import ContainerStore
 
     return ContainerStore(state.layout, state.config["lock_timeout"]).names_of(container.id)
 
@@ -143,7 +139,6 @@ def _protection(protect: bool):
         repo = state.repository()
         container = _container(state, image)
         if container is not None:
-            from udocker.store.containers import ContainerStore
 
             ContainerStore(state.layout, state.config["lock_timeout"]).update(container, protected=protect)
             return
