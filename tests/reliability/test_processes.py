@@ -326,7 +326,7 @@ def deepaas_image(repo):
     return "test/deepaas:12"
 
 
-@pytest.fixture(scope="module", params=["P1", "R1"])
+@pytest.fixture(scope="module", params=["P1", "P2", "R1", "R2", "R3"])
 def deepaas(request, repo, deepaas_image):
     name = f"deepaas-{request.param.lower()}"
     assert repo("create", f"--name={name}", deepaas_image).returncode == 0

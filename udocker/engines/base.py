@@ -28,9 +28,10 @@ class Launch:
     engine process (not only the container's). cleanup: argv to run after the child exits, or None.
     cwd: the host directory to change to before exec, or None to stay (engines such as fakechroot have no
     working-directory option of their own). signal_depth: where the signals `udocker run` gets go: 0 the
-    engine process (it is the program, or passes them on), 1 every process below it (PRoot ignores
-    SIGTERM). leftover: a directory the engine removes itself when it ends, which the supervisor removes
-    when the engine was killed (runc's state directory of the run), or None."""
+    engine process (it is the program, or passes them on), N the processes N levels below it: the program
+    under PRoot, which ignores SIGTERM (1 in P modes, 3 in R2/R3: runtime -> timeout -> PRoot -> program).
+    leftover: a directory the engine removes itself when it ends, which the supervisor removes when the
+    engine was killed (runc's state directory of the run), or None."""
 
     __slots__ = ("argv", "env", "cleanup", "cwd", "signal_depth", "leftover")
 

@@ -14,8 +14,10 @@ R2  R1 with the container process being PRoot: uid 0 is mapped to the caller and
     started as `/.udocker/ld.so --library-path /.udocker/lib /.udocker/proot ...` so that it never depends on
     the container's own libc (busybox, musl, an older glibc). PROOT_TMP_DIR is a tmpfs at /.udocker/tmp.
     The container's first process is the host's GNU `timeout -k 10 0` (same interpreter, carried in the kit):
-    the runtime forwards signals to the first process only and PRoot ignores SIGTERM, SIGINT and SIGHUP;
-    timeout passes them to its process group (see proot.py). Process uid 0 has no capabilities in R2/R3.
+    PRoot ignores SIGTERM, SIGINT and SIGHUP, and timeout passes what the runtime forwards to its process
+    group; udocker's supervisor does not rely on it: its Launch has signal_depth 3 (runtime -> timeout ->
+    PRoot -> program), so the program alone gets the signal, as in P modes. Process uid 0 has no capabilities
+    in R2/R3.
 R3  R2 with PROOT_NO_SECCOMP=1.
 
 Every run gets its own runtime id (`<container id>-<pid>-<random>`), so that any number of runs of one
@@ -138,7 +140,9 @@ class OciEngine(Engine):
         # signals to it, and the bundle is shared by every run with this configuration (a cleanup process
         # costs ~5 ms per run). A runtime killed with SIGKILL leaves its state directory behind: the
         # supervisor removes it.
-        return Launch(taskset_prefix(spec, self.layout) + argv, {"PATH": DEFAULT_PATH},
+        # R2/R3: signals go to the program below [timeout ->] PRoot, as in P modes (supervisor.py)
+        depth = 0 if mode == "R1" else 2 + (KIT + "/timeout" in config["process"]["args"])
+        return Launch(taskset_prefix(spec, self.layout) + argv, {"PATH": DEFAULT_PATH}, signal_depth=depth,
                       leftover=os.path.join(state, run_id))
 
     def config_json(self, spec, mode, *, kit):

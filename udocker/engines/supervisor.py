@@ -199,12 +199,11 @@ class _Supervisor:
         """Send the pending signals; keep them while there is no target yet (PRoot's tracee not started)."""
         if not self.pending:
             return
-        if self.depth == 0:
-            targets = [self.pid]
-        else:  # the program: PRoot's first tracee, PRoot's child
-            targets = _children(self.pid)
-            if not targets:
-                return
+        targets = [self.pid]
+        for _ in range(self.depth):  # down to the program: PRoot's first tracee, the child of PRoot
+            targets = [child for pid in targets for child in _children(pid)]
+        if not targets:
+            return
         for number in self.pending:
             for target in targets:
                 _kill(target, number)
