@@ -172,7 +172,11 @@ def apply(spec, plan, request):
     chosen = next(((d, v) for d, v in found if use_compat(v, driver)), None)
     plan.info["cuda_compat"] = chosen and chosen[1]
     if found:
-        spec.env["LD_LIBRARY_PATH"] = ":".join(library_path(entries, [d for d, _ in found], chosen and chosen[0]))
+        kept = library_path(entries, [d for d, _ in found], chosen and chosen[0])
+        if kept:
+            spec.env["LD_LIBRARY_PATH"] = ":".join(kept)
+        else:
+            spec.env.pop("LD_LIBRARY_PATH", None)
     wanted = [] if disabled(request) else requirements(spec.env)
     if not wanted:
         return
