@@ -161,4 +161,8 @@ def inject(spec, config, request, container, environ, *, root="/", warn=lambda l
     for plan in injectors.plans(nvidia=nvidia, infiniband=infiniband, hostmpi=hostmpi, request=asked,
                                 image_env=spec.env, root=root):
         plan.apply(spec, default_path=DEFAULT_PATH)
+        if plan.name == "nvidia":  # the image's cuda-compat libraries and NVIDIA_REQUIRE_* (GPU path only)
+            from udocker.inject import cudacompat
+
+            cudacompat.apply(spec, plan, asked)
 

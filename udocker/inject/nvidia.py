@@ -16,8 +16,9 @@ directory of its own, /.udocker/nvidia/lib64, that is appended to LD_LIBRARY_PAT
 entries. The NVIDIA toolkit instead copies the names into the container's /usr/lib and runs ldconfig as
 root; P and F modes cannot. The directory holds nothing but driver libraries, which must come from the
 host anyway (they must match the kernel module), so it can only ever supply those; and the image's own
-LD_LIBRARY_PATH directories still come first, so a CUDA forward-compatibility package (cuda-compat,
-/usr/local/cuda/compat) an image puts there keeps winning, as it does under the toolkit.
+LD_LIBRARY_PATH directories still come first. An image's CUDA forward-compatibility package (cuda-compat,
+/usr/local/cuda/compat) is put first only when its driver branch is newer than the host's, and taken out
+of LD_LIBRARY_PATH otherwise; NVIDIA_REQUIRE_* is checked there too (inject/cudacompat.py).
 
 Which GPUs (first match wins): NVIDIA_VISIBLE_DEVICES of the request (host environment and -e), SLURM_STEP_GPUS
 or SLURM_JOB_GPUS (Slurm's global GPU ids, unaffected by device cgroups), CUDA_VISIBLE_DEVICES, the image's
