@@ -37,7 +37,7 @@ def run(request, config, environ, *, reporter=None):
     container = service.for_run(request.target, name=request.name, pull=request.pull, location=request.location)
     mode, engine = service.engine_for(container)
     spec = build_spec(container, request, environ)
-    inject(spec, config, request, container, environ, warn=reporter.warn)  # before before_run: fakechroot
+    inject(spec, config, request, container, environ, warn=reporter.warn, mode=mode)  # before before_run: fakechroot
     engine.before_run(spec, mode)  # links the injected binds there
     launch = engine.command(spec, mode)
     reporter.launching(mode, launch)

@@ -8,6 +8,7 @@ from udocker import inject as injectors
 from udocker.engines.base import resolve
 from udocker.engines.common import DEFAULT_PATH, lookup
 from udocker.errors import ProgramNotExecutable, ProgramNotFound, UsageError
+from udocker.modetable import engine_of
 from udocker.runopts import check_devices, check_ports, parse_volume, resolve_user
 from udocker.runspec import Mount, RunSpec
 
@@ -101,6 +102,10 @@ def build_env(config, request, environ, home, hostname):
     return env
 
 
+def _isolated(spec, mode):
+    return (mode is not None and engine_of(mode) == "oci") or all(m.target != "/dev" for m in spec.mounts)
+
+
 # -- mounts --------------------------------------------------------------------------------------------
 def build_mounts(request, environ):
     mounts = []
@@ -143,10 +148,11 @@ def build_spec(container, request, environ):
                    container_id=container.id, cpuset=request.cpuset, ports=check_ports(request.publish))
 
 
-def inject(spec, config, request, container, environ, *, root="/", warn=lambda line: None):
+def inject(spec, config, request, container, environ, *, root="/", warn=lambda line: None, mode=None):
     """Add the node's NVIDIA driver and Infiniband stack to `spec` when wanted (udocker/inject): found now,
     on the node that runs the job, never remembered, so another node's driver is never used. `root`: the
-    host tree to read (tests); `warn(line)`: where to say that a `setup --nvidia` container runs without."""
+    host tree to read (tests); `warn(line)`: where to say that a `setup --nvidia` container runs without;
+    `mode`: the execution mode (R modes, like a run without /dev, show the container only its own devices)."""
     asked = dict(environ)
     asked.update(_env_pairs(request.env, environ, "-e"))
     nvidia = injectors.setting(config["nvidia"], request.nvidia, container.record.get("nvidia"), key="nvidia")
@@ -159,7 +165,7 @@ def inject(spec, config, request, container, environ, *, root="/", warn=lambda l
     infiniband = injectors.setting(config["infiniband"], request.infiniband, None, key="infiniband")
     hostmpi = injectors.setting(config["host_mpi"], request.hostmpi, None, key="host_mpi")
     for plan in injectors.plans(nvidia=nvidia, infiniband=infiniband, hostmpi=hostmpi, request=asked,
-                                image_env=spec.env, root=root):
+                                image_env=spec.env, root=root, isolated=_isolated(spec, mode)):
         plan.apply(spec, default_path=DEFAULT_PATH)
         if plan.name == "nvidia":  # the image's cuda-compat libraries and NVIDIA_REQUIRE_* (GPU path only)
             from udocker.inject import cudacompat

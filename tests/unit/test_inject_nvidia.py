@@ -88,7 +88,8 @@ def test_default_capabilities_compute_and_utility(host):
     assert plan.devices == [host + "/dev/" + d for d in ("nvidiactl", "nvidia-uvm", "nvidia-uvm-tools",
                                                          "nvidia-caps/nvidia-cap1", "nvidia0", "nvidia1")]
     assert plan.env_append == {"LD_LIBRARY_PATH": [LIBDIR], "PATH": ["/.udocker/nvidia/bin"]}
-    assert plan.env == {"NVIDIA_VISIBLE_DEVICES": ",".join(UUIDS), "NVIDIA_DRIVER_CAPABILITIES": "utility,compute"}
+    assert plan.env == {"NVIDIA_DRIVER_CAPABILITIES": "utility,compute"}
+    assert plan.env_override == {"NVIDIA_VISIBLE_DEVICES": ",".join(UUIDS)}  # what the container was given
     assert plan.info["driver"] == VERSION and plan.files == []
 
 
@@ -129,23 +130,24 @@ def gpu_devices(plan):
 @pytest.mark.parametrize("request_env, image_env, devices, visible, cuda", [
     ({}, {}, ["nvidia0", "nvidia1"], ",".join(UUIDS), None),
     ({"NVIDIA_VISIBLE_DEVICES": "all"}, {}, ["nvidia0", "nvidia1"], ",".join(UUIDS), None),
-    ({"NVIDIA_VISIBLE_DEVICES": "1"}, {}, ["nvidia1"], UUIDS[1], UUIDS[1]),
-    ({"NVIDIA_VISIBLE_DEVICES": "GPU-aaaa"}, {}, ["nvidia1"], UUIDS[1], UUIDS[1]),
-    ({"NVIDIA_VISIBLE_DEVICES": "none"}, {}, [], "none", None),
-    ({"NVIDIA_VISIBLE_DEVICES": "void"}, {}, [], "none", None),
-    ({"CUDA_VISIBLE_DEVICES": "0"}, {}, ["nvidia0"], UUIDS[0], UUIDS[0]),
-    ({"CUDA_VISIBLE_DEVICES": "1,0"}, {}, ["nvidia0", "nvidia1"], f"{UUIDS[1]},{UUIDS[0]}", f"{UUIDS[1]},{UUIDS[0]}"),
+    ({"NVIDIA_VISIBLE_DEVICES": "1"}, {}, ["nvidia1"], UUIDS[1], "1"),
+    ({"NVIDIA_VISIBLE_DEVICES": "GPU-aaaa"}, {}, ["nvidia1"], UUIDS[1], "1"),
+    ({"NVIDIA_VISIBLE_DEVICES": "none"}, {}, [], "none", ""),
+    ({"CUDA_VISIBLE_DEVICES": "0"}, {}, ["nvidia0"], UUIDS[0], "0"),
+    ({"CUDA_VISIBLE_DEVICES": "1,0"}, {}, ["nvidia0", "nvidia1"], f"{UUIDS[1]},{UUIDS[0]}", "1,0"),
     # Slurm's global ids win over a CUDA_VISIBLE_DEVICES that a device cgroup made relative
-    ({"SLURM_JOB_GPUS": "1", "CUDA_VISIBLE_DEVICES": "0"}, {}, ["nvidia1"], UUIDS[1], UUIDS[1]),
-    ({"SLURM_STEP_GPUS": "0", "SLURM_JOB_GPUS": "0,1"}, {}, ["nvidia0"], UUIDS[0], UUIDS[0]),
-    ({}, {"NVIDIA_VISIBLE_DEVICES": "0"}, ["nvidia0"], UUIDS[0], UUIDS[0]),
-    ({"CUDA_VISIBLE_DEVICES": "1"}, {"NVIDIA_VISIBLE_DEVICES": "all"}, ["nvidia1"], UUIDS[1], UUIDS[1]),
+    ({"SLURM_JOB_GPUS": "1", "CUDA_VISIBLE_DEVICES": "0"}, {}, ["nvidia1"], UUIDS[1], "1"),
+    ({"SLURM_STEP_GPUS": "0", "SLURM_JOB_GPUS": "0,1"}, {}, ["nvidia0"], UUIDS[0], "0"),
+    ({}, {"NVIDIA_VISIBLE_DEVICES": "0"}, ["nvidia0"], UUIDS[0], "0"),
+    ({"CUDA_VISIBLE_DEVICES": "1"}, {"NVIDIA_VISIBLE_DEVICES": "all"}, ["nvidia1"], UUIDS[1], "1"),
 ])
 def test_visible_devices(host, request_env, image_env, devices, visible, cuda):
+    """CUDA_VISIBLE_DEVICES: the indexes the container's driver uses (/dev bound whole here: the host's; R
+    modes renumber, tests/unit/test_inject_gpus.py)."""
     plan = plan_for(host, request_env, image_env)
     assert gpu_devices(plan) == devices
-    assert plan.env["NVIDIA_VISIBLE_DEVICES"] == visible
-    assert plan.env.get("CUDA_VISIBLE_DEVICES") == cuda
+    assert plan.env_override["NVIDIA_VISIBLE_DEVICES"] == visible
+    assert plan.env_override.get("CUDA_VISIBLE_DEVICES") == cuda
     assert f"{LIBDIR}/libcuda.so.1" in targets(plan)  # "none" still gives the driver
 
 
@@ -160,9 +162,9 @@ def test_gpus_without_proc_come_from_device_nodes(tmp_path):
     root = hosttree.nvidia_host(tmp_path, proc=False)
     hosttree.write(root, "/dev/nvidiactl")
     plan = plan_for(root, {"NVIDIA_VISIBLE_DEVICES": "1"})
-    assert gpu_devices(plan) == ["nvidia1"] and plan.env["NVIDIA_VISIBLE_DEVICES"] == "1"
+    assert gpu_devices(plan) == ["nvidia1"] and plan.env_override["NVIDIA_VISIBLE_DEVICES"] == "1"
     assert plan.info["driver"] == VERSION  # from libcuda.so.<version>
-    assert "CUDA_VISIBLE_DEVICES" not in plan.env  # no UUIDs known: the engine's numbering is left alone
+    assert plan.env_override["CUDA_VISIBLE_DEVICES"] == "1"  # no UUIDs known: indexes
 
 
 # -- the node decides ------------------------------------------------------------------------------------
@@ -266,7 +268,7 @@ def test_run_spec_gets_the_driver(tmp_path, host):
     assert host + "/dev/nvidia1" in spec.devices and host + "/dev/nvidia0" not in spec.devices
     assert spec.env["LD_LIBRARY_PATH"] == f"/opt/app/lib:{LIBDIR}"
     assert spec.env["PATH"].endswith(":/.udocker/nvidia/bin")
-    assert spec.env["CUDA_VISIBLE_DEVICES"] == UUIDS[1]
+    assert spec.env["CUDA_VISIBLE_DEVICES"] == "1"  # /dev is bound whole (P, F modes): the host's index
 
 
 @pytest.mark.parametrize("kwargs, injected", [

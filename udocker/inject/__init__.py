@@ -32,15 +32,17 @@ def setting(configured, flag, recorded, *, key):
     return value
 
 
-def plans(*, nvidia, infiniband, request, image_env, hostmpi="off", root="/"):
+def plans(*, nvidia, infiniband, request, image_env, hostmpi="off", root="/", isolated=False):
     """The InjectionPlans to apply, for settings `nvidia`, `infiniband` and `hostmpi` ("auto", "on", "off";
     the host MPI only when "on"); `request` is the host environment with the run's -e variables,
-    `image_env` the container's environment."""
+    `image_env` the container's environment; `isolated`: the container sees only the device nodes given to it
+    (R modes), which renumbers the GPUs."""
     found = []
     if nvidia == "on" or (nvidia == "auto" and _wants_gpus(request, image_env, root)):
         from udocker.inject import nvidia as nvidia_injector
 
-        found.append(nvidia_injector.plan(root, request=request, image_env=image_env, required=nvidia == "on"))
+        found.append(nvidia_injector.plan(root, request=request, image_env=image_env, required=nvidia == "on",
+                                          isolated=isolated))
     if infiniband == "on" or (infiniband == "auto" and os.path.isdir(root.rstrip("/") + "/dev/infiniband")):
         from udocker.inject import infiniband as ib_injector
 

@@ -20,12 +20,7 @@ LD_LIBRARY_PATH directories still come first. An image's CUDA forward-compatibil
 /usr/local/cuda/compat) is put first only when its driver branch is newer than the host's, and taken out
 of LD_LIBRARY_PATH otherwise; NVIDIA_REQUIRE_* is checked there too (inject/cudacompat.py).
 
-Which GPUs (first match wins): NVIDIA_VISIBLE_DEVICES of the request (host environment and -e), SLURM_STEP_GPUS
-or SLURM_JOB_GPUS (Slurm's global GPU ids, unaffected by device cgroups), CUDA_VISIBLE_DEVICES, the image's
-NVIDIA_VISIBLE_DEVICES, else all. Values: all, none, void, "" (none), indexes, UUIDs or unique UUID prefixes.
-In the container NVIDIA_VISIBLE_DEVICES names the chosen GPUs and, when the choice is a subset,
-CUDA_VISIBLE_DEVICES lists their UUIDs, which name the same GPUs whether the engine shows the container every
-/dev/nvidia* (P, F: /dev is bound whole) or only the chosen ones (R modes) - an index would not.
+Which GPUs and MIG devices, and how the container names them: inject/gpus.py.
 Capabilities: NVIDIA_DRIVER_CAPABILITIES of the request, else the image's, else compute,utility ("all").
 This is the only module importing pynvml; it does so lazily.
 """
@@ -34,10 +29,12 @@ import os
 import re
 
 from udocker.errors import UdockerError
+from udocker.inject import gpus as selection
 from udocker.inject import libraries
 from udocker.inject.plan import InjectionPlan
 
 _NONE = ("", "none", "void", "nodevfiles", "-1")
+
 
 def data():
     """The parsed data/nvidia.json (read once)."""
@@ -151,35 +148,6 @@ def _listdir(path):
         return []
 
 
-def select(all_gpus, request, image_env):
-    """(chosen GPUs, whether the choice is a subset named by a variable); raises UdockerError for a GPU
-    that does not exist here. See the module docstring for the order of the variables."""
-    for var, env, global_ids in (("NVIDIA_VISIBLE_DEVICES", request, False), ("SLURM_STEP_GPUS", request, True),
-                                 ("SLURM_JOB_GPUS", request, True), ("CUDA_VISIBLE_DEVICES", request, False),
-                                 ("NVIDIA_VISIBLE_DEVICES", image_env, False)):
-        if var not in env:
-            continue
-        value = env[var].strip()
-        if value.lower() == "all":
-            return list(all_gpus), False
-        if value.lower() in _NONE:
-            return [], True
-        return [_one(all_gpus, token.strip(), var, global_ids) for token in value.split(",") if token.strip()], True
-    return list(all_gpus), False
-
-
-def _one(all_gpus, token, var, global_ids):
-    if token.isdigit():
-        matches = [g for g in all_gpus if g["index"] == int(token)]
-    else:
-        matches = [g for g in all_gpus if g["uuid"] and g["uuid"].startswith(token)]
-    if len(matches) != 1:
-        have = ", ".join(f"{g['index']}" + (f" ({g['uuid']})" if g["uuid"] else "") for g in all_gpus) or "none"
-        raise UdockerError(f"{var}={token}: no such GPU on this node" if not matches else
-                           f"{var}={token}: ambiguous GPU UUID prefix", hint=f"GPUs here: {have}")
-    return matches[0]
-
-
 def capabilities(request, image_env):
     """The wanted capabilities, in data-file order; "all" means every one; unknown names are ignored."""
     known = list(data()["capabilities"])
@@ -192,10 +160,11 @@ def capabilities(request, image_env):
     return [n for n in known if n in names]
 
 
-def plan(root="/", *, request, image_env, required=False, require_char_devices=None):
+def plan(root="/", *, request, image_env, required=False, require_char_devices=None, isolated=False):
     """The InjectionPlan for this node, or an empty plan when there is nothing to inject. With `required`
     (--nvidia) a missing driver or GPU raises UdockerError. Device nodes must be character devices unless
-    `require_char_devices` is false (test trees cannot mknod); by default they must on the real host."""
+    `require_char_devices` is false (test trees cannot mknod); by default they must on the real host.
+    `isolated`: the container sees only the device nodes given to it (R modes), not the host's /dev."""
     check_char = root == "/" if require_char_devices is None else require_char_devices
     if not driver_present(root):
         if required:
@@ -205,19 +174,24 @@ def plan(root="/", *, request, image_env, required=False, require_char_devices=N
     all_gpus = gpus(root)
     if not all_gpus and required:
         raise UdockerError("no NVIDIA GPU on this node", hint="run on a GPU node, or drop --nvidia")
-    chosen, subset = select(all_gpus, request, image_env)
+    chosen = selection.select(all_gpus, request, image_env, root)
+    if chosen.void and not required:  # NVIDIA_VISIBLE_DEVICES=void: as if the container had no GPU support
+        return InjectionPlan("nvidia")
     caps = capabilities(request, image_env)
     finder = libraries.Finder(root, data()["library_dirs"])
     version = driver_version(root) or _version_from_libraries(finder)
-    result = InjectionPlan("nvidia", info={"driver": version, "capabilities": caps, "gpus": chosen, "missing": []})
+    result = InjectionPlan("nvidia", info={"driver": version, "capabilities": caps, "missing": [],
+                                           "gpus": chosen.gpus(all_gpus, root)})
     _add_libraries(result, finder, caps, version)
+    _add_links(result, caps)
     _add_binaries(result, root, caps)
     _add_files(result, root, caps)
-    _add_devices(result, root, caps, chosen, check_char)
-    result.env["NVIDIA_VISIBLE_DEVICES"] = ",".join(g["uuid"] or str(g["index"]) for g in chosen) or "none"
+    _add_mps(result, root, request, caps)
+    _add_devices(result, root, caps, selection.device_paths(chosen, all_gpus, root, data()["caps_device_dir"]),
+                 check_char)
+    result.env_override, defaults = selection.container_env(chosen, all_gpus, root, isolated)
+    result.env.update(defaults)
     result.env["NVIDIA_DRIVER_CAPABILITIES"] = ",".join(caps)
-    if subset and chosen and all(g["uuid"] for g in chosen):
-        result.env["CUDA_VISIBLE_DEVICES"] = ",".join(g["uuid"] for g in chosen)
     return result
 
 
@@ -269,14 +243,29 @@ def _add_files(result, root, caps):
                 result.bind(host, path)
 
 
-def _add_devices(result, root, caps, chosen, check_char):
+def _add_links(result, caps):
+    """Names the host may lack, given as the file another name of the driver's is (data: "links")."""
+    target_dir = data()["container_dirs"]["lib64"]
+    bound = {m.target: m.source for m in result.binds}
+    for cap in caps:
+        for name, other in data()["capabilities"][cap].get("links", {}).items():
+            if f"{target_dir}/{other}" in bound:
+                result.bind(bound[f"{target_dir}/{other}"], f"{target_dir}/{name}")
+
+
+def _add_mps(result, root, request, caps):
+    """The job's MPS pipe directory (CUDA_MPS_PIPE_DIRECTORY, where the MPS daemon was started with one)."""
+    path = request.get("CUDA_MPS_PIPE_DIRECTORY", "")
+    if "compute" in caps and path.startswith("/") and os.path.isdir(libraries.under(root, path)):
+        result.bind(libraries.under(root, path), path)
+        result.env["CUDA_MPS_PIPE_DIRECTORY"] = path
+
+
+def _add_devices(result, root, caps, chosen_paths, check_char):
     wanted = list(data()["control_devices"])
     for cap in caps:
         wanted += data()["capabilities"][cap].get("devices", ())
-    caps_dir = data()["caps_device_dir"]
-    wanted += [f"{caps_dir}/{n}" for n in _listdir(libraries.under(root, caps_dir))]
-    wanted += [f"/dev/nvidia{g['minor'] if g['minor'] is not None else g['index']}" for g in chosen]
-    for device in wanted:
+    for device in wanted + chosen_paths:
         host = libraries.under(root, device)
         if host not in result.devices and _is_device(host, check_char):
             result.devices.append(host)

@@ -24,6 +24,8 @@ class InjectionPlan:
         (root, or a driver installed in the user's own directory).
     devices: host device paths (character devices) the container needs.
     env: variables set in the container unless the container already sets them (image ENV, -e).
+    env_override: variables set in the container even where it sets them itself: the GPU selection, whose
+        names must match the devices the container was given (inject/gpus.py).
     env_append: {variable: [container directories]} appended, in order, after the container's own value
         (LD_LIBRARY_PATH, PATH): the image's own search directories keep precedence.
     env_prepend: the same, put before the container's own value (the host MPI replaces the image's).
@@ -32,14 +34,15 @@ class InjectionPlan:
     info: what was found, for logs and `udocker info` (driver version, gpus, capabilities, missing names).
     """
 
-    __slots__ = ("name", "binds", "devices", "env", "env_append", "env_prepend", "files", "info")
+    __slots__ = ("name", "binds", "devices", "env", "env_override", "env_append", "env_prepend", "files", "info")
 
     def __init__(self, name, *, binds=(), devices=(), env=None, env_append=None, env_prepend=None, files=(),
-                 info=None):
+                 info=None, env_override=None):
         self.name = name
         self.binds = list(binds)
         self.devices = list(devices)
         self.env = dict(env or {})
+        self.env_override = dict(env_override or {})
         self.env_append = {key: list(value) for key, value in (env_append or {}).items()}
         self.env_prepend = {key: list(value) for key, value in (env_prepend or {}).items()}
         self.files = list(files)
@@ -50,7 +53,8 @@ class InjectionPlan:
                 f"env={self.env!r}, env_append={self.env_append!r})")
 
     def empty(self):
-        return not (self.binds or self.devices or self.env or self.env_append or self.env_prepend or self.files)
+        return not (self.binds or self.devices or self.env or self.env_override or self.env_append
+                    or self.env_prepend or self.files)
 
     def bind(self, source, target):
         """Add a bind unless `target` is already bound."""
@@ -62,8 +66,9 @@ class InjectionPlan:
 
         A bind whose target the spec already covers with a bind of the same host path (e.g. /sys for
         /sys/class/infiniband) is skipped, and so is a bind to a target the user mounted himself (-v wins).
-        Devices are added once. env values never override the container's; env_append directories go after
-        the container's own value (`default_path` stands in for an unset PATH)."""
+        Devices are added once. env values never override the container's, env_override values do;
+        env_append directories go after the container's own value (`default_path` stands in for an unset
+        PATH)."""
         for mount in self.binds:
             if not _covered(spec.mounts, mount):
                 spec.mounts.append(mount)
@@ -72,6 +77,7 @@ class InjectionPlan:
                 spec.devices.append(device)
         for key, value in self.env.items():
             spec.env.setdefault(key, value)
+        spec.env.update(self.env_override)
         for key, directories in self.env_append.items():
             parts = _parts(spec.env, key, default_path)
             spec.env[key] = ":".join(parts + [d for d in directories if d not in parts])
