@@ -9,6 +9,7 @@
 #   /proc      /proc/driver/nvidia/version and gpus/<bus id>/information of N GPUs (--gpus=N, default 2)
 #   /dev       nvidia0..nvidia<N-1> (char 195,minor), nvidiactl (195,255), nvidia-uvm, nvidia-uvm-tools, mode
 #              0666 as udev makes them, in an overlay over /dev (its pts, shm and mqueue mounts put back)
+#   /media     a plain /proc mount (see below), for R modes
 # COMMAND runs with UDOCKER_TEST_FAKE_GPU=<layout> in its environment (runuser -u USER -- env -i ... drops it:
 # pass it on). tests/gpu needs this variable and checks that the node is really there.
 #
@@ -23,7 +24,7 @@ while [ $# -gt 0 ]; do
         *) break ;;
     esac
 done
-[ $# -gt 0 ] || { sed -n '16p' "$0" >&2; exit 2; }
+[ $# -gt 0 ] || { sed -n '17p' "$0" >&2; exit 2; }
 [ "$(id -u)" -eq 0 ] || { echo "fake-gpu-node: run me as root (I mount and mknod)" >&2; exit 2; }
 here=$(cd "$(dirname "$0")" && pwd)
 exec unshare --mount --propagation private sh -c '
@@ -62,5 +63,8 @@ exec unshare --mount --propagation private sh -c '
     mknod -m 666 /dev/nvidia-uvm-tools c 510 1
     umount -l "$stage/dev"
     umount -l "$stage"
+    # A user namespace (R modes) may mount a new /proc only while some /proc mount is fully visible: the one
+    # at /proc has the tmpfs over /proc/driver, so a plain one goes where the staging tmpfs was.
+    mount -t proc fake-gpu-node "$stage"
     export UDOCKER_TEST_FAKE_GPU="$layout"
     exec "$@"' fake-gpu-node "$here" "$layout" "$gpus" "$@"
