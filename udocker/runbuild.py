@@ -122,8 +122,10 @@ def build_mounts(request, environ):
     return [m for m in mounts if m.source not in dropped and m.target not in dropped]
 
 
-def build_spec(container, request, environ):
-    """The RunSpec for `request` in `container` (image config from container.json unless --nometa)."""
+def build_spec(container, request, environ, *, check=True):
+    """The RunSpec for `request` in `container` (image config from container.json unless --nometa). With
+    `check` false the program is not looked up: run() checks it after inject(), whose binds may provide it
+    (the driver's nvidia-smi)."""
     config = {} if request.nometa else (container.record.get("config") or {})
     rootfs = container.rootfs
     uid, gid, home = resolve_user(rootfs, request.user or config.get("User"))
@@ -136,7 +138,8 @@ def build_spec(container, request, environ):
     argv = program_argv(config, request)
     env["PWD"] = cwd
     mounts = build_mounts(request, environ)
-    check_program(rootfs, argv[0], env, mounts)
+    if check:
+        check_program(rootfs, argv[0], env, mounts)
     return RunSpec(rootfs=rootfs, argv=argv, env=env, cwd=cwd, uid=uid, gid=gid,
                    mounts=mounts, devices=check_devices(request.devices),
                    hostname=request.hostname, tty=request.tty, container_dir=container.dir,

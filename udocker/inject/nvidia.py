@@ -6,7 +6,10 @@ plan() reads a host tree (`root`, "/" on a real node; tests build one in a tempo
                   id as NVML numbers them; NVML (pynvml) only on the real host when /proc says nothing
   libraries       per capability from data/nvidia.json, found like the loader would (inject/libraries.py),
                   64-bit only unless compat32 is asked for; names of another driver version are left out
-  binaries        nvidia-smi and friends, from the usual bin directories
+  binaries        nvidia-smi and friends, from the usual bin directories, bound into /.udocker/nvidia/bin,
+                  which goes first in PATH: the driver's programs must match the kernel module, so they win
+                  over an image's own (a stub, or another driver's), as the references' binds into /usr/bin
+                  do, without writing into the image's /usr/bin (a bind target that runc would create there)
   files, ipc      ICD / EGL vendor files, the persistenced socket, the MPS pipe directory
   devices         /dev/nvidiactl, /dev/nvidia-uvm*, /dev/nvidia-caps/*, and /dev/nvidia<minor> per GPU chosen
 
@@ -256,7 +259,7 @@ def _add_binaries(result, root, caps):
                 path = libraries.under(root, f"{directory}/{name}")
                 if os.path.isfile(path) and os.access(path, os.X_OK):
                     result.bind(path, f"{target_dir}/{name}")
-                    result.env_append["PATH"] = [target_dir]
+                    result.env_prepend["PATH"] = [target_dir]
                     break
 
 
