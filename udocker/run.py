@@ -37,7 +37,8 @@ def run(request, config, environ, *, reporter=None):
     container = service.for_run(request.target, name=request.name, pull=request.pull, location=request.location)
     mode, engine = service.engine_for(container)
     spec = build_spec(container, request, environ, check=False)
-    inject(spec, config, request, container, environ, warn=reporter.warn)  # before before_run: fakechroot
+    inject(spec, config, request, container, environ, warn=reporter.warn,  # before before_run: fakechroot
+           loader_cache=engine.name != "fakechroot")
     check_program(spec.rootfs, spec.argv[0], spec.env, spec.mounts)  # 126/127; injected binds count
     engine.before_run(spec, mode)  # links the injected binds there
     launch = engine.command(spec, mode)

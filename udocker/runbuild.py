@@ -146,10 +146,12 @@ def build_spec(container, request, environ, *, check=True):
                    container_id=container.id, cpuset=request.cpuset, ports=check_ports(request.publish))
 
 
-def inject(spec, config, request, container, environ, *, root="/", warn=lambda line: None):
+def inject(spec, config, request, container, environ, *, root="/", warn=lambda line: None, loader_cache=True):
     """Add the node's NVIDIA driver and Infiniband stack to `spec` when wanted (udocker/inject): found now,
     on the node that runs the job, never remembered, so another node's driver is never used. `root`: the
-    host tree to read (tests); `warn(line)`: where to say that a `setup --nvidia` container runs without."""
+    host tree to read (tests); `warn(line)`: where to say that a `setup --nvidia` container runs without;
+    `loader_cache`: bind a loader cache listing the injected libraries over the image's /etc/ld.so.cache (not
+    in fakechroot modes, whose loader reads the host's cache (F1) or none)."""
     asked = dict(environ)
     asked.update(_env_pairs(request.env, environ, "-e"))
     nvidia = injectors.setting(config["nvidia"], request.nvidia, container.record.get("nvidia"), key="nvidia")
@@ -161,7 +163,20 @@ def inject(spec, config, request, container, environ, *, root="/", warn=lambda l
              "without the driver")
     infiniband = injectors.setting(config["infiniband"], request.infiniband, None, key="infiniband")
     hostmpi = injectors.setting(config["host_mpi"], request.hostmpi, None, key="host_mpi")
+    cached = []
     for plan in injectors.plans(nvidia=nvidia, infiniband=infiniband, hostmpi=hostmpi, request=asked,
                                 image_env=spec.env, root=root):
         plan.apply(spec, default_path=DEFAULT_PATH)
+        cached += plan.loader_cache
+    if cached and loader_cache and spec.container_dir:
+        _bind_loader_cache(spec, cached)
+
+
+def _bind_loader_cache(spec, entries):
+    from udocker.inject import ldcache
+    from udocker.paths import Layout
+
+    path = ldcache.container_cache(spec.rootfs, entries, Layout.engine_dir(spec.container_dir, "inject"))
+    if path and all(m.target != "/etc/ld.so.cache" for m in spec.mounts):
+        spec.mounts.append(Mount(path, "/etc/ld.so.cache"))
 

@@ -20,7 +20,9 @@ entries. The NVIDIA toolkit instead copies the names into the container's /usr/l
 root; P and F modes cannot. The directory holds nothing but driver libraries, which must come from the
 host anyway (they must match the kernel module), so it can only ever supply those; and the image's own
 LD_LIBRARY_PATH directories still come first, so a CUDA forward-compatibility package (cuda-compat,
-/usr/local/cuda/compat) an image puts there keeps winning, as it does under the toolkit.
+/usr/local/cuda/compat) an image puts there keeps winning, as it does under the toolkit. The libraries are
+also entered in a copy of the image's loader cache bound for the run (plan.loader_cache, inject/ldcache.py),
+so that a program that clears LD_LIBRARY_PATH still finds libcuda.so.1.
 
 Which GPUs (first match wins): NVIDIA_VISIBLE_DEVICES of the request (host environment and -e), SLURM_STEP_GPUS
 or SLURM_JOB_GPUS (Slurm's global GPU ids, unaffected by device cgroups), CUDA_VISIBLE_DEVICES, the image's
@@ -246,6 +248,7 @@ def _add_libraries(result, finder, caps, version):
                     result.info["missing"].append(base)
                 for path, name in found:
                     result.bind(path, f"{target_dir}/{name}")
+                    result.loader_cache.append((name, f"{target_dir}/{name}", bits))
                     added = True
         if added:
             result.env_append.setdefault("LD_LIBRARY_PATH", []).append(target_dir)
