@@ -41,8 +41,10 @@ def gpu_node():
     assert stat.S_ISCHR(mode), "no /dev/nvidiactl character device: not inside tests/support/fake-gpu-node.sh"
     assert os.path.isfile("/proc/driver/nvidia/version"), "no /proc/driver/nvidia/version"
     listed = subprocess.run(["/sbin/ldconfig", "-p"], capture_output=True, text=True).stdout
-    assert "libcuda.so.1 " in listed, "libcuda.so.1 is not in the loader cache"
-    return os.environ[NODE_ENV]
+    layout = os.environ[NODE_ENV]
+    libdir = {"debian": "/lib/x86_64-linux-gnu", "rhel": "/usr/lib64"}[layout]  # Debian: /lib is /usr/lib
+    assert f"{libdir}/libcuda.so.1\n" in listed, f"{libdir}/libcuda.so.1 is not in the loader cache"
+    return layout
 
 
 class Repo:

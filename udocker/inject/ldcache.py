@@ -131,9 +131,17 @@ def container_cache(rootfs, injected, directory):
         return None
     data = merged(image_cache, injected)
     path = os.path.join(directory, "ld.so.cache-" + hashlib.sha256(data).hexdigest()[:16])
-    if not os.path.isfile(path):
+    if _content(path) != data:  # a run's own ldconfig (P modes) may have renamed a new cache onto it
         from udocker import fs
 
         os.makedirs(directory, exist_ok=True)
         fs.atomic_write(path, data)
     return path
+
+
+def _content(path):
+    try:
+        with open(path, "rb") as stream:
+            return stream.read()
+    except OSError:
+        return None
