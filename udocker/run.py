@@ -9,7 +9,7 @@ click, yaml, tarfile or unpacker; tests/functional/test_run_imports.py holds the
 from udocker.launch import execute
 from udocker.paths import Layout
 from udocker.provision import ContainerService
-from udocker.runbuild import build_spec, inject
+from udocker.runbuild import build_spec, check_program, inject
 
 
 class Silent:
@@ -36,8 +36,10 @@ def run(request, config, environ, *, reporter=None):
     service = ContainerService(config, Layout(config["topdir"], config["tmpdir"]), progress=reporter.progress)
     container = service.for_run(request.target, name=request.name, pull=request.pull, location=request.location)
     mode, engine = service.engine_for(container)
-    spec = build_spec(container, request, environ)
-    inject(spec, config, request, container, environ, warn=reporter.warn, mode=mode)  # before before_run: fakechroot
+    spec = build_spec(container, request, environ, check=False)
+    inject(spec, config, request, container, environ, warn=reporter.warn, mode=mode,  # before before_run: fakechroot
+           loader_cache=engine.name != "fakechroot")
+    check_program(spec.rootfs, spec.argv[0], spec.env, spec.mounts)  # 126/127; injected binds count
     engine.before_run(spec, mode)  # links the injected binds there
     launch = engine.command(spec, mode)
     reporter.launching(mode, launch)

@@ -127,8 +127,10 @@ def build_mounts(request, environ):
     return [m for m in mounts if m.source not in dropped and m.target not in dropped]
 
 
-def build_spec(container, request, environ):
-    """The RunSpec for `request` in `container` (image config from container.json unless --nometa)."""
+def build_spec(container, request, environ, *, check=True):
+    """The RunSpec for `request` in `container` (image config from container.json unless --nometa). With
+    `check` false the program is not looked up: run() checks it after inject(), whose binds may provide it
+    (the driver's nvidia-smi)."""
     config = {} if request.nometa else (container.record.get("config") or {})
     rootfs = container.rootfs
     uid, gid, home = resolve_user(rootfs, request.user or config.get("User"))
@@ -141,18 +143,22 @@ def build_spec(container, request, environ):
     argv = program_argv(config, request)
     env["PWD"] = cwd
     mounts = build_mounts(request, environ)
-    check_program(rootfs, argv[0], env, mounts)
+    if check:
+        check_program(rootfs, argv[0], env, mounts)
     return RunSpec(rootfs=rootfs, argv=argv, env=env, cwd=cwd, uid=uid, gid=gid,
                    mounts=mounts, devices=check_devices(request.devices),
                    hostname=request.hostname, tty=request.tty, container_dir=container.dir,
                    container_id=container.id, cpuset=request.cpuset, ports=check_ports(request.publish))
 
 
-def inject(spec, config, request, container, environ, *, root="/", warn=lambda line: None, mode=None):
+def inject(spec, config, request, container, environ, *, root="/", warn=lambda line: None, mode=None,
+           loader_cache=True):
     """Add the node's NVIDIA driver and Infiniband stack to `spec` when wanted (udocker/inject): found now,
     on the node that runs the job, never remembered, so another node's driver is never used. `root`: the
     host tree to read (tests); `warn(line)`: where to say that a `setup --nvidia` container runs without;
-    `mode`: the execution mode (R modes, like a run without /dev, show the container only its own devices)."""
+    `mode`: the execution mode (R modes, like a run without /dev, show the container only its own devices);
+    `loader_cache`: bind a loader cache listing the injected libraries over the image's /etc/ld.so.cache (not
+    in fakechroot modes, whose loader reads the host's cache (F1) or none)."""
     asked = dict(environ)
     asked.update(_env_pairs(request.env, environ, "-e"))
     nvidia = injectors.setting(config["nvidia"], request.nvidia, container.record.get("nvidia"), key="nvidia")
@@ -164,6 +170,7 @@ def inject(spec, config, request, container, environ, *, root="/", warn=lambda l
              "without the driver")
     infiniband = injectors.setting(config["infiniband"], request.infiniband, None, key="infiniband")
     hostmpi = injectors.setting(config["host_mpi"], request.hostmpi, None, key="host_mpi")
+    cached = []
     for plan in injectors.plans(nvidia=nvidia, infiniband=infiniband, hostmpi=hostmpi, request=asked,
                                 image_env=spec.env, root=root, isolated=_isolated(spec, mode)):
         plan.apply(spec, default_path=DEFAULT_PATH)
@@ -171,4 +178,16 @@ def inject(spec, config, request, container, environ, *, root="/", warn=lambda l
             from udocker.inject import cudacompat
 
             cudacompat.apply(spec, plan, asked)
+        cached += plan.loader_cache
+    if cached and loader_cache and spec.container_dir:
+        _bind_loader_cache(spec, cached)
+
+
+def _bind_loader_cache(spec, entries):
+    from udocker.inject import ldcache
+    from udocker.paths import Layout
+
+    path = ldcache.container_cache(spec.rootfs, entries, Layout.engine_dir(spec.container_dir, "inject"))
+    if path and all(m.target != "/etc/ld.so.cache" for m in spec.mounts):
+        spec.mounts.append(Mount(path, "/etc/ld.so.cache"))
 

@@ -203,3 +203,41 @@ def test_find_elf_files(tmp_path):
     shutil.copy(shutil.which("ls"), tmp_path / "proc/ls")
     assert elfpatch.find_elf_files(str(tmp_path), skip=("proc",)) == ["bin/ls"]
     assert elfpatch.find_elf_files(str(tmp_path), newer_than=os.stat(tmp_path / "bin/ls").st_ctime + 1) == []
+
+
+def test_links_a_concurrent_run_uses_are_kept(tmp_path):
+    """Issue 10 item 7: a run that does not ask for a link (no --nvidia) leaves it while the run that asked
+    for it is alive; once that run is over, the next run removes it; unprepare removes everything."""
+    rootfs = tmp_path / "c" / "rootfs"
+    (rootfs / "etc").mkdir(parents=True)
+    source = tmp_path / "driver"
+    source.mkdir()
+    state = str(tmp_path / "c" / "fakechroot")
+    os.makedirs(state)
+    engine = FakechrootEngine(None, None)
+    link = rootfs / ".udocker" / "nvidia"
+    engine._reconcile_links(state, str(rootfs), [Mount(str(source), "/.udocker/nvidia")])
+    assert os.readlink(link) == str(source)
+    links = fakechroot.read_json(os.path.join(state, "links.json"))
+    links["/.udocker/nvidia"]["users"] = [fakechroot.run_id(os.getppid())]  # another live udocker run
+    fakechroot.write_json(os.path.join(state, "links.json"), links)
+    engine._reconcile_links(state, str(rootfs), [])
+    assert os.readlink(link) == str(source)
+    links["/.udocker/nvidia"]["users"] = [fakechroot.run_id(os.getppid()) + "0"]  # the pid's start differs: over
+    fakechroot.write_json(os.path.join(state, "links.json"), links)
+    engine._reconcile_links(state, str(rootfs), [])
+    assert not os.path.lexists(link)
+    engine._reconcile_links(state, str(rootfs), [Mount(str(source), "/.udocker/nvidia")])
+    links = fakechroot.read_json(os.path.join(state, "links.json"))
+    links["/.udocker/nvidia"]["users"] = ["other-node:1:1"]  # cannot be checked from here: kept
+    fakechroot.write_json(os.path.join(state, "links.json"), links)
+    engine._reconcile_links(state, str(rootfs), [])
+    assert os.path.islink(link)
+    engine._reconcile_links(state, str(rootfs), [], keep_in_use=False)
+    assert not os.path.lexists(link)
+
+
+def test_run_alive():
+    assert fakechroot.run_alive(fakechroot.run_id())
+    assert not fakechroot.run_alive(fakechroot.run_id() + "1")
+    assert fakechroot.run_alive("elsewhere:1:2") and not fakechroot.run_alive("junk")

@@ -10,10 +10,10 @@ from tests.fixtures import hosttree
 from tests.fixtures.hosttree import LIB32, LIB64, OLD_VERSION, UUIDS, VERSION
 from udocker import inject
 from udocker.engines.common import DEFAULT_PATH
-from udocker.errors import ConfigError, UdockerError
+from udocker.errors import ConfigError, ProgramNotFound, UdockerError
 from udocker.inject import libraries, nvidia
 from udocker.inject.plan import InjectionPlan
-from udocker.runbuild import build_spec
+from udocker.runbuild import build_spec, check_program
 from udocker.runbuild import inject as run_inject
 from udocker.runspec import Mount, RunRequest, RunSpec
 
@@ -87,7 +87,8 @@ def test_default_capabilities_compute_and_utility(host):
     assert not any("vulkan" in t or "GLX" in t or "nvcuvid" in t or "lib32" in t for t in binds)
     assert plan.devices == [host + "/dev/" + d for d in ("nvidiactl", "nvidia-uvm", "nvidia-uvm-tools",
                                                          "nvidia-caps/nvidia-cap1", "nvidia0", "nvidia1")]
-    assert plan.env_append == {"LD_LIBRARY_PATH": [LIBDIR], "PATH": ["/.udocker/nvidia/bin"]}
+    assert plan.env_append == {"LD_LIBRARY_PATH": [LIBDIR]}
+    assert plan.env_prepend == {"PATH": ["/.udocker/nvidia/bin"]}  # the driver's nvidia-smi wins (issue 10)
     assert plan.env == {"NVIDIA_DRIVER_CAPABILITIES": "utility,compute"}
     assert plan.env_override == {"NVIDIA_VISIBLE_DEVICES": ",".join(UUIDS)}  # what the container was given
     assert plan.info["driver"] == VERSION and plan.files == []
@@ -267,8 +268,21 @@ def test_run_spec_gets_the_driver(tmp_path, host):
     assert mounts[f"{LIBDIR}/libcuda.so.1"] == Mount(host + f"{LIB64}/libcuda.so.1", f"{LIBDIR}/libcuda.so.1")
     assert host + "/dev/nvidia1" in spec.devices and host + "/dev/nvidia0" not in spec.devices
     assert spec.env["LD_LIBRARY_PATH"] == f"/opt/app/lib:{LIBDIR}"
-    assert spec.env["PATH"].endswith(":/.udocker/nvidia/bin")
+    assert spec.env["PATH"].startswith("/.udocker/nvidia/bin:")
     assert spec.env["CUDA_VISIBLE_DEVICES"] == "1"  # /dev is bound whole (P, F modes): the host's index
+
+
+def test_injected_program_is_the_command(tmp_path, host):
+    """Issue 10 item 1: the program is looked up after the injection, whose binds provide nvidia-smi."""
+    rootfs = tmp_path / "c" / "rootfs"
+    hosttree.write(rootfs, "/usr/bin/nvidia-smi", "#!/bin/sh\n", 0o755)  # the image's own: must not win
+    container = _Container(str(rootfs), {"config": {"Cmd": ["nvidia-smi"]}})
+    opts = RunRequest(nvidia=True)
+    spec = build_spec(container, opts, {}, check=False)
+    run_inject(spec, {"nvidia": "auto", "infiniband": "off", "host_mpi": "off"}, opts, container, {}, root=host)
+    assert check_program(spec.rootfs, "nvidia-smi", spec.env, spec.mounts) == "/.udocker/nvidia/bin/nvidia-smi"
+    with pytest.raises(ProgramNotFound):
+        build_spec(container, RunRequest(command=["nvidia-cuda-mps-control"]), {})
 
 
 @pytest.mark.parametrize("kwargs, injected", [

@@ -39,12 +39,12 @@ def search_path(rootfs, name, env, mounts=()):
     return lookup(rootfs, name, env, mounts)[0]
 
 
-def find_program(rootfs, name, env):
-    """argv[0] as a container path: unchanged when it holds a slash, else search_path's answer. Raises
-    EngineError (the run command maps it to 127)."""
+def find_program(rootfs, name, env, mounts=()):
+    """argv[0] as a container path: unchanged when it holds a slash, else search_path's answer (binds count).
+    Raises EngineError (the run command maps it to 127)."""
     if "/" in name:
         return name
-    found = search_path(rootfs, name, env)
+    found = search_path(rootfs, name, env, mounts)
     if found is None:
         raise EngineError(f"executable file not found in the container's PATH: {name}",
                           hint="give an absolute path or set PATH with -e")

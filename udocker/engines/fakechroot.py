@@ -39,7 +39,10 @@ Limits, as in udocker 1.3:
   any more, or by unprepare()), and SOURCE is excluded from translation so the link resolves on the host.
   `readlink` and `ls -l` show the link. Read-only mounts cannot be enforced: a `:ro` mount is accepted only
   when the host denies this user writing to it (e.g. chmod -R a-w, or a read-only file system), otherwise
-  command() refuses to start. Concurrent runs of one container with different mounts see each other's links.
+  command() refuses to start. Concurrent runs of one container with different mounts see each other's links;
+  a link is removed only when no live run uses it (links.json names the runs that asked for each link: this
+  node's by process id and start time, another node's kept as in use), so a run without --nvidia does not
+  take the driver from a concurrent GPU run; the last run needing a link is over when a later run removes it.
 """
 
 import os
@@ -171,7 +174,7 @@ class FakechrootEngine(Engine):
         if not os.path.isdir(state_dir):
             return
         self._restore_tree(state_dir, container.rootfs)
-        self._reconcile_links(state_dir, container.rootfs, [])
+        self._reconcile_links(state_dir, container.rootfs, [], keep_in_use=False)
         shutil.rmtree(state_dir)
 
     def _restore_tree(self, state_dir, rootfs):
@@ -197,20 +200,28 @@ class FakechrootEngine(Engine):
                                   hint="mount them side by side, or use a P or R mode")
         self._reconcile_links(state_dir, spec.rootfs, wanted)
 
-    def _reconcile_links(self, state_dir, rootfs, wanted):
+    def _reconcile_links(self, state_dir, rootfs, wanted, *, keep_in_use=True):
+        """Links for `wanted` (this run is recorded as their user), and none left that no live run uses
+        (with keep_in_use false: none left at all)."""
         from udocker import fs
 
         path = os.path.join(state_dir, "links.json")
         with fs.locked(os.path.join(state_dir, ".lock"), timeout=3600, what=f"{state_dir} (fakechroot)"):
             links = read_json(path) or {}
             want = {_norm(m.target): os.path.abspath(m.source) for m in wanted}
+            me = run_id()
             for target, entry in sorted(links.items(), reverse=True):
-                if want.get(target) != entry["source"]:
+                users = [u for u in entry.get("users", ()) if u != me and keep_in_use and run_alive(u)]
+                if want.get(target) == entry["source"]:
+                    entry["users"] = users + [me]
+                elif users and target not in want:  # a concurrent run uses it
+                    entry["users"] = users
+                else:
                     _unlink_mount(rootfs, target, entry)
                     del links[target]
             for target, source in sorted(want.items()):
                 if target not in links:
-                    links[target] = _link_mount(rootfs, target, source, state_dir)
+                    links[target] = dict(_link_mount(rootfs, target, source, state_dir), users=[me])
             if links:
                 write_json(path, links)
             elif os.path.exists(path):
@@ -418,6 +429,33 @@ def _writable_somewhere(path, limit=10000):
             if seen > limit or (not os.path.islink(full) and os.access(full, os.W_OK)):
                 return True
     return False
+
+
+def run_id(pid=None):
+    """'NODE:PID:START' naming a run (its udocker process) in links.json: the start time (clock ticks since
+    boot, /proc/PID/stat) tells a live process from a later one that reuses the id."""
+    pid = pid or os.getpid()
+    return f"{os.uname().nodename}:{pid}:{_start_time(pid)}"
+
+
+def run_alive(user):
+    """Whether the run named by run_id() `user` may still be going: a process of this node is checked, one
+    of another node (a container on a shared file system) cannot be and counts as alive."""
+    parts = user.split(":")
+    if len(parts) != 3:
+        return False
+    node, pid, start = parts
+    if node != os.uname().nodename:
+        return True
+    return pid.isdigit() and start != "" and _start_time(int(pid)) == start
+
+
+def _start_time(pid):
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stream:
+            return stream.read().rsplit(b")", 1)[1].split()[19].decode()
+    except (OSError, IndexError):
+        return ""
 
 
 def _link_mount(rootfs, target, source, state_dir):

@@ -174,7 +174,7 @@ class OciEngine(Engine):
 
     def _args(self, spec, mode):
         try:
-            program = find_program(spec.rootfs, spec.argv[0], spec.env)
+            program = find_program(spec.rootfs, spec.argv[0], spec.env, spec.mounts)
         except EngineError:
             if mode != "R1":
                 raise

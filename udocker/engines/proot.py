@@ -20,8 +20,8 @@ Command line (P1; P2 adds PROOT_NO_SECCOMP=1 to the environment):
   prepare()) and PROOT_NO_SECCOMP for P2; nothing from the host leaks. PRoot itself reads it too, so a
   container LD_PRELOAD would also apply to the host's proot binary (as with udocker 1.3).
 - argv[0] without a slash is looked up in the container's PATH (common.find_program: inside ROOTFS,
-  following the container's own symlinks); PRoot would otherwise search the guest with its own rules and fail with
-  "proot error: 'ls' not found".
+  following the container's own symlinks, and into the -b binds); PRoot would otherwise search the guest
+  with its own rules and fail with "proot error: 'ls' not found".
 """
 
 import os
@@ -91,7 +91,7 @@ class ProotEngine(Engine):
                         raise
                     protect.append(mount.source)
             argv += ["-b", f"{mount.source}:{mount.target}"]
-        argv.append(find_program(spec.rootfs, spec.argv[0], spec.env))
+        argv.append(find_program(spec.rootfs, spec.argv[0], spec.env, spec.mounts))
         argv += spec.argv[1:]
         env = dict(spec.env)
         env["PROOT_TMP_DIR"] = os.path.join(Layout.engine_dir(spec.container_dir, self.name), "tmp")

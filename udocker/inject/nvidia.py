@@ -6,7 +6,10 @@ plan() reads a host tree (`root`, "/" on a real node; tests build one in a tempo
                   id as NVML numbers them; NVML (pynvml) only on the real host when /proc says nothing
   libraries       per capability from data/nvidia.json, found like the loader would (inject/libraries.py),
                   64-bit only unless compat32 is asked for; names of another driver version are left out
-  binaries        nvidia-smi and friends, from the usual bin directories
+  binaries        nvidia-smi and friends, from the usual bin directories, bound into /.udocker/nvidia/bin,
+                  which goes first in PATH: the driver's programs must match the kernel module, so they win
+                  over an image's own (a stub, or another driver's), as the references' binds into /usr/bin
+                  do, without writing into the image's /usr/bin (a bind target that runc would create there)
   files, ipc      ICD / EGL vendor files, the persistenced socket, the MPS pipe directory
   devices         /dev/nvidiactl, /dev/nvidia-uvm*, /dev/nvidia-caps/*, and /dev/nvidia<minor> per GPU chosen
 
@@ -18,7 +21,9 @@ root; P and F modes cannot. The directory holds nothing but driver libraries, wh
 host anyway (they must match the kernel module), so it can only ever supply those; and the image's own
 LD_LIBRARY_PATH directories still come first. An image's CUDA forward-compatibility package (cuda-compat,
 /usr/local/cuda/compat) is put first only when its driver branch is newer than the host's, and taken out
-of LD_LIBRARY_PATH otherwise; NVIDIA_REQUIRE_* is checked there too (inject/cudacompat.py).
+of LD_LIBRARY_PATH otherwise; NVIDIA_REQUIRE_* is checked there too (inject/cudacompat.py). The libraries are
+also entered in a copy of the image's loader cache bound for the run (plan.loader_cache, inject/ldcache.py),
+so that a program that clears LD_LIBRARY_PATH still finds libcuda.so.1.
 
 Which GPUs and MIG devices, and how the container names them: inject/gpus.py.
 Capabilities: NVIDIA_DRIVER_CAPABILITIES of the request, else the image's, else compute,utility ("all").
@@ -218,6 +223,7 @@ def _add_libraries(result, finder, caps, version):
                     result.info["missing"].append(base)
                 for path, name in found:
                     result.bind(path, f"{target_dir}/{name}")
+                    result.loader_cache.append((name, f"{target_dir}/{name}", bits))
                     added = True
         if added:
             result.env_append.setdefault("LD_LIBRARY_PATH", []).append(target_dir)
@@ -231,7 +237,7 @@ def _add_binaries(result, root, caps):
                 path = libraries.under(root, f"{directory}/{name}")
                 if os.path.isfile(path) and os.access(path, os.X_OK):
                     result.bind(path, f"{target_dir}/{name}")
-                    result.env_append["PATH"] = [target_dir]
+                    result.env_prepend["PATH"] = [target_dir]
                     break
 
 

@@ -32,9 +32,12 @@ class InjectionPlan:
     files: list of (host path, container path) to copy; unused (see the module docstring), kept so that an
         engine that can neither bind nor link could still be served.
     info: what was found, for logs and `udocker info` (driver version, gpus, capabilities, missing names).
+    loader_cache: [(library name, container path, bits)] for the container's loader cache (runbuild.inject
+        binds a copy of the image's cache with these added: inject/ldcache.py).
     """
 
-    __slots__ = ("name", "binds", "devices", "env", "env_override", "env_append", "env_prepend", "files", "info")
+    __slots__ = ("name", "binds", "devices", "env", "env_override", "env_append", "env_prepend", "files", "info",
+                 "loader_cache")
 
     def __init__(self, name, *, binds=(), devices=(), env=None, env_append=None, env_prepend=None, files=(),
                  info=None, env_override=None):
@@ -47,6 +50,7 @@ class InjectionPlan:
         self.env_prepend = {key: list(value) for key, value in (env_prepend or {}).items()}
         self.files = list(files)
         self.info = dict(info or {})
+        self.loader_cache = []
 
     def __repr__(self):
         return (f"InjectionPlan({self.name!r}, binds={len(self.binds)}, devices={self.devices!r}, "
