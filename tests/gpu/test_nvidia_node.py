@@ -53,8 +53,6 @@ def test_driver_api_counts_the_gpus(gpu_container):
 
 def test_one_gpu_chosen(gpu_container):
     repo, name, mode = gpu_container
-    if mode == "R1":
-        pytest.xfail("issue 10 item 2: R1 binds only /dev/nvidia1 but leaves CUDA_VISIBLE_DEVICES=1 (now index 0)")
     shown = _ok(repo("run", "--nvidia", "-e", "CUDA_VISIBLE_DEVICES=1", name, "cudacount", "-v")).splitlines()
     assert shown == ["1", "driver 12040", fake_nvidia.uuid(1)]
 
