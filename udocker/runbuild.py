@@ -159,6 +159,6 @@ def inject(spec, config, request, container, environ, *, root="/", warn=lambda l
     infiniband = injectors.setting(config["infiniband"], request.infiniband, None, key="infiniband")
     hostmpi = injectors.setting(config["host_mpi"], request.hostmpi, None, key="host_mpi")
     for plan in injectors.plans(nvidia=nvidia, infiniband=infiniband, hostmpi=hostmpi, request=asked,
-                                image_env=spec.env, root=root):
+                                image_env=spec.env, root=root, rootfs=spec.rootfs):
         plan.apply(spec, default_path=DEFAULT_PATH)
 
