@@ -140,7 +140,8 @@ def build_spec(container, request, environ):
     return RunSpec(rootfs=rootfs, argv=argv, env=env, cwd=cwd, uid=uid, gid=gid,
                    mounts=mounts, devices=check_devices(request.devices),
                    hostname=request.hostname, tty=request.tty, container_dir=container.dir,
-                   container_id=container.id, cpuset=request.cpuset, ports=check_ports(request.publish))
+                   container_id=container.id, cpuset=request.cpuset, ports=check_ports(request.publish),
+                   ipc=request.ipc or "host")
 
 
 def inject(spec, config, request, container, environ, *, root="/", warn=lambda line: None):
