@@ -134,3 +134,16 @@ def test_sysfs_not_bound_twice_when_sys_is_bound_whole(tmp_path):
     assert not any(m.target.startswith("/sys/") for m in spec.mounts)
     assert spec.env["LD_LIBRARY_PATH"] == LIBDIR
     assert f"{LIBDIR}/libibverbs.so.1" in {m.target for m in spec.mounts}
+
+
+def test_rhel_layout(tmp_path):
+    """RHEL 8's rdma-core: the same relative links, in /usr/lib64/libibverbs."""
+    root = str(tmp_path)
+    hosttree.write(root, "/dev/infiniband/uverbs0")
+    hosttree.rdma_core(root, "/usr/lib64")
+    hosttree.library(root, "/usr/lib64", "libibverbs.so", "1.14.48.0")
+    plan = infiniband.plan(root, require_char_devices=False)
+    binds = targets(plan)
+    assert binds[f"{LIBDIR}/libmlx5-rdmav34.so"] == root + "/usr/lib64/libmlx5.so.1.24.44.0"
+    assert binds[f"{LIBDIR}/libibverbs.so.1"] == root + "/usr/lib64/libibverbs.so.1"
+    assert f"{LIBDIR}/libmlx5" in plan.env["RDMAV_DRIVERS"].split(":")
