@@ -148,7 +148,8 @@ def build_spec(container, request, environ, *, check=True):
     return RunSpec(rootfs=rootfs, argv=argv, env=env, cwd=cwd, uid=uid, gid=gid,
                    mounts=mounts, devices=check_devices(request.devices),
                    hostname=request.hostname, tty=request.tty, container_dir=container.dir,
-                   container_id=container.id, cpuset=request.cpuset, ports=check_ports(request.publish))
+                   container_id=container.id, cpuset=request.cpuset, ports=check_ports(request.publish),
+                   ipc=request.ipc or "host")
 
 
 def inject(spec, config, request, container, environ, *, root="/", warn=lambda line: None, mode=None,
@@ -172,7 +173,8 @@ def inject(spec, config, request, container, environ, *, root="/", warn=lambda l
     hostmpi = injectors.setting(config["host_mpi"], request.hostmpi, None, key="host_mpi")
     cached = []
     for plan in injectors.plans(nvidia=nvidia, infiniband=infiniband, hostmpi=hostmpi, request=asked,
-                                image_env=spec.env, root=root, isolated=_isolated(spec, mode)):
+                                image_env=spec.env, root=root, isolated=_isolated(spec, mode),
+                                rootfs=spec.rootfs):
         plan.apply(spec, default_path=DEFAULT_PATH)
         if plan.name == "nvidia":  # the image's cuda-compat libraries and NVIDIA_REQUIRE_* (GPU path only)
             from udocker.inject import cudacompat

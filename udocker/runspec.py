@@ -43,13 +43,14 @@ class RunSpec:
     container_id: the container's id (used to name runc/crun containers).
     cpuset: a cpuset string (e.g. "0-3") or None.
     ports: list of (host_port, container_port) pairs; only engines with their own network honour them.
+    ipc: "host" (share the host's IPC namespace and /dev/shm) or "private" (engines with namespaces: R modes).
     """
 
     __slots__ = ("rootfs", "argv", "env", "cwd", "uid", "gid", "mounts", "devices", "hostname", "tty",
-                 "container_dir", "container_id", "cpuset", "ports")
+                 "container_dir", "container_id", "cpuset", "ports", "ipc")
 
     def __init__(self, *, rootfs, argv, env, cwd="/", uid=0, gid=0, mounts=(), devices=(), hostname=None,
-                 tty=False, container_dir="", container_id="", cpuset=None, ports=()):
+                 tty=False, container_dir="", container_id="", cpuset=None, ports=(), ipc="host"):
         self.rootfs = rootfs
         self.argv = list(argv)
         self.env = dict(env)
@@ -64,6 +65,7 @@ class RunSpec:
         self.container_id = container_id
         self.cpuset = cpuset
         self.ports = list(ports)
+        self.ipc = ipc
 
 
 class RunRequest:
@@ -75,13 +77,14 @@ class RunRequest:
     registry, index, platform: for pulling `target` (None: the configuration's).
     volumes, novol, env, env_files, devices, publish: lists of the option values, in order.
     nvidia, infiniband, hostmpi: True (--nvidia), False (--no-nvidia) or None (the container record, then the
-    configuration decide). tty: stdin is a terminal. Every other field is the option of the same name.
+    configuration decide). tty: stdin is a terminal. ipc: "host", "private" or None (host). Every other field
+    is the option of the same name.
     """
 
     __slots__ = ("target", "command", "location", "pull", "rm", "name",
                  "workdir", "user", "volumes", "novol", "env", "env_files", "hostauth", "containerauth",
                  "nosysdirs", "nometa", "hostenv", "bindhome", "entrypoint", "cpuset", "hostname", "devices",
-                 "publish", "tty", "nvidia", "infiniband", "hostmpi")
+                 "publish", "tty", "nvidia", "infiniband", "hostmpi", "ipc")
     _LISTS = ("command", "volumes", "novol", "env", "env_files", "devices", "publish")
     _FLAGS = ("rm", "hostauth", "containerauth", "nosysdirs", "nometa", "hostenv", "bindhome", "tty")
 

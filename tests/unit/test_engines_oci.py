@@ -66,7 +66,7 @@ def test_mounts(tmp_path, container):
     mounts = [Mount("/proc", "/proc"), Mount("/data", "/mnt"), Mount("/etc/hosts", "/etc/hosts", readonly=True)]
     config = RuncEngine(None, Layout(str(tmp_path))).config_json(spec(container, mounts=mounts, hostname="box"),
                                                                  "R1", kit="")
-    binds = [m for m in config["mounts"] if m["type"] == "bind"]
+    binds = [m for m in config["mounts"] if m["type"] == "bind" and not m["destination"].startswith("/dev/")]
     assert binds == [ocirt.bind("/data", "/mnt"), {"destination": "/etc/hosts", "type": "bind",
                                                     "source": "/etc/hosts", "options": ["rbind", "ro"]}]
     assert [m["destination"] for m in config["mounts"]].count("/proc") == 1  # the runtime's own, not the host's
@@ -153,3 +153,67 @@ def test_auto_mode_order_and_reasons(tmp_path, monkeypatch):
     monkeypatch.setattr(modes, "AUTO_ORDER", ("R1", "P1"))
     with pytest.raises(EngineUnavailable, match="R1: no R1; P1: no P1"):
         modes.auto_mode({"oci_runtime": "runc"}, Layout(str(tmp_path)))
+
+
+def _namespaces(config):
+    return [n["type"] for n in config["linux"]["namespaces"]]
+
+
+def test_ipc_shared_with_the_host_by_default(tmp_path, container):
+    """NCCL, MPI's shared memory and PyTorch's DataLoader need the ranks' /dev/shm and SysV IPC to be one:
+    R modes share the host's IPC namespace and bind its /dev/shm (a private one is a 64 MB tmpfs)."""
+    for mode in ("R1", "R2"):
+        config = RuncEngine(None, Layout(str(tmp_path))).config_json(spec(container), mode, kit="")
+        assert "ipc" not in _namespaces(config)
+        shm = [m for m in config["mounts"] if m["destination"] == "/dev/shm"]
+        assert shm == [{"destination": "/dev/shm", "type": "bind", "source": "/dev/shm",
+                        "options": ["rbind", "nosuid", "nodev", "noexec"]}]
+        assert not any(m["type"] == "mqueue" for m in config["mounts"])  # not mountable outside an ipc namespace
+    assert os.path.isdir("/dev/mqueue") == any(m["destination"] == "/dev/mqueue" for m in config["mounts"])
+
+
+def test_ipc_private(tmp_path, container):
+    config = RuncEngine(None, Layout(str(tmp_path))).config_json(spec(container, ipc="private"), "R1", kit="")
+    assert "ipc" in _namespaces(config)
+    [shm] = [m for m in config["mounts"] if m["destination"] == "/dev/shm"]
+    assert shm["type"] == "tmpfs"
+    assert any(m["type"] == "mqueue" for m in config["mounts"])
+
+
+def _gpu_host(tmp_path):
+    from tests.fixtures import hosttree
+
+    root = hosttree.nvidia_host(tmp_path / "host")
+    hosttree.write(root, "/dev/gdrdrv")
+    for channel in ("channel0", "channel1"):
+        hosttree.write(root, f"/dev/nvidia-caps-imex-channels/{channel}")
+    hosttree.write(root, f"/lib/firmware/nvidia/{hosttree.VERSION}/gsp_ga10x.bin", b"\0")
+    hosttree.write(root, "/lib/firmware/nvidia/535.104.05/gsp_tu10x.bin", b"\0")  # another driver's
+    return root
+
+
+def test_gpu_extras(tmp_path):
+    """What P modes see through the host's /dev and /proc, R modes get explicitly for a GPU run: GDRCopy's
+    /dev/gdrdrv, the IMEX channels, the running driver's GSP firmware, and /proc/driver/nvidia/gpus with the
+    GPUs not chosen masked."""
+    root = _gpu_host(tmp_path)
+    extra = ocirt.gpu_extras([root + "/dev/nvidiactl", root + "/dev/nvidia1"], root=root)
+    assert extra.devices == [root + "/dev/gdrdrv", root + "/dev/nvidia-caps-imex-channels/channel0",
+                             root + "/dev/nvidia-caps-imex-channels/channel1"]
+    assert extra.binds == [(root + "/lib/firmware/nvidia/550.54.15", "/lib/firmware/nvidia/550.54.15")]
+    assert extra.masked == ["/proc/driver/nvidia/gpus/0000:01:00.0"]  # minor 0: not chosen
+    none = ocirt.gpu_extras([root + "/dev/fuse"], root=root)
+    assert (none.devices, none.binds, none.masked) == ([], [], [])
+
+
+def test_gpu_extras_in_the_bundle(tmp_path, container, monkeypatch):
+    root = _gpu_host(tmp_path)
+    real = ocirt.gpu_extras
+    monkeypatch.setattr(ocirt, "gpu_extras", lambda devices: real(devices, root=root))
+    devices = [root + "/dev/nvidiactl", root + "/dev/nvidia0"]
+    config = RuncEngine(None, Layout(str(tmp_path))).config_json(spec(container, devices=devices), "R1", kit="")
+    mounts = {m["destination"]: m for m in config["mounts"]}
+    assert mounts[root + "/dev/gdrdrv"]["source"] == root + "/dev/gdrdrv"
+    assert mounts["/lib/firmware/nvidia/550.54.15"] == ocirt.bind(root + "/lib/firmware/nvidia/550.54.15",
+                                                                  "/lib/firmware/nvidia/550.54.15", readonly=True)
+    assert "/proc/driver/nvidia/gpus/0000:02:00.0" in config["linux"]["maskedPaths"]

@@ -182,3 +182,10 @@ def test_request_of_the_parsed_options():
     assert (asked.nvidia, asked.infiniband, asked.hostmpi) == (False, True, None)
     with pytest.raises(TypeError, match="unknown fields"):
         RunRequest(volume=["/a"])
+
+
+def test_ipc_option():
+    """--ipc host (the default: R modes share the host's IPC namespace and /dev/shm) or private."""
+    assert request(*parse(["img"])).ipc is None
+    assert request(*parse(["--ipc=private", "img"])).ipc == "private"
+    assert request(*parse(["--ipc", "host", "img"])).ipc == "host"

@@ -33,6 +33,8 @@ Options:
   --entrypoint CMD          Replace the image's entrypoint ("" clears it).
   --cpuset-cpus CPUS        Run on these CPUs (e.g. 0-3,6).
   --hostname NAME           Hostname seen in the container (engines with a UTS namespace).
+  --ipc host|private        R modes: share the host's IPC namespace and /dev/shm (the default, as MPI,
+                            NCCL and data loaders need between ranks), or have their own. P, F: always host.
   --location DIR            Run a root file system directory instead of a container.
   --platform OS/ARCH        Platform of the image to pull.
   --pull missing|never|always|reuse  When to pull IMAGE (reuse: run the container --name if it exists).
@@ -59,6 +61,7 @@ _LONG = {
     "nosysdirs": ("nosysdirs", False, False), "nometa": ("nometa", False, False),
     "bindhome": ("bindhome", False, False), "entrypoint": ("entrypoint", True, False),
     "cpuset-cpus": ("cpuset_cpus", True, False), "hostname": ("hostname", True, False),
+    "ipc": ("ipc", True, False),
     "location": ("location", True, False), "platform": ("platform", True, False), "pull": ("pull", True, False),
     "registry": ("registry", True, False), "index": ("index", True, False), "device": ("device", True, True),
     "publish": ("publish", True, True), "interactive": ("interactive", False, False), "tty": ("tty", False, False),
@@ -70,6 +73,7 @@ _LONG = {
 _SHORT = {"w": "workdir", "u": "user", "v": "volume", "e": "env", "p": "publish", "i": "interactive", "t": "tty",
           "h": "help"}
 PULL_POLICIES = ("missing", "never", "always", "reuse")
+IPC_MODES = ("host", "private")
 
 
 class _Usage(Exception):
@@ -205,5 +209,8 @@ def main(general, args):
         return 125
     if values.get("pull", "missing") not in PULL_POLICIES:
         report(f"invalid --pull policy: {values['pull']}", "use " + ", ".join(PULL_POLICIES))
+        return 125
+    if values.get("ipc", "host") not in IPC_MODES:
+        report(f"invalid --ipc: {values['ipc']}", "use " + " or ".join(IPC_MODES))
         return 125
     return guarded(lambda: _run(general, values, target, command), debug=general.get("debug"), failure=125)

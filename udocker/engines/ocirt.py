@@ -1,8 +1,11 @@
 """Rootless OCI runtimes (runc, crun): modes R1, R2, R3. The runtime-specific parts live in runc.py and crun.py.
 
 R1  `RUNTIME [GLOBAL...] --root STATE run --bundle BUNDLE ID`, where BUNDLE/config.json (OCI runtime-spec
-    1.0) asks for new user, mount, pid and ipc namespaces (uts only when a hostname is set; no network
-    namespace: the container shares the host's network, as udocker always did). The caller's uid and gid are
+    1.0) asks for new user, mount and pid namespaces (uts only when a hostname is set; no network
+    namespace: the container shares the host's network, as udocker always did). The host's IPC namespace
+    and /dev/shm are shared too (MPI's and NCCL's shared memory, PyTorch's DataLoader, between the ranks of
+    a job), unless `run --ipc=private` asks for an ipc namespace of its own with a 64 MB /dev/shm. A GPU run
+    also gets what P modes see through the host's /dev and /proc (gpu_extras). The caller's uid and gid are
     mapped to spec.uid and spec.gid (one id each: an unprivileged process may map only itself without
     newuidmap). No cgroups: `linux.cgroupsPath` and `linux.resources` are left out, so rootless runc skips
     them on a cgroup v1/v2 hybrid host; crun is started with --cgroup-manager=disabled.
@@ -52,21 +55,97 @@ _MASKED = ["/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/lat
 _READONLY = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
 
 
-def default_mounts():
+def default_mounts(ipc="private"):
     """The kernel file systems every container gets (runtime-spec config-linux.md defaults for rootless
-    containers: sysfs cannot be mounted without a network namespace, so the host's is bound read-only)."""
-    return [
+    containers: sysfs cannot be mounted without a network namespace, so the host's is bound read-only).
+    ipc "host": the host's /dev/shm (and /dev/mqueue, where it has one) bound, as no mqueue file system can
+    be mounted outside an ipc namespace of one's own; "private": a 64 MB tmpfs and a new mqueue."""
+    shared = ipc == "host"
+    mounts = [
         {"destination": "/proc", "type": "proc", "source": "proc"},
         {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
          "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
         {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
          "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]},
+        {"destination": "/dev/shm", "type": "bind", "source": "/dev/shm",
+         "options": ["rbind", "nosuid", "nodev", "noexec"]} if shared else
         {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
          "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
-        {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]},
-        {"destination": "/sys", "type": "none", "source": "/sys",
-         "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]},
     ]
+    if not shared:
+        mounts.append({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
+                       "options": ["nosuid", "noexec", "nodev"]})
+    elif os.path.isdir("/dev/mqueue"):
+        mounts.append({"destination": "/dev/mqueue", "type": "bind", "source": "/dev/mqueue",
+                       "options": ["rbind", "nosuid", "noexec", "nodev"]})
+    mounts.append({"destination": "/sys", "type": "none", "source": "/sys",
+                   "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]})
+    return mounts
+
+
+class GpuExtras:
+    """devices: host device paths; binds: [(host path, container path)], read-only; masked: container paths."""
+
+    __slots__ = ("devices", "binds", "masked")
+
+    def __init__(self):
+        self.devices, self.binds, self.masked = [], [], []
+
+
+def gpu_extras(devices, root="/"):
+    """For a run given the NVIDIA driver (/dev/nvidiactl among `devices`), what P modes see through the host's
+    /dev and /proc and an R mode's own /dev and /proc lack, where the host (the tree at `root`) has it:
+    /dev/gdrdrv (GDRCopy), the IMEX channels /dev/nvidia-caps-imex-channels/* (the host's permissions decide
+    who may use them, as in P modes), the running driver's GSP firmware /lib/firmware/nvidia/<version>, and
+    maskedPaths hiding /proc/driver/nvidia/gpus/<bus id> of the GPUs not chosen (a runtime refuses other
+    mounts inside /proc)."""
+    extra = GpuExtras()
+    names = [os.path.basename(d) for d in devices]
+    if "nvidiactl" not in names:
+        return extra
+    top = root.rstrip("/")
+    channels = top + "/dev/nvidia-caps-imex-channels"
+    extra.devices = [p for p in [top + "/dev/gdrdrv"] + [os.path.join(channels, n) for n in _listdir(channels)]
+                     if os.path.exists(p)]
+    version = _driver_version(_read(top + "/proc/driver/nvidia/version"))
+    for firmware in ("/lib/firmware/nvidia", "/usr/lib/firmware/nvidia"):
+        if version and os.path.isdir(f"{top}{firmware}/{version}"):
+            extra.binds.append((f"{top}{firmware}/{version}", f"{firmware}/{version}"))
+            break
+    chosen = {n[6:] for n in names if n.startswith("nvidia") and n[6:].isdigit()}
+    gpus = top + "/proc/driver/nvidia/gpus"
+    for bus in _listdir(gpus):
+        info = _read(os.path.join(gpus, bus, "information"))
+        minor = next((line.split(":", 1)[1].strip() for line in info.splitlines()
+                      if line.startswith("Device Minor:")), None)
+        if minor not in chosen:
+            extra.masked.append(f"/proc/driver/nvidia/gpus/{bus}")
+    return extra
+
+
+def _driver_version(text):
+    """'550.54.15' from /proc/driver/nvidia/version's first line ("... Kernel Module  550.54.15  ..." or
+    "... Open Kernel Module for x86_64  550.54.15  Release Build ...")."""
+    for word in text.split("\n", 1)[0].split():
+        parts = word.split(".")
+        if len(parts) in (2, 3) and all(p.isdigit() for p in parts) and len(parts[0]) >= 3:
+            return word
+    return None
+
+
+def _listdir(path):
+    try:
+        return sorted(os.listdir(path))
+    except OSError:
+        return []
+
+
+def _read(path):
+    try:
+        with open(path, encoding="utf-8", errors="replace") as stream:
+            return stream.read()
+    except OSError:
+        return ""
 
 
 def bind(source, target, *, readonly=False):
@@ -152,20 +231,23 @@ class OciEngine(Engine):
         process = {"terminal": bool(spec.tty), "user": {"uid": uid, "gid": gid}, "args": self._args(spec, mode),
                    "env": [f"{k}={v}" for k, v in self._env(spec, mode).items()], "cwd": spec.cwd or "/",
                    "capabilities": _capabilities(uid, proot=proot), "rlimits": _rlimits(), "noNewPrivileges": True}
-        mounts = default_mounts()
-        mounts += [bind(d, d) for d in spec.devices]
+        gpu = gpu_extras(spec.devices)
+        mounts = default_mounts(spec.ipc)
+        mounts += [bind(d, d) for d in spec.devices + [d for d in gpu.devices if d not in spec.devices]]
         mounts += [bind(m.source, m.target, readonly=m.readonly) for m in spec.mounts
                    if not (m.source == m.target and m.target.rstrip("/") in _SYSTEM_MOUNTS)]
+        mounts += [bind(source, target, readonly=True) for source, target in gpu.binds
+                   if all(m.target != target for m in spec.mounts)]
         if proot:
             mounts += [bind(kit, KIT, readonly=True),
                        {"destination": KIT + "/tmp", "type": "tmpfs", "source": "tmpfs",
                         "options": ["nosuid", "nodev", "mode=700"]}]
-        namespaces = [{"type": t} for t in ("pid", "ipc", "mount", "user")]
+        namespaces = [{"type": t} for t in ("pid", "ipc", "mount", "user") if t != "ipc" or spec.ipc == "private"]
         if spec.hostname:
             namespaces.append({"type": "uts"})
         linux = {"uidMappings": id_mappings(uid, "uid", proot=proot),
                  "gidMappings": id_mappings(gid, "gid", proot=proot),
-                 "namespaces": namespaces, "maskedPaths": _MASKED, "readonlyPaths": _READONLY}
+                 "namespaces": namespaces, "maskedPaths": _MASKED + gpu.masked, "readonlyPaths": _READONLY}
         config = {"ociVersion": "1.0.2", "process": process, "root": {"path": spec.rootfs, "readonly": False},
                   "mounts": mounts, "linux": linux}
         if spec.hostname:

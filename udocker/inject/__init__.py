@@ -32,11 +32,12 @@ def setting(configured, flag, recorded, *, key):
     return value
 
 
-def plans(*, nvidia, infiniband, request, image_env, hostmpi="off", root="/", isolated=False):
+def plans(*, nvidia, infiniband, request, image_env, hostmpi="off", root="/", isolated=False, rootfs=None):
     """The InjectionPlans to apply, for settings `nvidia`, `infiniband` and `hostmpi` ("auto", "on", "off";
     the host MPI only when "on"); `request` is the host environment with the run's -e variables,
     `image_env` the container's environment; `isolated`: the container sees only the device nodes given to it
-    (R modes), which renumbers the GPUs."""
+    (R modes), which renumbers the GPUs; `rootfs` its root directory (an image with its own rdma-core keeps
+    it)."""
     found = []
     if nvidia == "on" or (nvidia == "auto" and _wants_gpus(request, image_env, root)):
         from udocker.inject import nvidia as nvidia_injector
@@ -46,7 +47,7 @@ def plans(*, nvidia, infiniband, request, image_env, hostmpi="off", root="/", is
     if infiniband == "on" or (infiniband == "auto" and os.path.isdir(root.rstrip("/") + "/dev/infiniband")):
         from udocker.inject import infiniband as ib_injector
 
-        found.append(ib_injector.plan(root, required=infiniband == "on"))
+        found.append(ib_injector.plan(root, required=infiniband == "on", image=rootfs))
     if hostmpi == "on":
         from udocker.inject import hostmpi as mpi_injector
 

@@ -149,7 +149,7 @@ class Finder:
                 if not _matches(name, base):
                     continue
                 path = under(self.root, os.path.join(directory, name))
-                real = os.path.realpath(path) if self.root == "/" else _real_in(self.root, path)
+                real = resolved(self.root, path)
                 if real is None or not os.path.isfile(real) or _stale(name, real, version):
                     continue
                 if (elf_bits(real) or _bits_by_dir(directory)) != bits:
@@ -173,6 +173,11 @@ def _stale(name, real, version):
 def _bits_by_dir(directory):
     """Class of a non-ELF file (test trees) by its directory's name."""
     return 32 if re.search(r"lib32|i[3-6]86", directory) else 64
+
+
+def resolved(root, path):
+    """The file host path `path` leads to (links followed, absolute ones inside the tree at `root`), or None."""
+    return os.path.realpath(path) if root == "/" else _real_in(root, path)
 
 
 def _real_in(root, path, depth=0):
