@@ -269,9 +269,10 @@ def bus_id(minor):
     return f"0000:{minor + 0x41:02x}:00.0"
 
 
-def sources(version=VERSION):
-    """{file name: (C source, gcc arguments)} of the fake driver for `version`."""
-    values = {"max": MAX_GPUS, "cuda": CUDA_VERSION, "model": MODEL, "version": version}
+def sources(version=VERSION, cuda=CUDA_VERSION):
+    """{file name: (C source, gcc arguments)} of the fake driver for `version`, whose cuDriverGetVersion says
+    `cuda` (a cuda-compat package's libcuda is a driver of a newer branch, with a newer CUDA)."""
+    values = {"max": MAX_GPUS, "cuda": cuda, "model": MODEL, "version": version}
     shared = ["-shared", "-fPIC"]
     return {
         f"libcuda.so.{version}": (LIBCUDA % values, shared + ["-Wl,-soname,libcuda.so.1"]),
@@ -281,10 +282,10 @@ def sources(version=VERSION):
     }
 
 
-def build(directory, version=VERSION, gcc="gcc"):
+def build(directory, version=VERSION, gcc="gcc", cuda=CUDA_VERSION):
     """Compile the fake driver into `directory` (created; reused when the sources, version and compiler are
     unchanged) and return {file name: path}, with the links libcuda.so.1, libcuda.so, libnvidia-ml.so.1."""
-    units = sources(version)
+    units = sources(version, cuda)
     compiler = shutil.which(gcc) or gcc
     digest = hashlib.sha256(repr((sorted(units.items()), os.path.realpath(compiler))).encode()).hexdigest()[:16]
     os.makedirs(directory, exist_ok=True)
