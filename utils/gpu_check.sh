@@ -2,9 +2,13 @@
 # GPU check of `udocker run --nvidia` on a real NVIDIA node (CI never needs a GPU; this is run by hand).
 #
 # It installs udocker from this tree into a fresh virtual environment, builds a tiny image from the host's
-# own programs (the node has no internet: nothing is pulled), imports it, and for each mode (P1 and R1 by
-# default) runs nvidia-smi and a CUDA device query inside the container with --nvidia. Every step is
-# labelled and time-limited; the whole check takes a minute or two, well under 10 minutes.
+# own programs (the node has no internet: nothing is pulled), imports it, and for each mode (P1, R1 and F1 by
+# default) runs with --nvidia: nvidia-smi as the command, a CUDA driver API device query whose count must be
+# the host's, the same with CUDA_VISIBLE_DEVICES=0 (one device) and without LD_LIBRARY_PATH (libcuda through
+# the container's loader cache; not in F modes). With /dev/infiniband on the node, ibv_devices (the host's,
+# without its libraries, so that udocker injects rdma-core) must list the adapters with no provider warning.
+# Every step is labelled and time-limited and ends with a one-line verdict (ok / FAILED); the summary lists
+# them all. The whole check takes a minute or two, well under 10 minutes.
 #
 # usage: utils/gpu_check.sh [--wheelhouse DIR] [--engines BUNDLE] [--modes "P1 R1"] [--keep] [--dry-run]
 #   --wheelhouse DIR  wheels of the dependencies, made where PyPI is reachable with
@@ -12,14 +16,15 @@
 #                     (without it the system python3 must already import click, requests, yaml)
 #   --engines BUNDLE  an engine bundle from engines/build-bundle.sh, installed with `udocker install --from`
 #                     (without it proot/runc must be installed already, on PATH or in the repository)
-#   --modes LIST      modes to check (default "P1 R1")
+#   --modes LIST      modes to check (default "P1 R1 F1")
 #   --keep            keep the work directory (printed at the start)
 #   --dry-run         no GPU needed: prepare everything, show `udocker info`, print the container commands
 #                     without running them
 # Exit status: 0 every check passed, 1 a check failed, 2 the node has no NVIDIA driver/GPU (not dry-run).
 set -u
 TOP=$(cd "$(dirname "$0")/.." && pwd)
-WHEELHOUSE="" ENGINES="" MODES="P1 R1" KEEP=0 DRY=0
+GPUS=1  # the host's GPU count (nvidia-smi -L); 1 in a dry run
+WHEELHOUSE="" ENGINES="" MODES="P1 R1 F1" KEEP=0 DRY=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --wheelhouse) WHEELHOUSE=$(cd "$2" && pwd); shift 2 ;;
@@ -27,19 +32,33 @@ while [ $# -gt 0 ]; do
         --modes) MODES=$2; shift 2 ;;
         --keep) KEEP=1; shift ;;
         --dry-run) DRY=1; shift ;;
-        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
         *) echo "gpu_check: unknown option $1" >&2; exit 2 ;;
     esac
 done
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/udocker-gpu-check.XXXXXX")
 [ "$KEEP" = 1 ] || trap 'rm -rf "$WORK"' EXIT
 export UDOCKER_DIR="$WORK/repo"
-FAILED=""
+FAILED="" VERDICTS=""
 section() { printf '\n===== %s =====\n' "$*"; }
-check() {  # check NAME SECONDS COMMAND...: run, show output, remember a failure
-    local name=$1 limit=$2; shift 2
+verdict() {  # verdict NAME STATUS: the one-line verdict of a check
+    if [ "$2" = 0 ]; then echo "----- ok: $1"; VERDICTS="$VERDICTS
+ok      $1"; else echo "----- FAILED ($2): $1"; FAILED="$FAILED [$1]"; VERDICTS="$VERDICTS
+FAILED  $1"; fi
+}
+check() {  # check NAME SECONDS COMMAND...: run, show output, pass on status 0
+    local name=$1 limit=$2 status=0; shift 2
     echo "\$ $*"
-    if timeout "$limit" "$@"; then echo "----- ok: $name"; else echo "----- FAILED ($?): $name"; FAILED="$FAILED $name"; fi
+    timeout "$limit" "$@" || status=$?
+    verdict "$name" "$status"
+}
+expect() {  # expect NAME SECONDS REGEX COMMAND...: run, show output, pass on status 0 with REGEX in the output
+    local name=$1 limit=$2 regex=$3 status=0 out; shift 3
+    echo "\$ $*   (expecting /$regex/)"
+    out=$(timeout "$limit" "$@" 2>&1) || status=$?
+    printf '%s\n' "$out"
+    [ "$status" != 0 ] || printf '%s\n' "$out" | grep -Eq -- "$regex" || status=mismatch
+    verdict "$name" "$status"
 }
 echo "gpu_check: tree $TOP, work directory $WORK, modes $MODES$([ "$DRY" = 1 ] && echo ', dry run')"
 
@@ -48,6 +67,7 @@ uname -a
 if [ -r /proc/driver/nvidia/version ] && command -v nvidia-smi >/dev/null && timeout 60 nvidia-smi -L; then
     head -1 /proc/driver/nvidia/version
     ls -l /dev/nvidia* 2>&1 | head -20
+    GPUS=$(timeout 60 nvidia-smi -L | grep -c '^GPU ')
 else
     echo "no NVIDIA driver or GPU on this node (/proc/driver/nvidia/version, nvidia-smi)"
     [ "$DRY" = 1 ] || exit 2
@@ -121,31 +141,50 @@ CODE
     fi
 fi
 [ -n "$QUERY" ] || echo "(no C compiler: the device query is nvidia-smi -q instead)"
+IBV=""
+if [ -d /dev/infiniband ] && command -v ibv_devices >/dev/null; then
+    # the host's ibv_devices without the host's rdma-core: udocker injects it (an image with its own keeps it)
+    copy_with_libs "$(readlink -f "$(command -v ibv_devices)")"
+    find "$ROOTFS" \( -name 'libibverbs*' -o -name 'librdmacm*' -o -name 'lib*-rdmav*.so' \) -exec rm -rf {} + 2>/dev/null
+    IBV=$(readlink -f "$(command -v ibv_devices)")
+fi
 tar -C "$ROOTFS" -cf "$WORK/image.tar" . && du -sh "$WORK/image.tar"
 check "import" 120 "$PY" -m udocker import "$WORK/image.tar" gpucheck:1
 
 section "4. runs with --nvidia"
 for mode in $MODES; do
-    commands=("nvidia-smi" "${QUERY:-nvidia-smi -q}" "sh -c 'echo LD_LIBRARY_PATH=\$LD_LIBRARY_PATH; ls /.udocker/nvidia/lib64 | head'")
     if [ "$DRY" = 1 ]; then
-        for c in "${commands[@]}"; do echo "would run: udocker run --nvidia gpucheck-$mode $c"; done
+        echo "would run in $mode: nvidia-smi -L; ${QUERY:-nvidia-smi -q} (expect $GPUS device(s)); the same with" \
+            "-e CUDA_VISIBLE_DEVICES=0 (1 device) and under env -u LD_LIBRARY_PATH${IBV:+; $IBV}"
         continue
     fi
     section "4.$mode"
+    run=("$PY" -m udocker run --nvidia "gpucheck-$mode")
     check "create $mode" 120 "$PY" -m udocker create --name "gpucheck-$mode" gpucheck:1
     check "setup $mode" 180 "$PY" -m udocker setup --execmode="$mode" "gpucheck-$mode"
-    check "$mode nvidia-smi" 120 "$PY" -m udocker run --nvidia "gpucheck-$mode" nvidia-smi
+    expect "$mode nvidia-smi as the command" 120 '^GPU 0: ' "${run[@]}" nvidia-smi -L
     if [ -n "$QUERY" ]; then
-        check "$mode cuda device query" 120 "$PY" -m udocker run --nvidia "gpucheck-$mode" "$QUERY"
+        expect "$mode driver API counts $GPUS device(s)" 120 " $GPUS device\(s\)" "${run[@]}" "$QUERY"
+        expect "$mode CUDA_VISIBLE_DEVICES=0 selects 1 device" 120 " 1 device\(s\)" \
+            "$PY" -m udocker run --nvidia -e CUDA_VISIBLE_DEVICES=0 "gpucheck-$mode" "$QUERY"
+        case "$mode" in
+            F*) echo "(F modes: libcuda without LD_LIBRARY_PATH is not checked: their loader reads no container cache)" ;;
+            *) expect "$mode libcuda without LD_LIBRARY_PATH" 120 " $GPUS device\(s\)" \
+                   "${run[@]}" env -u LD_LIBRARY_PATH "$QUERY" ;;
+        esac
     else
-        check "$mode nvidia-smi -q" 120 "$PY" -m udocker run --nvidia "gpucheck-$mode" nvidia-smi -q
+        check "$mode nvidia-smi -q" 120 "${run[@]}" nvidia-smi -q
     fi
-    check "$mode environment" 60 "$PY" -m udocker run --nvidia "gpucheck-$mode" sh -c \
-        'echo LD_LIBRARY_PATH=$LD_LIBRARY_PATH NVIDIA_VISIBLE_DEVICES=$NVIDIA_VISIBLE_DEVICES; ls /.udocker/nvidia/lib64'
-    check "$mode CUDA_VISIBLE_DEVICES=0" 120 env CUDA_VISIBLE_DEVICES=0 "$PY" -m udocker run "gpucheck-$mode" \
-        nvidia-smi -L
+    check "$mode environment" 60 "${run[@]}" sh -c \
+        'echo LD_LIBRARY_PATH=$LD_LIBRARY_PATH NVIDIA_VISIBLE_DEVICES=$NVIDIA_VISIBLE_DEVICES CUDA_VISIBLE_DEVICES=$CUDA_VISIBLE_DEVICES; test -e /.udocker/nvidia/lib64/libcuda.so.1'
+    if [ -n "$IBV" ]; then
+        check "$mode Infiniband: ibv_devices lists adapters, every provider loads" 120 \
+            "$PY" -m udocker run --ib -e IBV_SHOW_WARNINGS=1 "gpucheck-$mode" sh -c \
+            "$IBV >/tmp/ibv.out 2>&1; cat /tmp/ibv.out; ! grep -q 'load driver' /tmp/ibv.out && test \$(grep -c . /tmp/ibv.out) -gt 2"
+    fi
 done
 
 section "summary"
+printf '%s\n' "${VERDICTS#?}"
 if [ -n "$FAILED" ]; then echo "FAILED:$FAILED"; exit 1; fi
 echo "all checks passed"

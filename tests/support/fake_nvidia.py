@@ -122,6 +122,15 @@ CUresult cuDeviceGetUuid(CUuuid *uuid, CUdevice device) {
     uuid->bytes[0] = (char)0xfa; uuid->bytes[1] = 0x4e; uuid->bytes[15] = (char)devices[device];
     return 0;
 }
+CUresult cuDeviceTotalMem_v2(size_t *bytes, CUdevice device) {
+    if (device < 0 || device >= ndevices) return 101;
+    *bytes = (size_t)80 << 30; return 0;
+}
+CUresult cuDeviceGetAttribute(int *value, int attribute, CUdevice device) {
+    if (device < 0 || device >= ndevices) return 101;
+    *value = attribute == 75 ? 9 : 0;  /* compute capability 9.0 */
+    return 0;
+}
 /* cudacount -v: the UUID string of a device (not a CUDA API) */
 int fakeDeviceUuidString(CUdevice device, char *out, int len) {
     if (device < 0 || device >= ndevices) return 101;

@@ -52,7 +52,10 @@ def test_merged_keeps_the_images_entries_first(layout, tmp_path):
 def test_container_cache(tmp_path):
     rootfs = tmp_path / "rootfs"
     injected = [("libcuda.so.1", f"{LIB64}/libcuda.so.1", 64)]
-    assert ldcache.container_cache(str(rootfs), injected, str(tmp_path / "out")) is None  # no cache: musl
+    alone = ldcache.container_cache(str(rootfs), injected, str(tmp_path / "alone"))  # the image has no cache
+    assert [n for n, _, _ in libraries.read_cache(alone)] == ["libcuda.so.1"]
+    hosttree.write(rootfs, "/etc/ld.so.cache", b"not a cache")
+    assert ldcache.container_cache(str(rootfs), injected, str(tmp_path / "out")) is None  # left as it is
     hosttree.write(rootfs, "/etc/ld.so.cache", hosttree.cache_bytes([("libc.so.6", "/lib/libc.so.6", 64)]))
     path = ldcache.container_cache(str(rootfs), injected, str(tmp_path / "out"))
     assert path.startswith(str(tmp_path / "out" / "ld.so.cache-"))

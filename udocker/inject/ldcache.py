@@ -118,16 +118,20 @@ def merged(image_cache, injected):
 
 def container_cache(rootfs, injected, directory):
     """Host path of the image's loader cache with `injected` [(name, container path, bits)] added, written
-    into `directory` once per content; None when the image has no glibc cache (musl, or none written)."""
+    into `directory` once per content. An image without a cache (built from copied files, or musl, whose
+    loader reads none) gets one of the injected libraries alone: glibc's loader still searches its default
+    directories after the cache. None when the image's cache is a link or in a format not understood here."""
     image_path = os.path.join(rootfs, "etc/ld.so.cache")
     if os.path.islink(image_path):  # not followed out of the container
         return None
     try:
         with open(image_path, "rb") as stream:
             image_cache = stream.read()
+    except FileNotFoundError:
+        image_cache = b""
     except OSError:
         return None
-    if not read_entries(image_cache):
+    if image_cache and not read_entries(image_cache):
         return None
     data = merged(image_cache, injected)
     path = os.path.join(directory, "ld.so.cache-" + hashlib.sha256(data).hexdigest()[:16])
