@@ -74,9 +74,9 @@ def test_subcommand_help(udocker):
 
 
 @pytest.mark.parametrize("args, stderr", [
-    (["bogus"], ["error: no such command 'bogus'", "hint: see 'udocker --help'"]),
+    (["xyzzy"], ["error: no such command 'xyzzy'", "hint: see 'udocker --help'"]),
     (["pul"], ["error: no such command 'pul'", "hint: did you mean 'pull'? see 'udocker --help'"]),
-    (["help", "bogus"], ["error: no such command 'bogus'", "hint: see 'udocker --help'"]),
+    (["help", "xyzzy"], ["error: no such command 'xyzzy'", "hint: see 'udocker --help'"]),
     (["help", "imagse"], ["error: no such command 'imagse'", "hint: did you mean 'images'? see 'udocker --help'"]),
     (["manifest", "inspekt"], ["error: no such command 'inspekt'",
                                "hint: did you mean 'inspect'? see 'udocker manifest --help'"]),
