@@ -214,7 +214,7 @@ def test_run_d_rm_removes_the_container_when_it_stops(repo, mode):
 
 def test_wait_until_port_fails_when_the_container_exits_first(repo, mode):
     name = _container(repo, mode, "exit")
-    token, done = _detach(repo, name, "sh", "-c", "sleep 1; exit 3")
+    token, done = _detach(repo, name, "sh", "-c", "echo started; sleep 1; exit 3")
     try:
         assert done.returncode == 0, done.stderr
         waited = repo("wait", "--until-port", str(_free_port()), "--timeout", "60", name, timeout=90)
@@ -222,6 +222,7 @@ def test_wait_until_port_fails_when_the_container_exits_first(repo, mode):
         assert "exited" in waited.stderr
         assert repo("wait", name).stdout == "3\n"
         assert _row(repo, name)["exit"] == 3
+        assert repo("logs", "-f", name, timeout=30).stdout == "started\n"  # -f ends: the container is not running
     finally:
         _kill_all(token)
 
