@@ -51,11 +51,13 @@ def read_replaced(path: str, *, attempts: int = 10, pause: float = 0.05) -> byte
 
 @contextlib.contextmanager
 def atomic_output(path: str, *, mode: int = 0o644, tmpdir: str | None = None,
-                  error: Callable[[OSError], Exception] | None = None) -> Iterator[io.BufferedWriter]:
+                  error: Callable[[OSError], Exception] | None = None,
+                  durable: bool = True) -> Iterator[io.BufferedWriter]:
     """A binary stream whose contents replace `path` in one step when the block ends without error: the one
     way udocker replaces a file. The stream is a new file with a unique name (named for clean_tmp()) in
     `tmpdir`, by default the directory of `path` (another directory must be on the same file system); it is
-    fsynced, given `mode`, then renamed over `path` with os.replace.
+    fsynced (unless not `durable`: state that a crash makes moot, such as a run's record), given `mode`, then
+    renamed over `path` with os.replace.
 
     Readers see the old file or the new one, never a part of it. On error the temporary file is removed; a
     kill leaves only it. An OSError of these steps (not of the block) is raised as `error(exc)` when given."""
@@ -69,7 +71,8 @@ def atomic_output(path: str, *, mode: int = 0o644, tmpdir: str | None = None,
             yield stream
             inside = False
             stream.flush()
-            os.fsync(stream.fileno())
+            if durable:
+                os.fsync(stream.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException as exc:
@@ -80,13 +83,14 @@ def atomic_output(path: str, *, mode: int = 0o644, tmpdir: str | None = None,
         raise
 
 
-def atomic_write(path: str, data: bytes, *, tmpdir: str | None = None, mode: int = 0o644) -> None:
+def atomic_write(path: str, data: bytes, *, tmpdir: str | None = None, mode: int = 0o644,
+                 durable: bool = True) -> None:
     """Replace `path` by a file holding `data` (atomic_output); OSError is raised as StoreError naming `path`."""
     def failed(exc: OSError) -> Exception:
         return store_error("write", path, exc)
 
     try:
-        with atomic_output(path, mode=mode, tmpdir=tmpdir, error=failed) as stream:
+        with atomic_output(path, mode=mode, tmpdir=tmpdir, error=failed, durable=durable) as stream:
             stream.write(data)
     except OSError as exc:  # of the write itself (a full disk)
         raise failed(exc) from None

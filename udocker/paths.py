@@ -86,6 +86,16 @@ class Layout:
         return os.path.join(directory, "rootfs")
 
     @staticmethod
+    def container_runs(directory: str) -> str:
+        """The records of the container's runs (udocker/store/runs.py): one per live run, last.json."""
+        return os.path.join(directory, "runs")
+
+    @staticmethod
+    def container_log(directory: str) -> str:
+        """The output of the container's detached runs (`run -d`), rotated to container.log.1."""
+        return os.path.join(directory, "container.log")
+
+    @staticmethod
     def engine_dir(directory: str, engine: str) -> str:
         """Where engine `engine` keeps its state for the container in `directory` (made by the engine)."""
         return os.path.join(directory, "engine", engine)

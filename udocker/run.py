@@ -6,10 +6,12 @@ says where reports go; nothing here imports udocker.cli.
 On the hot path of `udocker run`: running an existing container imports only what it needs (no requests,
 click, yaml, tarfile or unpacker; tests/functional/test_run_imports.py holds the list)."""
 
+from udocker.errors import UdockerError, UsageError
 from udocker.launch import execute
 from udocker.paths import Layout
-from udocker.provision import ContainerService
+from udocker.provision import ContainerService, Located
 from udocker.runbuild import build_spec, check_program, inject
+from udocker.store import runs
 
 
 class Silent:
@@ -27,12 +29,22 @@ class Silent:
     def progress(self):
         return None
 
+    def detached(self, container_id):
+        pass
+
 
 def run(request, config, environ, *, reporter=None):
     """Run `request` (a RunRequest) under `config` (udocker.config.Config) with the host environment `environ`;
     returns the program's exit status (128+N when killed by signal N). Raises UdockerError for udocker's own
-    failures, ProgramNotFound/ProgramNotExecutable when the program cannot be started."""
+    failures, ProgramNotFound/ProgramNotExecutable when the program cannot be started.
+
+    Detached (request.detach): everything up to the engine's command happens here, with its errors; then the
+    run goes on in a child process of its own (engines/detach.py) and this returns 0 once the run is recorded,
+    after telling reporter.detached(container id). Every run of a container is recorded (store/runs.py), for
+    `ps`, `stop` and `wait`."""
     reporter = reporter or Silent()
+    if request.detach and request.location:
+        raise UsageError("run -d needs a container or an image, not --location")
     service = ContainerService(config, Layout(config["topdir"], config["tmpdir"]), progress=reporter.progress)
     container = service.for_run(request.target, name=request.name, pull=request.pull, location=request.location)
     mode, engine = service.engine_for(container)
@@ -43,6 +55,39 @@ def run(request, config, environ, *, reporter=None):
     engine.before_run(spec, mode)  # links the injected binds there
     launch = engine.command(spec, mode)
     reporter.launching(mode, launch)
-    after = (lambda: service.remove(container)) if request.rm else None
-    return execute(launch, cpuset=request.cpuset, after=after, stop_timeout=config["stop_timeout"],
-                   tty=request.tty)
+    detached = None
+    if request.detach:
+        from udocker.engines import detach
+
+        detached = detach.start(Layout.container_log(container.dir))
+        if detached.parent:
+            if not detached.wait_ready():
+                raise UdockerError("the detached container did not start", hint=f"see 'udocker logs {container.id}'")
+            reporter.detached(container.id)
+            return 0
+    status = _supervised(container, mode, launch, request, config, detached)
+    if detached:
+        detached.finish()  # the log is complete before the container may go
+    if request.rm:
+        service.remove(container)
+    return status
+
+
+def _supervised(container, mode, launch, request, config, detached):
+    """Run `launch` under the supervisor, recorded as a run of `container` (a --location directory is not);
+    the detached child tells its parent once the run is recorded."""
+    started, status = None, 125
+    try:
+        if not isinstance(container, Located):
+            try:
+                started = runs.begin(container.dir, mode=mode, stop_timeout=config["stop_timeout"],
+                                     detached=bool(detached), logger=detached and detached.logger)
+            except (OSError, UdockerError):
+                if detached:  # a detached run must be found again (stop, wait)
+                    raise
+        if detached:
+            detached.ready()
+        status = execute(launch, cpuset=request.cpuset, stop_timeout=config["stop_timeout"], tty=request.tty)
+    finally:
+        runs.end(started, status)
+    return status

@@ -77,16 +77,16 @@ class RunRequest:
     registry, index, platform: for pulling `target` (None: the configuration's).
     volumes, novol, env, env_files, devices, publish: lists of the option values, in order.
     nvidia, infiniband, hostmpi: True (--nvidia), False (--no-nvidia) or None (the container record, then the
-    configuration decide). tty: stdin is a terminal. ipc: "host", "private" or None (host). Every other field
-    is the option of the same name.
+    configuration decide). tty: stdin is a terminal. ipc: "host", "private" or None (host). detach: run in the
+    background (-d), output to the container's log. Every other field is the option of the same name.
     """
 
     __slots__ = ("target", "command", "location", "pull", "rm", "name",
                  "workdir", "user", "volumes", "novol", "env", "env_files", "hostauth", "containerauth",
                  "nosysdirs", "nometa", "hostenv", "bindhome", "entrypoint", "cpuset", "hostname", "devices",
-                 "publish", "tty", "nvidia", "infiniband", "hostmpi", "ipc")
+                 "publish", "tty", "nvidia", "infiniband", "hostmpi", "ipc", "detach")
     _LISTS = ("command", "volumes", "novol", "env", "env_files", "devices", "publish")
-    _FLAGS = ("rm", "hostauth", "containerauth", "nosysdirs", "nometa", "hostenv", "bindhome", "tty")
+    _FLAGS = ("rm", "hostauth", "containerauth", "nosysdirs", "nometa", "hostenv", "bindhome", "tty", "detach")
 
     def __init__(self, **fields):
         unknown = set(fields) - set(self.__slots__)

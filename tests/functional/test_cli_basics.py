@@ -12,8 +12,9 @@ from udocker import __version__
 from udocker.paths import FORMAT_VERSION
 
 COMMANDS = ["pull", "images", "inspect", "tag", "rmi", "verify", "protect", "unprotect", "run", "create", "ps", "rm",
-            "name", "rmname", "rename", "clone", "export", "setup", "load", "save", "import", "login", "logout",
-            "search", "manifest", "install", "info", "showconf", "mkrepo", "version", "help"]
+            "name", "rmname", "rename", "clone", "export", "setup", "logs", "stop", "kill", "wait", "load", "save",
+            "import", "login", "logout", "search", "manifest", "install", "info", "showconf", "mkrepo", "version",
+            "help"]
 
 
 def _ok(done) -> str:
@@ -73,9 +74,9 @@ def test_subcommand_help(udocker):
 
 
 @pytest.mark.parametrize("args, stderr", [
-    (["bogus"], ["error: no such command 'bogus'", "hint: see 'udocker --help'"]),
+    (["xyzzy"], ["error: no such command 'xyzzy'", "hint: see 'udocker --help'"]),
     (["pul"], ["error: no such command 'pul'", "hint: did you mean 'pull'? see 'udocker --help'"]),
-    (["help", "bogus"], ["error: no such command 'bogus'", "hint: see 'udocker --help'"]),
+    (["help", "xyzzy"], ["error: no such command 'xyzzy'", "hint: see 'udocker --help'"]),
     (["help", "imagse"], ["error: no such command 'imagse'", "hint: did you mean 'images'? see 'udocker --help'"]),
     (["manifest", "inspekt"], ["error: no such command 'inspekt'",
                                "hint: did you mean 'inspect'? see 'udocker manifest --help'"]),

@@ -58,7 +58,8 @@ def test_ps_names_rename_rm(udocker, layers):
     rows = json.loads(ok(udocker("ps", "--json")))
     assert [(r["id"], r["names"], r["image"]) for r in rows] == [(cid, ["alias", "c1"], layers)]
     table = ok(udocker("ps", "-m", "-s", "-p"))
-    assert table.splitlines()[0].split() == ["CONTAINER", "ID", "P", "M", "NAMES", "IMAGE", "SIZE", "PLATFORM"]
+    assert table.splitlines()[0].split() == ["CONTAINER", "ID", "P", "M", "NAMES", "IMAGE", "STATUS", "PID", "MODE",
+                                         "SIZE", "PLATFORM"]
     assert "alias,c1" in table and "linux/amd64" in table
     ok(udocker("rename", "alias", "other"))
     assert json.loads(ok(udocker("ps", "--json")))[0]["names"] == ["c1", "other"]

@@ -18,6 +18,8 @@ RUN_PATH = {
     "udocker", "udocker.cli", "udocker.cli.boundary", "udocker.cli.run", "udocker.errors", "udocker.config",
     "udocker.paths", "udocker.run", "udocker.runspec", "udocker.runopts", "udocker.runbuild", "udocker.launch",
     "udocker.provision", "udocker.inject", "udocker.store", "udocker.store.containers",
+    # the run's record (issue 11: ps, stop, wait): one atomic write at the start, one at the end
+    "udocker.store.runs", "udocker.fs", "udocker.lockfile",
 }
 # the engines: the one of the container's mode is loaded, with what it builds on
 ENGINES = {"udocker.engines", "udocker.engines.base", "udocker.engines.common", "udocker.modetable",

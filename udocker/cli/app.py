@@ -36,9 +36,9 @@ def cli(ctx, show_version, debug, quiet, insecure, repo, config_file, allow_root
 
 
 def _register() -> None:
-    from udocker.cli import archive, containers, general, images, info, install, pull, registry
+    from udocker.cli import archive, containers, general, images, info, install, pull, registry, services
 
-    for module in (pull, images, containers, archive, registry, install, info, general):
+    for module in (pull, images, containers, services, archive, registry, install, info, general):
         for command in module.COMMANDS:
             cli.add_command(command)
 

@@ -32,11 +32,15 @@ def _platform(platform):
 
 
 def _row(containers, container, *, size):
+    from udocker.store import runs
+
     names = containers.names_of(container.id)
+    state = runs.summary(container.dir)
     row = {"id": container.id, "names": names, "image": container.record.get("image"),
-           "mode": container.record.get("mode") or "", "protected": bool(container.record.get("protected")),
+           "mode": state.pop("mode") or container.record.get("mode") or "",
+           "protected": bool(container.record.get("protected")),
            "platform": _platform(container.record.get("platform") or {}),
-           "created": container.record.get("created")}
+           "created": container.record.get("created"), **state}
     if container.broken:
         row["broken"] = container.broken  # its record is {"id"}: the other fields are empty
     if size:
@@ -46,37 +50,65 @@ def _row(containers, container, *, size):
     return row
 
 
+def _since(seconds):
+    if seconds < 60:
+        return f"{int(seconds)} seconds"
+    for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)} {unit if seconds >= 2 * size else unit[:-1]}"
+    return ""
+
+
+def _status(row):
+    """STATUS as docker words it: Up 3 minutes (on HOST, 2 runs), Exited (N) 5 seconds ago, Created."""
+    import time
+
+    now = time.time()
+    if row["status"] == "running":
+        extra = [f"on {row['host']}"] if row.get("host") else []
+        extra += [f"{row['runs']} runs"] if row["runs"] > 1 else []
+        return f"Up {_since(now - row['started'])}" + (f" ({', '.join(extra)})" if extra else "")
+    if row["status"] == "exited":
+        when = f" {_since(now - row['finished'])} ago" if row.get("finished") else " (lost)" if row.get("lost") else ""
+        return f"Exited ({row['exit']}){when}"
+    return "Created"
+
+
 @click.command()
-@click.option("-m", "mode", is_flag=True, help="Show the execution mode.")
+@click.option("-a", "--all", "all_", is_flag=True, help="Every container (the default: udocker lists them all).")
+@click.option("-m", "mode", is_flag=True, help="Show the execution mode set with setup --execmode.")
 @click.option("-s", "size", is_flag=True, help="Show the size of each container's own files.")
 @click.option("-p", "platform", is_flag=True, help="Show the platform.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
-def ps(state, mode, size, platform, as_json):
-    """List containers (a broken one is listed as such: remove it with rm)."""
+def ps(state, all_, mode, size, platform, as_json):
+    """List containers, running or not, with their status (a broken one is listed as such: remove it with rm).
+    PID is the `udocker run` process that supervises the container (the oldest, when it runs several times)."""
     containers = _store(state)
-    rows = [_row(containers, c, size=size) for c in containers.list()]
+    listed = containers.list()
+    rows = [_row(containers, c, size=size) for c in listed]
     if as_json:
         render.as_json(rows)
         return
-    headers = ["CONTAINER ID", "P"] + (["M"] if mode else []) + ["NAMES", "IMAGE"]
+    headers = ["CONTAINER ID", "P"] + (["M"] if mode else []) + ["NAMES", "IMAGE", "STATUS", "PID", "MODE"]
     headers += (["SIZE"] if size else []) + (["PLATFORM"] if platform else [])
     table = []
-    for row in rows:
-        line = [row["id"], "R" if row["protected"] else "W"] + ([row["mode"] or "-"] if mode else [])
+    for container, row in zip(listed, rows):
+        line = [row["id"], "R" if row["protected"] else "W"] + ([container.mode or "-"] if mode else [])
         image = f"(broken: {row['broken']})" if row.get("broken") else row["image"] or "-"
-        line += [",".join(row["names"]) or "-", image]
+        line += [",".join(row["names"]) or "-", image, _status(row), row["pid"] or "-", row["mode"] or "-"]
         line += ([render.size(row["size"])] if size else []) + ([row["platform"]] if platform else [])
         table.append(line)
     render.table(headers, table)
 
 
 @click.command()
-@click.option("-f", "--force", is_flag=True, help="Remove even if protected.")
+@click.option("-f", "--force", is_flag=True, help="Remove even if protected or running (stopped first).")
 @click.argument("names", nargs=-1, required=True, metavar="CONTAINER...")
 @click.pass_obj
 def rm(state, force, names):
-    """Remove containers."""
+    """Remove containers (a running one only with -f, which stops it first)."""
+    from udocker import services
     from udocker.store import garbage
     from udocker.store.containers import ContainerStore
 
@@ -84,6 +116,7 @@ def rm(state, force, names):
     containers = ContainerStore(repo.layout, state.config["lock_timeout"])
     for text in names:
         container = containers.find(text, broken=True)
+        services.ensure_stopped(container, force)
         containers.remove(container, force=force)
         click.echo(container.id)
         garbage.collect_orphan_tree(repo, container.record.get("manifest"))

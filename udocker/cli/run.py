@@ -16,6 +16,8 @@ USAGE = """Usage: udocker run [OPTIONS] CONTAINER|IMAGE [COMMAND [ARG...]]
   be executed, 127: it was not found.
 
 Options:
+  -d, --detach              Run in the background: print the container id and exit; the output goes
+                            to the container's log ('udocker logs'); stop it with 'udocker stop'.
   --rm                      Remove the container when it exits.
   --name NAME               Name the container created from IMAGE.
   -w, --workdir DIR         Working directory inside the container.
@@ -69,9 +71,10 @@ _LONG = {
     "nvidia": ("nvidia", False, False), "no-nvidia": ("no_nvidia", False, False), "ib": ("ib", False, False),
     "no-ib": ("no_ib", False, False), "hostmpi": ("hostmpi", False, False),
     "no-hostmpi": ("no_hostmpi", False, False),
+    "detach": ("detach", False, False),
 }
 _SHORT = {"w": "workdir", "u": "user", "v": "volume", "e": "env", "p": "publish", "i": "interactive", "t": "tty",
-          "h": "help"}
+          "h": "help", "d": "detach"}
 PULL_POLICIES = ("missing", "never", "always", "reuse")
 IPC_MODES = ("host", "private")
 
@@ -178,6 +181,9 @@ class Reporter:
 
             sys.stderr.write(f"debug: {describe(mode, launch)}\n")
 
+    def detached(self, container_id):
+        sys.stdout.write(container_id + "\n")
+
     def progress(self):
         from udocker import log
         from udocker.cli.progress import for_stderr
@@ -190,7 +196,8 @@ def _run(general, values, target, command):
     from udocker.run import run
 
     environ = dict(os.environ)
-    asked = request(values, target, command, tty=os.isatty(0))  # -t is ignored off a terminal (udocker 1.3)
+    tty = os.isatty(0) and not values.get("detach")  # -t is ignored off a terminal (udocker 1.3)
+    asked = request(values, target, command, tty=tty)
     return run(asked, _config(general, values, environ), environ, reporter=Reporter(general))
 
 

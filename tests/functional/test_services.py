@@ -1,0 +1,252 @@
+"""Services (issue 11, items 1, 2 and 4): `run -d`, `ps` with the run state, `logs`, `stop`, `kill`, `wait` and
+`wait --until-port`, `rm` of a running container, `run -d --rm`. In P1 and R1, as the unprivileged test user,
+with the real DEEPaaS test image (UDOCKER_TEST_DEEPAAS: Debian 12 with python3 and PyPI's deepaas, built by
+.ci/run). A container's processes are found by a token in their environment or command line (-e TOKEN=1: the
+detached udocker keeps its command line)."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+
+import pytest
+
+TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DEEPAAS_ENV = "UDOCKER_TEST_DEEPAAS"
+MODES = ["P1", "R1"]
+
+
+class Repo:
+    def __init__(self, path, home):
+        self.path = str(path)
+        self.env = {"PATH": os.environ.get("PATH", os.defpath), "HOME": str(home), "LANG": "C.UTF-8",
+                    "PYTHONPATH": TOP, "PYTHONDONTWRITEBYTECODE": "1"}
+
+    def __call__(self, *args, timeout=300):
+        return subprocess.run([sys.executable, "-m", "udocker", "--repo", self.path, *args], cwd=TOP, env=self.env,
+                              capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    archive = os.environ.get(DEEPAAS_ENV)
+    if not archive:
+        if os.environ.get("CI"):
+            pytest.fail(f"{DEEPAAS_ENV} is not set: .ci/run should have built the DEEPaaS image")
+        pytest.skip(f"no DEEPaaS test image ({DEEPAAS_ENV})")
+    base = tmp_path_factory.mktemp("services")
+    (base / "home").mkdir()
+    udocker = Repo(base / "repo", base / "home")
+    loaded = udocker("-q", "load", "-i", archive, "test/deepaas")
+    assert loaded.returncode == 0, loaded.stderr
+    udocker.image = "test/deepaas:12"
+    return udocker
+
+
+@pytest.fixture(scope="module", params=MODES)
+def mode(request, repo):
+    name = f"svc-{request.param.lower()}"
+    assert repo("create", f"--name={name}", repo.image).returncode == 0
+    setup = repo("setup", f"--execmode={request.param}", name)
+    assert setup.returncode == 0, setup.stderr
+    return request.param
+
+
+def _container(repo, mode, label):
+    """A new container of the image in `mode`, named NAME-label."""
+    name = f"{label}-{mode.lower()}-{uuid.uuid4().hex[:6]}"
+    assert repo("create", f"--name={name}", repo.image).returncode == 0
+    setup = repo("setup", f"--execmode={mode}", name)
+    assert setup.returncode == 0, setup.stderr
+    return name
+
+
+def _marked(token):
+    """Pids of this user's processes with `token` in their environment or command line."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        for part in ("environ", "cmdline"):
+            try:
+                with open(f"/proc/{pid}/{part}", "rb") as stream:
+                    if token.encode() in stream.read():
+                        found.append(int(pid))
+                        break
+            except OSError:
+                continue
+    return found
+
+
+def _until(condition, seconds):
+    deadline = time.monotonic() + seconds
+    while True:
+        value = condition()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.1)
+
+
+def _free_port():
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        return listener.getsockname()[1]
+
+
+def _answers(url):
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def _row(repo, name):
+    done = repo("ps", "--json")
+    assert done.returncode == 0, done.stderr
+    rows = [row for row in json.loads(done.stdout) if name in row["names"]]
+    return rows[0] if rows else None
+
+
+def _detach(repo, name, *command, options=()):
+    """`run -d` of `command` in `name` with a token in its environment; (token, the run's answer)."""
+    token = f"I11_{uuid.uuid4().hex}"
+    done = repo("run", "-d", "-e", f"{token}=1", *options, name, *command, timeout=120)
+    return token, done
+
+
+def _kill_all(token):
+    for pid in _marked(token):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def test_a_detached_deepaas_service_is_listed_logged_and_stopped(repo, mode):
+    name = f"svc-{mode.lower()}"
+    port = _free_port()
+    token, done = _detach(repo, name, "deepaas-run", "--listen-ip", "127.0.0.1", "--listen-port", str(port),
+                          options=("-e", "PYTHONUNBUFFERED=1"))
+    try:
+        assert done.returncode == 0, done.stderr
+        cid = done.stdout.strip()
+        assert len(cid) == 36 and done.stdout == cid + "\n"
+        ready = repo("wait", "--until-port", str(port), "--timeout", "180", name, timeout=200)
+        assert ready.returncode == 0, (ready.stderr, repo("logs", name).stdout[-3000:])
+        assert _answers(f"http://127.0.0.1:{port}/v2/models/")
+        row = _row(repo, name)
+        assert row["status"] == "running" and row["mode"] == mode, row
+        assert isinstance(row["pid"], int) and row["pid"] in _marked(token)
+        table = repo("ps").stdout
+        line = [text for text in table.splitlines() if text.startswith(cid)][0]
+        assert " Up " in f" {line} " and str(row["pid"]) in line.split() and mode in line.split(), table
+        assert _until(lambda: "Running on" in repo("logs", name).stdout, 30), repo("logs", name).stdout[-3000:]
+        tail = repo("logs", "--tail", "1", name).stdout
+        assert len(tail.splitlines()) <= 1
+        started = time.monotonic()
+        stopped = repo("stop", "-t", "30", name, timeout=120)
+        assert stopped.returncode == 0, stopped.stderr
+        assert time.monotonic() - started < 30
+        assert _until(lambda: not _marked(token), 2) is True, _marked(token)
+        assert not _answers(f"http://127.0.0.1:{port}/v2/models/")
+        row = _row(repo, name)
+        assert row["status"] == "exited" and row["exit"] == 0 and row["pid"] is None, row
+        assert "Exited (0)" in repo("ps").stdout
+        assert repo("wait", name).stdout == "0\n"
+    finally:
+        _kill_all(token)
+
+
+def test_kill_9_of_every_process_shows_exited_and_rm_works(repo, mode):
+    name = _container(repo, mode, "k9")
+    token, done = _detach(repo, name, "sh", "-c", "sleep 300 & sleep 300; wait")
+    try:
+        assert done.returncode == 0, done.stderr
+        assert _row(repo, name)["status"] == "running"
+        pids = _marked(token)
+        assert len(pids) >= 3
+        _kill_all(token)
+        assert _until(lambda: not _marked(token), 5) is True
+        row = _row(repo, name)
+        assert row["status"] == "exited" and row["pid"] is None, row
+        assert "Up" not in [line for line in repo("ps").stdout.splitlines() if name in line][0]
+        removed = repo("rm", name)
+        assert removed.returncode == 0, removed.stderr
+        assert _row(repo, name) is None
+    finally:
+        _kill_all(token)
+
+
+def test_rm_of_a_running_container_needs_f(repo, mode):
+    name = _container(repo, mode, "rmf")
+    token, done = _detach(repo, name, "sleep", "300")
+    try:
+        assert done.returncode == 0, done.stderr
+        refused = repo("rm", name)
+        assert refused.returncode == 1 and refused.stdout == "", refused
+        assert refused.stderr.startswith("error: ") and "running" in refused.stderr.splitlines()[0]
+        assert _row(repo, name)["status"] == "running"
+        forced = repo("rm", "-f", name, timeout=120)
+        assert forced.returncode == 0, forced.stderr
+        assert _until(lambda: not _marked(token), 2) is True
+        assert _row(repo, name) is None
+    finally:
+        _kill_all(token)
+
+
+def test_run_d_rm_removes_the_container_when_it_stops(repo, mode):
+    name = f"rm-{mode.lower()}-{uuid.uuid4().hex[:6]}"
+    token, done = _detach(repo, repo.image, "sleep", "300", options=("--rm", f"--name={name}"))
+    try:
+        assert done.returncode == 0, done.stderr
+        assert _row(repo, name)["status"] == "running"
+        stopped = repo("stop", "-t", "5", name, timeout=120)
+        assert stopped.returncode == 0, stopped.stderr
+        assert _until(lambda: _row(repo, name) is None, 10)
+        assert not _marked(token)
+    finally:
+        _kill_all(token)
+
+
+def test_wait_until_port_fails_when_the_container_exits_first(repo, mode):
+    name = _container(repo, mode, "exit")
+    token, done = _detach(repo, name, "sh", "-c", "echo started; sleep 1; exit 3")
+    try:
+        assert done.returncode == 0, done.stderr
+        waited = repo("wait", "--until-port", str(_free_port()), "--timeout", "60", name, timeout=90)
+        assert waited.returncode != 0 and len(waited.stderr.splitlines()) == 1, waited
+        assert "exited" in waited.stderr
+        assert repo("wait", name).stdout == "3\n"
+        assert _row(repo, name)["exit"] == 3
+        assert repo("logs", "-f", name, timeout=30).stdout == "started\n"  # -f ends: the container is not running
+    finally:
+        _kill_all(token)
+
+
+def test_wait_until_port_times_out_and_kill_signals_the_program(repo, mode):
+    name = _container(repo, mode, "kill")
+    token, done = _detach(repo, name, "sh", "-c", "trap 'exit 7' USR1; while :; do sleep 0.2; done")
+    try:
+        assert done.returncode == 0, done.stderr
+        started = time.monotonic()
+        waited = repo("wait", "--until-port", str(_free_port()), "--timeout", "2", name, timeout=60)
+        assert waited.returncode != 0 and len(waited.stderr.splitlines()) == 1, waited
+        assert "timeout" in waited.stderr or "timed out" in waited.stderr
+        assert time.monotonic() - started < 30
+        assert repo("kill", "-s", "USR1", name).returncode == 0
+        assert repo("wait", name, timeout=60).stdout == "7\n"
+        assert _until(lambda: not _marked(token), 2) is True
+    finally:
+        _kill_all(token)
+
+
+def test_a_foreground_run_is_recorded(repo, mode):
+    name = f"svc-{mode.lower()}"
+    assert repo("run", name, "sh", "-c", "exit 5").returncode == 5
+    row = _row(repo, name)
+    assert row["status"] == "exited" and row["exit"] == 5 and row["mode"] == mode, row
+    assert repo("logs", "--tail", "0", name).returncode == 0

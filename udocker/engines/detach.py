@@ -1,0 +1,129 @@
+"""`udocker run -d`: the run goes on in the background, in a session of its own, detached from the terminal.
+
+start() forks. The parent (the `udocker run` the user started) waits until the child says that its run is
+recorded (Detached.wait_ready), then returns to print the container id and exit 0. The child D makes a new
+session, takes stdin from /dev/null and sends stdout and stderr into a pipe read by a logger process L, then
+runs the container as a foreground `udocker run` does: under the supervisor (nothing of the container outlives
+D; SIGTERM to D is a stop with its grace period). L appends what it reads to the container's log (Layout:
+container.log), which it rotates to container.log.1 when it would pass LOG_MAX bytes: at most twice LOG_MAX
+bytes are kept. L ends when every writer has closed the pipe (D, its supervisor and the container's processes:
+the supervisor kills what is left), and ignores the stop signals, so that the last lines of a stop are kept.
+
+Several detached runs of one container write the same log (appends); their rotations may race (a rotated
+file may then be lost)."""
+
+import os
+import signal
+import sys
+
+LOG_MAX = 10 * 1024 * 1024  # bytes in container.log before it is rotated to container.log.1
+
+
+class Detached:
+    """One side of start(): `parent` True in the process that returns to the user; in the child, `logger` is
+    the logger's pid."""
+
+    def __init__(self, parent, fd, pid):
+        self.parent = parent
+        self.fd = fd
+        self.pid = pid  # the parent: the child D; the child: the logger L
+        self.logger = None if parent else pid
+
+    def wait_ready(self):
+        """The parent: True once the child's run is recorded, False if the child ended before."""
+        data = b""
+        while True:
+            chunk = os.read(self.fd, 16)
+            if not chunk:
+                break
+            data += chunk
+        os.close(self.fd)
+        if not data:
+            os.waitpid(self.pid, 0)
+        return data == b"1"
+
+    def ready(self):
+        """The child: its run is recorded; the parent may go."""
+        os.write(self.fd, b"1")
+        os.close(self.fd)
+
+    def finish(self):
+        """The child, after its run: close its end of the log's pipe and wait for the logger to write it all."""
+        null = os.open(os.devnull, os.O_WRONLY)
+        for fd in (1, 2):
+            os.dup2(null, fd)
+        os.close(null)
+        try:
+            os.waitpid(self.logger, 0)
+        except ChildProcessError:
+            pass
+
+
+def start(log_path):
+    """Fork into the parent and the detached child (see the module's docstring); a Detached for each."""
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid:
+        os.close(writer)
+        return Detached(True, reader, pid)
+    os.close(reader)
+    os.setsid()
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)
+    log_reader, log_writer = os.pipe()
+    logger = os.fork()
+    if logger == 0:
+        code = 0
+        try:
+            os.close(log_writer)
+            os.close(writer)
+            os.dup2(null, 1)  # the user's output must not stay open here: the caller waits for its end
+            os.dup2(null, 2)
+            for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+                signal.signal(number, signal.SIG_IGN)
+            write_log(log_reader, log_path)
+        except BaseException:  # noqa: BLE001 - the logger never returns into udocker's code
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(log_reader)
+    os.close(null)
+    os.dup2(log_writer, 1)
+    os.dup2(log_writer, 2)
+    os.close(log_writer)
+    return Detached(False, writer, logger)
+
+
+def write_log(source, path, limit=LOG_MAX):
+    """Append what `source` (a fd) gives to `path` until end of file, rotating it to PATH.1 before it passes
+    `limit` bytes. A failing write (a full disk) drops the data: the program must never block on its output."""
+    out, size = _open(path)
+    while True:
+        try:
+            data = os.read(source, 65536)
+        except InterruptedError:
+            continue
+        if not data:
+            break
+        if size and size + len(data) > limit:
+            os.close(out)
+            try:
+                os.replace(path, path + ".1")
+            except OSError:
+                pass
+            out, size = _open(path)
+        try:
+            size += os.write(out, data)
+        except OSError:
+            pass
+    os.close(out)
+
+
+def _open(path):
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    except OSError:  # the container removed meanwhile: the output is dropped, never blocked
+        return os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC), 0
+    return fd, os.fstat(fd).st_size
