@@ -88,6 +88,10 @@ def _supervised(container, mode, launch, request, config, detached):
         if detached:
             detached.ready()
         status = execute(launch, cpuset=request.cpuset, stop_timeout=config["stop_timeout"], tty=request.tty)
+    except UdockerError:
+        runs.cancel(started)  # refused before the engine ran (an invalid --cpuset-cpus): no run to remember
+        started = None
+        raise
     finally:
         runs.end(started, status)
     return status

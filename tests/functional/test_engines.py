@@ -137,39 +137,58 @@ def _alive(token):
     return found
 
 
-def _below(pid):
-    """Pids of the processes below `pid`, from /proc/*/stat (the 4th field is the parent's pid)."""
-    parents = {}
+def _sleeping(token):
+    """Whether `sleep TOKEN` runs (exec'd: the shell's own command line holds the token too)."""
+    for pid in _alive(token):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as stream:
+                argv = stream.read().split(b"\0")
+        except OSError:
+            continue
+        if os.path.basename(argv[0]) == b"sleep" or argv[:2] == [b"sleep", token.encode()]:
+            return True
+    return False
+
+
+def _children(pids):
+    """Pids of the children of the processes `pids`, from /proc/*/stat (the 4th field is the parent's pid)."""
+    found = []
     for name in filter(str.isdigit, os.listdir("/proc")):
         try:
             with open(f"/proc/{name}/stat", "rb") as stream:
                 data = stream.read()
         except OSError:
             continue
-        parents[int(name)] = int(data[data.rindex(b")") + 2:].split()[1])
-    found, todo = [], [pid]
-    while todo:
-        todo = [p for p, q in parents.items() if q in todo]
-        found += todo
+        if int(data[data.rindex(b")") + 2:].split()[1]) in pids:
+            found.append(int(name))
     return found
 
 
 def _signal(process, depth, number):
-    """Send `number` where udocker's supervisor would (engines/supervisor.py): the engine process; at
-    Launch.signal_depth 1 (PRoot, which ignores SIGTERM) every process below it."""
-    for target in _below(process.pid) if depth else [process.pid]:
+    """Send `number` where udocker's supervisor would (engines/supervisor.py): the processes Launch.signal_depth
+    levels below the engine (the program under PRoot, which ignores SIGTERM), the engine itself at depth 0."""
+    targets = [process.pid]
+    for _ in range(depth):
+        targets = _children(targets)
+    assert targets, f"no process {depth} levels below the engine"
+    for target in targets:
         os.kill(target, number)
 
 
 def test_sigterm_reaches_the_program(setup):
     engine, mode, container = setup
     token = str(900000 + uuid.uuid4().int % 99999)
-    script = f'trap "echo got TERM; kill $!; exit 3" TERM; sleep {token} & echo ready; wait'
+    # the trap's $! is expanded when it runs (escaped): the background sleep, which only the trap stops now that
+    # the signal goes to the program alone, as docker does
+    script = f'trap "echo got TERM; kill \\$!; exit 3" TERM; sleep {token} & echo ready; wait'
     launch = engine.command(make_spec(container, ["sh", "-c", script]), mode)
     process = start(launch)
     try:
         assert process.stdout.readline() == "ready\n"
-        time.sleep(0.3)  # let `sleep` start: PRoot can lose a signal that comes while a tracee is exec'ing
+        deadline = time.monotonic() + 10  # let `sleep` start: PRoot can lose a signal that comes while a
+        while not _sleeping(token) and time.monotonic() < deadline:  # tracee is exec'ing (the trap's kill)
+            time.sleep(0.05)
+        time.sleep(0.3)
         _signal(process, launch.signal_depth, signal.SIGTERM)
         out, err = process.communicate(timeout=30)
     finally:

@@ -8,6 +8,7 @@ change it, and the snapshot taken after setting it up is compared after each cas
 
 import json
 import os
+import re
 import shutil
 from typing import NamedTuple, Optional
 
@@ -275,10 +276,12 @@ class Setup(NamedTuple):
 
 
 def _listing(runner) -> tuple:
+    """`images` and `ps` as they read, but for the ages in ps's STATUS (Exited (0) 3 seconds ago) and the
+    widths of its columns."""
     images = runner("images")
     ps = runner("ps")
     assert images.returncode == 0 and ps.returncode == 0, images.stderr + ps.stderr
-    return images.stdout, ps.stdout
+    return images.stdout, re.sub(r" +", " ", re.sub(r"(Up|\)) [^ ]+ [a-z]+( ago)?", r"\1 AGE", ps.stdout))
 
 
 @pytest.fixture(scope="module")

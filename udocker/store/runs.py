@@ -53,6 +53,14 @@ def end(started, status):
         _prune(os.path.dirname(path))
 
 
+def cancel(started):
+    """The run begun as `started` never started (refused before the engine ran): it leaves no record. Never
+    raises."""
+    if started:
+        with contextlib.suppress(OSError):
+            os.unlink(started[0])
+
+
 def _finish(path, record, status):
     record = dict(record, exit=status, finished=time.time())
     fs.atomic_write(os.path.join(os.path.dirname(path), LAST), json.dumps(record).encode(), durable=False)
