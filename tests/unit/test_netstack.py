@@ -12,7 +12,7 @@ import pytest
 from tests.fixtures.rootfs import make_container
 from udocker.engines import netstack
 from udocker.engines.runc import RuncEngine
-from udocker.errors import UdockerError
+from udocker.errors import EngineUnavailable, UdockerError
 from udocker.paths import Layout
 from udocker.runopts import check_network, check_ports, network_of
 from udocker.runspec import RunSpec
@@ -67,6 +67,13 @@ def test_config_has_a_network_namespace_and_the_hook(tmp_path):
     assert engine.command(spec, "R1").subreaper
     host = _spec(container.rootfs, ["5000:5000"], container_dir=container.dir, container_id="c1")
     assert "hooks" not in engine.config_json(host, "R1", kit="") and not engine.command(host, "R1").subreaper
+
+
+@pytest.mark.skipif(not shutil.which("slirp4netns"), reason="slirp4netns is not installed")
+def test_a_tun_device_the_user_cannot_open_is_refused_before_the_runtime(tmp_path, monkeypatch):
+    monkeypatch.setattr(netstack, "TUN", str(tmp_path / "tun"))
+    with pytest.raises(EngineUnavailable, match="a private network needs .*/tun, which this user cannot open"):
+        netstack.oci_hooks(Layout(str(tmp_path / "repo")), [])
 
 
 def test_forwards_parse_as_slirp4netns_takes_them():

@@ -24,15 +24,20 @@ import sys
 
 READY_TIMEOUT = 10  # seconds slirp4netns may take to configure the namespace
 HOOK_TIMEOUT = 30  # seconds runc waits for the hook
-GATEWAY = "10.0.2.2"  # slirp4netns's gateway: the host's loopback (not --disable-host-loopback)
+TUN = "/dev/net/tun"
 
 
 def oci_hooks(layout, ports):
     """The config.json "hooks" of a private network run by slirp4netns (found as the engines are: engine_paths,
     the engines folder, PATH), forwarding `ports` ((host port, container port, host address, proto) tuples)."""
     from udocker.engines.locate import find
+    from udocker.errors import EngineUnavailable
 
     stack = find("slirp4netns", layout)
+    if not os.access(TUN, os.R_OK | os.W_OK):  # slirp4netns would only say "child failed(1)"
+        raise EngineUnavailable(f"a private network needs {TUN}, which this user cannot open",
+                                hint="ask an administrator to make it mode 0666 (Debian's default), or publish "
+                                "each port as itself on the host's network (-p 5000:5000)")
     forwards = [f"{address or '0.0.0.0'}:{host}:{container}/{proto}" for host, container, address, proto in ports]
     argv = [sys.executable, "-I", "-S", os.path.abspath(__file__), stack, *forwards]
     return {"createRuntime": [{"path": sys.executable, "args": argv, "timeout": HOOK_TIMEOUT}]}
