@@ -11,6 +11,7 @@ from udocker.launch import execute
 from udocker.paths import Layout
 from udocker.provision import ContainerService, Located
 from udocker.runbuild import build_spec, check_program, inject
+from udocker.runopts import check_network
 from udocker.store import runs
 
 
@@ -49,6 +50,7 @@ def run(request, config, environ, *, reporter=None):
     container = service.for_run(request.target, name=request.name, pull=request.pull, location=request.location)
     mode, engine = service.engine_for(container)
     spec = build_spec(container, request, environ, check=False)
+    check_network(spec, mode)
     inject(spec, config, request, container, environ, warn=reporter.warn, mode=mode,  # before before_run: fakechroot
            loader_cache=engine.name != "fakechroot")
     check_program(spec.rootfs, spec.argv[0], spec.env, spec.mounts)  # 126/127; injected binds count

@@ -9,7 +9,7 @@ from udocker.engines.base import resolve
 from udocker.engines.common import DEFAULT_PATH, lookup
 from udocker.errors import ProgramNotExecutable, ProgramNotFound, UsageError
 from udocker.modetable import engine_of
-from udocker.runopts import check_devices, check_ports, parse_volume, resolve_user
+from udocker.runopts import check_devices, check_ports, network_of, parse_volume, resolve_user
 from udocker.runspec import Mount, RunSpec
 
 SYSTEM_MOUNTS = ("/dev", "/proc", "/sys", "/etc/resolv.conf", "/etc/host.conf", "/etc/hosts")
@@ -145,11 +145,12 @@ def build_spec(container, request, environ, *, check=True):
     mounts = build_mounts(request, environ)
     if check:
         check_program(rootfs, argv[0], env, mounts)
+    ports = check_ports(request.publish)
     return RunSpec(rootfs=rootfs, argv=argv, env=env, cwd=cwd, uid=uid, gid=gid,
                    mounts=mounts, devices=check_devices(request.devices),
                    hostname=request.hostname, tty=request.tty, container_dir=container.dir,
-                   container_id=container.id, cpuset=request.cpuset, ports=check_ports(request.publish),
-                   ipc=request.ipc or "host")
+                   container_id=container.id, cpuset=request.cpuset, ports=ports,
+                   ipc=request.ipc or "host", network=network_of(ports, request.network))
 
 
 def inject(spec, config, request, container, environ, *, root="/", warn=lambda line: None, mode=None,

@@ -78,18 +78,45 @@ def check_devices(devices):
 
 
 def check_ports(publish):
-    """Every engine here shares the host's network: a port can be published only as itself."""
+    """-p [ADDRESS:]HOST:CONTAINER[/tcp|udp] or -p PORT -> (host port, container port, address, proto) tuples
+    (address "" for every address of the host)."""
     ports = []
     for text in publish:
-        parts = text.split(":")
-        host, container = parts[-2] if len(parts) > 1 else parts[-1], parts[-1].split("/")[0]
-        if not all(port.isdigit() and 0 < int(port[:6]) < 65536 for port in (host, container)):
-            raise UsageError(f"invalid port mapping: {text[:40]}", hint="use HOST_PORT:CONTAINER_PORT, ports 1-65535")
-        if host != container:
-            raise UdockerError(f"cannot map port {container} to {host}: containers share the host's network",
-                               hint=f"publish it as {container}:{container}")
-        ports.append((int(host), int(container)))
+        spec, _, proto = text.partition("/")
+        parts = spec.split(":")
+        host, container = parts[-2] if len(parts) > 1 else parts[-1], parts[-1]
+        address = parts[0] if len(parts) == 3 else ""
+        if len(parts) > 3 or proto not in ("", "tcp", "udp") or not all(
+                port.isdigit() and 0 < int(port[:6]) < 65536 for port in (host, container)):
+            raise UsageError(f"invalid port mapping: {text[:40]}",
+                             hint="use [ADDRESS:]HOST_PORT:CONTAINER_PORT[/tcp|/udp], ports 1-65535")
+        ports.append((int(host), int(container), address, proto or "tcp"))
     return ports
+
+
+def network_of(ports, network):
+    """The run's network: "private" when asked for, or when a port is published as another one; else "host"."""
+    if network:
+        return network
+    return "private" if any(host != container for host, container, _, _ in ports) else "host"
+
+
+def check_network(spec, mode, private_modes=("R1", "R2", "R3")):
+    """Refuse a port mapped to another on the host's network, and a private network (asked for, or implied by
+    such a port) in a mode that shares the host's network."""
+    mapped = next(((h, c) for h, c, _, _ in spec.ports if h != c), None)
+    names = ", ".join(private_modes)
+    if mapped and spec.network == "host":
+        raise UdockerError(f"cannot map port {mapped[1]} to {mapped[0]} with --network=host",
+                           hint=f"publish it as {mapped[1]}:{mapped[1]}, or leave out --network=host")
+    if spec.network != "private" or mode in private_modes:
+        return
+    if mapped:
+        raise UdockerError(f"cannot map port {mapped[1]} to {mapped[0]} in mode {mode}: containers share the "
+                           f"host's network", hint=f"publish it as {mapped[1]}:{mapped[1]}, or use mode {names} "
+                           "(udocker setup --execmode=R1 CONTAINER), which can give a container its own network")
+    raise UdockerError(f"--network=private cannot run in mode {mode}: containers share the host's network",
+                       hint=f"use mode {names} (udocker setup --execmode=R1 CONTAINER)")
 
 
 def _cpuset(text):

@@ -42,15 +42,19 @@ class RunSpec:
     container_dir: the container's directory (engines keep state under container_dir/engine/<name>/).
     container_id: the container's id (used to name runc/crun containers).
     cpuset: a cpuset string (e.g. "0-3") or None.
-    ports: list of (host_port, container_port) pairs; only engines with their own network honour them.
+    ports: list of (host port, container port, host address or "", "tcp"|"udp"); a port published as another
+           needs network "private".
+    network: "host" (share the host's network) or "private" (R modes: a network namespace of its own, reached
+             through a user-mode stack that forwards the published ports: engines/netstack.py).
     ipc: "host" (share the host's IPC namespace and /dev/shm) or "private" (engines with namespaces: R modes).
     """
 
     __slots__ = ("rootfs", "argv", "env", "cwd", "uid", "gid", "mounts", "devices", "hostname", "tty",
-                 "container_dir", "container_id", "cpuset", "ports", "ipc")
+                 "container_dir", "container_id", "cpuset", "ports", "ipc", "network")
 
     def __init__(self, *, rootfs, argv, env, cwd="/", uid=0, gid=0, mounts=(), devices=(), hostname=None,
-                 tty=False, container_dir="", container_id="", cpuset=None, ports=(), ipc="host"):
+                 tty=False, container_dir="", container_id="", cpuset=None, ports=(), ipc="host",
+                 network="host"):
         self.rootfs = rootfs
         self.argv = list(argv)
         self.env = dict(env)
@@ -66,6 +70,7 @@ class RunSpec:
         self.cpuset = cpuset
         self.ports = list(ports)
         self.ipc = ipc
+        self.network = network
 
 
 class RunRequest:
@@ -77,14 +82,16 @@ class RunRequest:
     registry, index, platform: for pulling `target` (None: the configuration's).
     volumes, novol, env, env_files, devices, publish: lists of the option values, in order.
     nvidia, infiniband, hostmpi: True (--nvidia), False (--no-nvidia) or None (the container record, then the
-    configuration decide). tty: stdin is a terminal. ipc: "host", "private" or None (host). detach: run in the
+    configuration decide). tty: stdin is a terminal. ipc: "host", "private" or None (host). network: "host",
+    "private" or None (private when a port is published as another, else host). detach: run in the
     background (-d), output to the container's log. Every other field is the option of the same name.
     """
 
     __slots__ = ("target", "command", "location", "pull", "rm", "name",
                  "workdir", "user", "volumes", "novol", "env", "env_files", "hostauth", "containerauth",
                  "nosysdirs", "nometa", "hostenv", "bindhome", "entrypoint", "cpuset", "hostname", "devices",
-                 "publish", "tty", "nvidia", "infiniband", "hostmpi", "ipc", "detach")
+                 "publish", "tty", "nvidia", "infiniband", "hostmpi", "ipc", "detach",
+                 "network")
     _LISTS = ("command", "volumes", "novol", "env", "env_files", "devices", "publish")
     _FLAGS = ("rm", "hostauth", "containerauth", "nosysdirs", "nometa", "hostenv", "bindhome", "tty", "detach")
 

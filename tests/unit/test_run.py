@@ -166,9 +166,11 @@ def test_volumes(tmp_path):
 
 
 def test_ports():
-    assert check_ports(["8080:8080", "9000"]) == [(8080, 8080), (9000, 9000)]
-    with pytest.raises(UdockerError, match="share the host's network"):
-        check_ports(["8080:80"])
+    assert check_ports(["8080:8080", "9000", "127.0.0.1:8081:5000/tcp", "53:53/udp"]) == [
+        (8080, 8080, "", "tcp"), (9000, 9000, "", "tcp"), (8081, 5000, "127.0.0.1", "tcp"), (53, 53, "", "udp")]
+    for bad in ("8080:80/sctp", "a:1:2:3", "0:80", "http"):
+        with pytest.raises(UsageError, match="invalid port mapping"):
+            check_ports([bad])
 
 
 def test_request_of_the_parsed_options():

@@ -43,7 +43,11 @@ Options:
   --registry URL            Pull docker.io images from this registry.
   --index URL               Docker Hub index to use.
   --device PATH             Expose a host device (repeatable).
-  -p, --publish HOST:CONT   Publish a port (containers share the host's network).
+  -p, --publish [ADDR:]HOST:CONT[/tcp|/udp]  Publish a port. As another port (8081:5000): R modes only,
+                            with a private network (below); P and F modes share the host's network.
+  --network host|private    The host's network (the default: HPC and MPI need it), or, in R modes, a
+                            network of its own through slirp4netns, with outbound connectivity, the host's
+                            loopback at 10.0.2.2 and the published ports forwarded from the host.
   --nvidia                  Make the node's NVIDIA driver and GPUs visible (an error without them).
   --no-nvidia               Do not, even when the job was given GPUs (default: config key nvidia, auto).
   --ib                      Make the node's Infiniband/RDMA devices and libraries visible.
@@ -63,7 +67,7 @@ _LONG = {
     "nosysdirs": ("nosysdirs", False, False), "nometa": ("nometa", False, False),
     "bindhome": ("bindhome", False, False), "entrypoint": ("entrypoint", True, False),
     "cpuset-cpus": ("cpuset_cpus", True, False), "hostname": ("hostname", True, False),
-    "ipc": ("ipc", True, False),
+    "ipc": ("ipc", True, False), "network": ("network", True, False),
     "location": ("location", True, False), "platform": ("platform", True, False), "pull": ("pull", True, False),
     "registry": ("registry", True, False), "index": ("index", True, False), "device": ("device", True, True),
     "publish": ("publish", True, True), "interactive": ("interactive", False, False), "tty": ("tty", False, False),
@@ -77,6 +81,7 @@ _SHORT = {"w": "workdir", "u": "user", "v": "volume", "e": "env", "p": "publish"
           "h": "help", "d": "detach"}
 PULL_POLICIES = ("missing", "never", "always", "reuse")
 IPC_MODES = ("host", "private")
+NETWORKS = ("host", "private")
 
 
 class _Usage(Exception):
@@ -219,5 +224,8 @@ def main(general, args):
         return 125
     if values.get("ipc", "host") not in IPC_MODES:
         report(f"invalid --ipc: {values['ipc']}", "use " + " or ".join(IPC_MODES))
+        return 125
+    if values.get("network", "host") not in NETWORKS:
+        report(f"invalid --network: {values['network'][:40]}", "use " + " or ".join(NETWORKS))
         return 125
     return guarded(lambda: _run(general, values, target, command), debug=general.get("debug"), failure=125)

@@ -31,17 +31,20 @@ class Launch:
     engine process (it is the program, or passes them on), N the processes N levels below it: the program
     under PRoot, which ignores SIGTERM (1 in P modes, 3 in R2/R3: runtime -> timeout -> PRoot -> program).
     leftover: a directory the engine removes itself when it ends, which the supervisor removes when the
-    engine was killed (runc's state directory of the run), or None."""
+    engine was killed (runc's state directory of the run), or None. subreaper: the supervisor must be a child
+    subreaper before the engine starts (a daemon the engine starts at once, the private network's stack, is
+    then reparented to it, not to init)."""
 
-    __slots__ = ("argv", "env", "cleanup", "cwd", "signal_depth", "leftover")
+    __slots__ = ("argv", "env", "cleanup", "cwd", "signal_depth", "leftover", "subreaper")
 
-    def __init__(self, argv, env, cleanup=None, cwd=None, signal_depth=0, leftover=None):
+    def __init__(self, argv, env, cleanup=None, cwd=None, signal_depth=0, leftover=None, subreaper=False):
         self.argv = list(argv)
         self.env = dict(env)
         self.cleanup = cleanup
         self.cwd = cwd
         self.signal_depth = signal_depth
         self.leftover = leftover
+        self.subreaper = subreaper
 
     def __repr__(self):
         return f"Launch({self.argv!r}, cleanup={self.cleanup!r})"

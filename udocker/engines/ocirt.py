@@ -1,8 +1,8 @@
 """Rootless OCI runtimes (runc, crun): modes R1, R2, R3. The runtime-specific parts live in runc.py and crun.py.
 
 R1  `RUNTIME [GLOBAL...] --root STATE run --bundle BUNDLE ID`, where BUNDLE/config.json (OCI runtime-spec
-    1.0) asks for new user, mount and pid namespaces (uts only when a hostname is set; no network
-    namespace: the container shares the host's network, as udocker always did). The host's IPC namespace
+    1.0) asks for new user, mount and pid namespaces (uts only when a hostname is set; network only for a
+    private network, netstack.py: by default the container shares the host's network). The host's IPC namespace
     and /dev/shm are shared too (MPI's and NCCL's shared memory, PyTorch's DataLoader, between the ranks of
     a job), unless `run --ipc=private` asks for an ipc namespace of its own with a 64 MB /dev/shm. A GPU run
     also gets what P modes see through the host's /dev and /proc (gpu_extras). The caller's uid and gid are
@@ -222,7 +222,7 @@ class OciEngine(Engine):
         # R2/R3: signals go to the program below [timeout ->] PRoot, as in P modes (supervisor.py)
         depth = 0 if mode == "R1" else 2 + (KIT + "/timeout" in config["process"]["args"])
         return Launch(taskset_prefix(spec, self.layout) + argv, {"PATH": DEFAULT_PATH}, signal_depth=depth,
-                      leftover=os.path.join(state, run_id))
+                      leftover=os.path.join(state, run_id), subreaper=spec.network == "private")
 
     def config_json(self, spec, mode, *, kit):
         """The OCI runtime-spec config.json for one run, as a dict."""
@@ -243,8 +243,7 @@ class OciEngine(Engine):
                        {"destination": KIT + "/tmp", "type": "tmpfs", "source": "tmpfs",
                         "options": ["nosuid", "nodev", "mode=700"]}]
         namespaces = [{"type": t} for t in ("pid", "ipc", "mount", "user") if t != "ipc" or spec.ipc == "private"]
-        if spec.hostname:
-            namespaces.append({"type": "uts"})
+        namespaces += [{"type": "uts"}] * bool(spec.hostname) + [{"type": "network"}] * (spec.network == "private")
         linux = {"uidMappings": id_mappings(uid, "uid", proot=proot),
                  "gidMappings": id_mappings(gid, "gid", proot=proot),
                  "namespaces": namespaces, "maskedPaths": _MASKED + gpu.masked, "readonlyPaths": _READONLY}
@@ -252,6 +251,9 @@ class OciEngine(Engine):
                   "mounts": mounts, "linux": linux}
         if spec.hostname:
             config["hostname"] = spec.hostname
+        if spec.network == "private":
+            from udocker.engines.netstack import oci_hooks
+            config["hooks"] = oci_hooks(self.layout, spec.ports)
         return config
 
     def _args(self, spec, mode):

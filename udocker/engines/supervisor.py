@@ -98,6 +98,9 @@ def _supervise(launch, commands, stop_timeout, tty):
     signal.signal(signal.SIGCHLD, lambda _n, _f: None)
     signal.set_wakeup_fd(waker)
     defaults = {getattr(signal, n) for n in FORWARDED + _DEFAULTS}
+    early = getattr(launch, "subreaper", False)
+    if early:  # before the engine: what it daemonises at once stays below S
+        _become_subreaper()
     try:
         pid = os.posix_spawn(launch.argv[0], launch.argv, launch.env, setsigdef=defaults,
                              **({} if tty else {"setpgroup": 0}))
@@ -105,6 +108,7 @@ def _supervise(launch, commands, stop_timeout, tty):
         os.write(2, f"error: cannot start {launch.argv[0]}: {error.strerror}\n".encode())
         return 125
     supervisor = _Supervisor(pid, getattr(launch, "signal_depth", 0), stop_timeout, group=not tty)
+    supervisor.subreaper = early
     code = supervisor.loop(commands, wake)
     leftover = getattr(launch, "leftover", None)
     if leftover and os.path.isdir(leftover):  # the engine was killed before it could remove it
@@ -173,15 +177,9 @@ class _Supervisor:
         return max(0.0, min(timers) - now) if timers else None
 
     def become_subreaper(self):
-        if self.subreaper:
-            return
-        self.subreaper = True
-        try:
-            import ctypes
-
-            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-        except (OSError, AttributeError):  # not Linux >= 3.4: orphans are still found in the engine's group
-            pass
+        if not self.subreaper:
+            self.subreaper = True
+            _become_subreaper()
 
     def reap(self):
         """Collect the children that ended; False when S has no child left (so nothing is below it)."""
@@ -225,6 +223,15 @@ class _Supervisor:
                 _kill(pid, signal.SIGKILL)
             self.reap()
             time.sleep(0.005)
+
+
+def _become_subreaper():
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux >= 3.4: orphans are still found in the engine's group
+        pass
 
 
 def _kill(pid, number):

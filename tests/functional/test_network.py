@@ -1,0 +1,199 @@
+"""Published ports with a private network (issue 11, item 3): in R1, as the unprivileged test user, `-p HOST:5000`
+with different ports (or --network=private) gives the container a network namespace of its own through
+slirp4netns, with the published ports forwarded from the host and the host's loopback at 10.0.2.2; nothing of
+the stack outlives the run; the host's network stays the default; P1 refuses a port mapped to another. With the
+DEEPaaS test image (UDOCKER_TEST_DEEPAAS: it has python3, whose http.server is the service)."""
+
+import http.server
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import urllib.request
+import uuid
+
+import pytest
+
+from tests.functional.test_services import DEEPAAS_ENV, TOP, Repo, _free_port, _kill_all, _marked, _until
+
+SERVE = ("python3", "-m", "http.server", "--bind", "0.0.0.0", "--directory", "/", "5000")
+
+
+def _tun_usable():
+    try:
+        os.close(os.open("/dev/net/tun", os.O_RDWR))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    archive = os.environ.get(DEEPAAS_ENV)
+    if not archive:
+        if os.environ.get("CI"):
+            pytest.fail(f"{DEEPAAS_ENV} is not set: .ci/run should have built the DEEPaaS image")
+        pytest.skip(f"no DEEPaaS test image ({DEEPAAS_ENV})")
+    base = tmp_path_factory.mktemp("network")
+    (base / "home").mkdir()
+    udocker = Repo(base / "repo", base / "home")
+    assert udocker("-q", "load", "-i", archive, "test/deepaas").returncode == 0
+    udocker.image = "test/deepaas:12"
+    return udocker
+
+
+@pytest.fixture(scope="module")
+def r1(repo):
+    if not shutil.which("slirp4netns"):
+        pytest.skip("slirp4netns is not installed (.ci/run installs it)")
+    if not _tun_usable():
+        pytest.skip("/dev/net/tun cannot be opened by this user (Debian's udev rule makes it 0666)")
+    return _container(repo, "R1")
+
+
+def _container(repo, mode):
+    name = f"net-{mode.lower()}-{uuid.uuid4().hex[:6]}"
+    assert repo("create", f"--name={name}", repo.image).returncode == 0
+    setup = repo("setup", f"--execmode={mode}", name)
+    assert setup.returncode == 0, setup.stderr
+    return name
+
+
+def _get(url):
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.read().decode()
+    except OSError:
+        return None
+
+
+def _stacks(token):
+    """Pids of slirp4netns processes attached to a process of the container marked by `token`."""
+    marked = {str(pid) for pid in _marked(token)}
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as stream:
+                argv = stream.read().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if os.path.basename(argv[0]) == "slirp4netns" and len(argv) > 3 and argv[-3] in marked:
+            found.append(int(pid))
+    return found
+
+
+def _all_stacks():
+    """Pids of this user's live slirp4netns processes."""
+    found = set()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as stream:
+                name = os.path.basename(stream.read().split(b"\0")[0])
+        except OSError:
+            continue
+        if name == b"slirp4netns" and os.stat(f"/proc/{pid}").st_uid == os.getuid() and not _zombie(pid):
+            found.add(int(pid))
+    return found
+
+
+def _alive(pids):
+    return [pid for pid in pids if os.path.exists(f"/proc/{pid}") and not _zombie(pid)]
+
+
+def _zombie(pid):
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as stream:
+            return stream.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def test_two_services_on_port_5000_answer_side_by_side_and_leave_nothing(repo, r1):
+    ports = [_free_port(), _free_port()]
+    tokens = []
+    try:
+        for port in ports:
+            token = f"I11N_{uuid.uuid4().hex}"
+            tokens.append(token)
+            done = repo("run", "-d", "-e", f"{token}=1", "-p", f"127.0.0.1:{port}:5000/tcp", r1, *SERVE, timeout=120)
+            assert done.returncode == 0, done.stderr
+        for port in ports:
+            assert _until(lambda p=port: _get(f"http://127.0.0.1:{p}/"), 60), repo("logs", r1).stdout[-2000:]
+        stacks = [pid for token in tokens for pid in _stacks(token)]
+        assert len(stacks) == 2
+        stop = repo("stop", "-t", "5", r1, timeout=60)
+        assert stop.returncode == 0, stop.stderr
+        assert _until(lambda: not _alive(stacks) and not any(_marked(t) for t in tokens), 15)
+    finally:
+        for token in tokens:
+            _kill_all(token)
+
+
+class _Host(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):  # noqa: N802 (the handler's name)
+        body = b"from the host\n"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_outbound_reaches_the_hosts_loopback_through_the_gateway(repo, r1):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Host)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        port = server.server_address[1]
+        fetch = f"import urllib.request; print(urllib.request.urlopen('http://10.0.2.2:{port}/').read().decode())"
+        before = _all_stacks()
+        done = repo("run", "--network=private", r1, "python3", "-c", fetch, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout == "from the host\n\n"
+        assert not _all_stacks() - before  # the stack ended with the run
+    finally:
+        server.shutdown()
+
+
+def test_the_stack_dies_with_a_killed_udocker_run(repo, r1):
+    port, token = _free_port(), f"I11N_{uuid.uuid4().hex}"
+    argv = [sys.executable, "-m", "udocker", "--repo", repo.path, "run", "-e", f"{token}=1", "-p", f"{port}:5000",
+            r1, *SERVE]
+    process = subprocess.Popen(argv, cwd=TOP, env=repo.env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    try:
+        assert _until(lambda: _get(f"http://127.0.0.1:{port}/"), 60)
+        stacks = _stacks(token)
+        assert len(stacks) == 1
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        assert _until(lambda: not _alive(stacks) and not _marked(token), 15)
+    finally:
+        process.kill()
+        _kill_all(token)
+
+
+def test_the_hosts_network_stays_the_default(repo, r1):
+    host = os.readlink("/proc/self/ns/net")
+    for options in ((), ("-p", "5000:5000")):
+        done = repo("run", *options, r1, "readlink", "/proc/self/ns/net", timeout=120)
+        assert done.returncode == 0 and done.stdout.strip() == host, done.stderr
+    before = _all_stacks()
+    for _ in range(3):  # short runs: the stack, daemonised at once, must stay below the supervisor
+        private = repo("run", "--network=private", r1, "readlink", "/proc/self/ns/net", timeout=120)
+        assert private.returncode == 0 and private.stdout.strip() not in ("", host), private.stderr
+    assert not _all_stacks() - before
+
+
+def test_p1_refuses_a_mapped_port_and_a_private_network_in_one_line(repo):
+    name = _container(repo, "P1")
+    for options, words in ((("-p", "8081:5000"), "cannot map port 5000 to 8081 in mode P1"),
+                           (("--network=private",), "--network=private cannot run in mode P1")):
+        done = repo("run", *options, name, "true", timeout=120)
+        errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+        assert done.returncode == 125 and len(errors) == 1 and words in errors[0], done.stderr
+        assert "R1" in done.stderr
+    assert repo("run", "-p", "5000:5000", name, "true", timeout=120).returncode == 0

@@ -1,0 +1,135 @@
+"""A private network for R modes without root (`run -p HOST:CONTAINER` with different ports, `--network=private`):
+the container gets a network namespace of its own, and slirp4netns (Debian's package, a user-mode TCP/IP stack
+on a tap device) connects it to the host's network and forwards the published ports from the host.
+
+How: config.json asks for a "network" namespace and a `createRuntime` hook, this file run as a script
+(`python -I -S netstack.py SLIRP4NETNS [ADDRESS:HOST:CONTAINER/PROTO...]`, standard library only: the hook adds
+~15 ms to the start). runc runs the hook as the caller, in the host's namespaces, once the container's
+namespaces exist and before its program starts, with the container's state (its first process's pid) on stdin.
+The hook starts slirp4netns in a session of its own, attached to that pid's user and network namespaces
+(`--configure`: tap0 10.0.2.100/24, gateway 10.0.2.2 (the host's loopback), DNS 10.0.2.3), waits until it is
+ready, adds each published port through its API socket (in a private temporary directory, removed before the
+hook exits), and exits: the program starts with its network up. A port that cannot be bound on the host fails
+the hook, with one line on stderr, and so the run (runc reports it).
+
+slirp4netns outlives the hook: it is reparented to udocker's supervisor, which is a child subreaper from before
+the runtime starts when the Launch asks for it (Launch.subreaper), and which kills everything below it when the
+engine ends or `udocker run` is killed: the stack never outlives the run. Its own session keeps a terminal's ^C
+away from it (the program may still need its network while it stops).
+"""
+
+import json
+import os
+import sys
+
+READY_TIMEOUT = 10  # seconds slirp4netns may take to configure the namespace
+HOOK_TIMEOUT = 30  # seconds runc waits for the hook
+TUN = "/dev/net/tun"
+
+
+def oci_hooks(layout, ports):
+    """The config.json "hooks" of a private network run by slirp4netns (found as the engines are: engine_paths,
+    the engines folder, PATH), forwarding `ports` ((host port, container port, host address, proto) tuples)."""
+    from udocker.engines.locate import find
+    from udocker.errors import EngineUnavailable
+
+    stack = find("slirp4netns", layout)
+    if not os.access(TUN, os.R_OK | os.W_OK):  # slirp4netns would only say "child failed(1)"
+        raise EngineUnavailable(f"a private network needs {TUN}, which this user cannot open",
+                                hint="ask an administrator to make it mode 0666 (Debian's default), or publish "
+                                "each port as itself on the host's network (-p 5000:5000)")
+    forwards = [f"{address or '0.0.0.0'}:{host}:{container}/{proto}" for host, container, address, proto in ports]
+    argv = [sys.executable, "-I", "-S", os.path.abspath(__file__), stack, *forwards]
+    return {"createRuntime": [{"path": sys.executable, "args": argv, "timeout": HOOK_TIMEOUT}]}
+
+
+def parse_forward(text):
+    """'ADDRESS:HOST:CONTAINER/PROTO' -> the arguments of slirp4netns's add_hostfwd."""
+    spec, _, proto = text.partition("/")
+    address, host, container = spec.rsplit(":", 2)
+    return {"proto": proto or "tcp", "host_addr": address, "host_port": int(host), "guest_port": int(container)}
+
+
+def _start(stack, pid, directory):
+    """Start slirp4netns for `pid`'s network namespace; return (process, API socket path) once it is ready."""
+    import select
+    import subprocess
+
+    socket_path = os.path.join(directory, "api.sock")
+    reader, writer = os.pipe()
+    with open(os.path.join(directory, "log"), "wb") as log:
+        process = subprocess.Popen(
+            [stack, "--configure", "--mtu=65520", "--api-socket", socket_path, "--ready-fd", str(writer),
+             str(pid), "tap0"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
+            pass_fds=(writer,), start_new_session=True, close_fds=True)
+    os.close(writer)
+    ready, _, _ = select.select([reader], [], [], READY_TIMEOUT)
+    answer = os.read(reader, 1) if ready else b""
+    os.close(reader)
+    if answer != b"1":
+        process.kill()
+        process.wait()
+        raise RuntimeError("the network stack did not start: " + _tail(os.path.join(directory, "log")))
+    return process, socket_path
+
+
+def _tail(path):
+    try:
+        with open(path, encoding="utf-8", errors="replace") as stream:
+            lines = [line.strip() for line in stream if line.strip()]
+    except OSError:
+        lines = []
+    return lines[-1] if lines else "no message"
+
+
+def _forward(socket_path, text):
+    """Ask slirp4netns (its API socket) to forward one port; raise RuntimeError naming it when it cannot."""
+    import socket
+
+    request = {"execute": "add_hostfwd", "arguments": parse_forward(text)}
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+        client.settimeout(READY_TIMEOUT)
+        client.connect(socket_path)
+        client.sendall(json.dumps(request).encode())
+        client.shutdown(socket.SHUT_WR)
+        answer = b""
+        while True:
+            data = client.recv(4096)
+            if not data:
+                break
+            answer += data
+    try:
+        reply = json.loads(answer or b"{}")
+    except ValueError:
+        reply = {}
+    if "return" not in reply:
+        args = request["arguments"]
+        detail = reply.get("error", {}).get("desc", "no answer")
+        raise RuntimeError(f"cannot publish port {args['host_addr']}:{args['host_port']} (is it in use on the "
+                           f"host?): {detail}")
+
+
+def hook(argv, state):
+    """The createRuntime hook: argv [stack, forward...], `state` the runtime's state JSON. Returns 0 or 1."""
+    import shutil
+    import tempfile
+
+    pid = json.loads(state)["pid"]
+    directory = tempfile.mkdtemp(prefix="udocker-net-")
+    process = None
+    try:
+        process, socket_path = _start(argv[0], pid, directory)
+        for text in argv[1:]:
+            _forward(socket_path, text)
+        return 0
+    except (OSError, RuntimeError, ValueError, KeyError) as error:
+        if process is not None:
+            process.kill()
+        sys.stderr.write(f"udocker: private network: {error}\n")
+        return 1
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(hook(sys.argv[1:], sys.stdin.read()))
