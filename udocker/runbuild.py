@@ -5,10 +5,10 @@ NVIDIA, Infiniband and MPI stacks. No process is started here (launch.py does th
 import os
 
 from udocker import inject as injectors
-from udocker.engines.base import resolve
 from udocker.engines.common import DEFAULT_PATH, lookup
 from udocker.errors import ProgramNotExecutable, ProgramNotFound, UsageError
 from udocker.modetable import engine_of
+from udocker.rootpath import resolve
 from udocker.runopts import check_devices, check_ports, network_of, parse_volume, resolve_user
 from udocker.runspec import Mount, RunSpec
 

@@ -4,8 +4,8 @@ answer a 20-digit uid or a relative working directory with its own log line)."""
 
 import os
 
-from udocker.engines.base import resolve
 from udocker.errors import UdockerError, UsageError
+from udocker.rootpath import resolve
 from udocker.runspec import Mount
 
 ID_MAX = 2 ** 31 - 1  # runc refuses larger uids and gids ("must be in range 0-2147483647")

@@ -16,7 +16,8 @@ TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))
 # here on purpose (and its cost measured with utils/bench_run), never by accident.
 RUN_PATH = {
     "udocker", "udocker.cli", "udocker.cli.boundary", "udocker.cli.run", "udocker.errors", "udocker.config",
-    "udocker.paths", "udocker.run", "udocker.runspec", "udocker.runopts", "udocker.runbuild", "udocker.launch",
+    "udocker.paths", "udocker.rootpath", "udocker.run", "udocker.runspec", "udocker.runopts", "udocker.runbuild",
+    "udocker.launch",
     "udocker.provision", "udocker.inject", "udocker.store", "udocker.store.containers",
     # the run's record (issue 11: ps, stop, wait): one atomic write at the start, one at the end
     "udocker.store.runs", "udocker.fs", "udocker.lockfile",

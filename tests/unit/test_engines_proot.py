@@ -5,11 +5,11 @@ import os
 import pytest
 
 from tests.fixtures.rootfs import make_container
-from udocker.engines.base import resolve
 from udocker.engines.common import find_program
 from udocker.engines.proot import ProotEngine
 from udocker.errors import EngineError, EngineUnavailable
 from udocker.paths import Layout
+from udocker.rootpath import resolve
 from udocker.runspec import Mount, RunSpec
 
 

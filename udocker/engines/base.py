@@ -18,10 +18,6 @@ Engines never print; they raise udocker.errors.UdockerError subclasses (EngineUn
 Binaries are found by engines.locate.find(name, config) (configured path, $UDOCKER_DIR/engines/bin, PATH).
 """
 
-import os
-
-MAX_SYMLINKS = 40  # as the kernel allows for one path lookup
-
 
 class Launch:
     """What run.py executes. argv[0] is an absolute host path. env is the complete environment of the
@@ -79,40 +75,3 @@ class Engine:
     def command(self, spec, mode):
         """Return the Launch that runs `spec` (runspec.RunSpec) in `mode`. Pure."""
         raise NotImplementedError
-
-
-def resolve(rootfs, path, mounts=(), cwd="/"):
-    """The host path of container path `path` (relative ones from `cwd`), following symbolic links as
-    chroot(2) would: absolute link targets start again at `rootfs`, '..' stops at the root; a path under a
-    mount target continues in the mount's source. The last component need not exist. Shared by run.py (the
-    program, /etc/passwd) and the engines."""
-    targets = sorted(((os.path.normpath("/" + m.target.lstrip("/")), os.path.abspath(m.source)) for m in mounts),
-                     key=lambda t: -len(t[0]))
-
-    def host(parts):
-        container = "/" + "/".join(parts)
-        for target, source in targets:
-            if container == target or container.startswith(target.rstrip("/") + "/"):
-                return source + container[len(target):]
-        return rootfs.rstrip("/") + container
-
-    todo = [p for p in (path if path.startswith("/") else cwd + "/" + path).split("/") if p]
-    done, hops = [], 0
-    while todo:
-        part = todo.pop(0)
-        if part == ".":
-            continue
-        if part == "..":
-            if done:
-                done.pop()
-            continue
-        candidate = host(done + [part])
-        if os.path.islink(candidate) and hops < MAX_SYMLINKS:
-            hops += 1
-            target = os.readlink(candidate)
-            if target.startswith("/"):
-                done = []
-            todo = [p for p in target.split("/") if p] + todo
-            continue
-        done.append(part)
-    return host(done)

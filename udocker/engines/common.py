@@ -5,8 +5,8 @@ through hostinfo.py). On the `run` path: only os, base and errors are imported u
 
 import os
 
-from udocker.engines.base import resolve
 from udocker.errors import EngineError
+from udocker.rootpath import resolve
 
 # PATH for a container whose image sets none (Docker's default), and for the host programs engines start
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"

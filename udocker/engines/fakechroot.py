@@ -48,11 +48,12 @@ Limits, as in udocker 1.3:
 import os
 
 from udocker.engines import elfpatch
-from udocker.engines.base import Engine, Launch, resolve
+from udocker.engines.base import Engine, Launch
 from udocker.engines.common import search_path
 from udocker.errors import EngineError, EngineUnavailable
 from udocker.modetable import engine_modes
 from udocker.paths import Layout
+from udocker.rootpath import resolve
 
 MODES = engine_modes("fakechroot")
 LIBFAKECHROOT = "fakechroot/libfakechroot.so"

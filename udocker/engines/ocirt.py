@@ -103,34 +103,21 @@ def gpu_extras(devices, root="/"):
     names = [os.path.basename(d) for d in devices]
     if "nvidiactl" not in names:
         return extra
+    from udocker.inject import nvidia  # a GPU run: the injector has been loaded already
+
     top = root.rstrip("/")
     channels = top + "/dev/nvidia-caps-imex-channels"
     extra.devices = [p for p in [top + "/dev/gdrdrv"] + [os.path.join(channels, n) for n in _listdir(channels)]
                      if os.path.exists(p)]
-    version = _driver_version(_read(top + "/proc/driver/nvidia/version"))
+    version = nvidia.driver_version(root)
     for firmware in ("/lib/firmware/nvidia", "/usr/lib/firmware/nvidia"):
         if version and os.path.isdir(f"{top}{firmware}/{version}"):
             extra.binds.append((f"{top}{firmware}/{version}", f"{firmware}/{version}"))
             break
-    chosen = {n[6:] for n in names if n.startswith("nvidia") and n[6:].isdigit()}
-    gpus = top + "/proc/driver/nvidia/gpus"
-    for bus in _listdir(gpus):
-        info = _read(os.path.join(gpus, bus, "information"))
-        minor = next((line.split(":", 1)[1].strip() for line in info.splitlines()
-                      if line.startswith("Device Minor:")), None)
-        if minor not in chosen:
-            extra.masked.append(f"/proc/driver/nvidia/gpus/{bus}")
+    chosen = {int(n[6:]) for n in names if n.startswith("nvidia") and n[6:].isdigit()}
+    extra.masked = [f"/proc/driver/nvidia/gpus/{gpu['bus_id']}" for gpu in nvidia.gpus_from_proc(root)
+                    if gpu["minor"] not in chosen]
     return extra
-
-
-def _driver_version(text):
-    """'550.54.15' from /proc/driver/nvidia/version's first line ("... Kernel Module  550.54.15  ..." or
-    "... Open Kernel Module for x86_64  550.54.15  Release Build ...")."""
-    for word in text.split("\n", 1)[0].split():
-        parts = word.split(".")
-        if len(parts) in (2, 3) and all(p.isdigit() for p in parts) and len(parts[0]) >= 3:
-            return word
-    return None
 
 
 def _listdir(path):
@@ -138,14 +125,6 @@ def _listdir(path):
         return sorted(os.listdir(path))
     except OSError:
         return []
-
-
-def _read(path):
-    try:
-        with open(path, encoding="utf-8", errors="replace") as stream:
-            return stream.read()
-    except OSError:
-        return ""
 
 
 def bind(source, target, *, readonly=False):

@@ -192,7 +192,7 @@ def apply(spec, plan, request):
 def _compat_dirs(spec, entries):
     """[(container directory, driver version)] of the image's directories holding a libcuda.so.<version>:
     those of LD_LIBRARY_PATH (not udocker's own), then /usr/local/cuda/compat."""
-    from udocker.engines.base import resolve
+    from udocker.rootpath import resolve
 
     found = []
     for directory in [e for e in entries if not e.startswith("/.udocker/")] + [COMPAT_DIR]:
@@ -213,7 +213,7 @@ def _compat_dirs(spec, entries):
 def _compat_cuda(spec, directory):
     """The CUDA version of the compat package in `directory`: its cuda-X.Y directory (NVIDIA's packages
     install to /usr/local/cuda-X.Y/compat), else the image's CUDA_VERSION; None when neither says."""
-    from udocker.engines.base import resolve
+    from udocker.rootpath import resolve
 
     host = resolve(spec.rootfs, directory, spec.mounts)
     inside = host[len(spec.rootfs.rstrip("/")):] if host.startswith(spec.rootfs.rstrip("/") + "/") else host

@@ -1,0 +1,43 @@
+"""Container paths on the host: where a path inside a container is, following the container's symbolic
+links as chroot(2) would. A primitive: the run's checks, the engines and the injectors all ask it."""
+
+import os
+
+MAX_SYMLINKS = 40  # as the kernel allows for one path lookup
+
+
+def resolve(rootfs, path, mounts=(), cwd="/"):
+    """The host path of container path `path` (relative ones from `cwd`), following symbolic links as
+    chroot(2) would: absolute link targets start again at `rootfs`, '..' stops at the root; a path under a
+    mount target continues in the mount's source. The last component need not exist. Shared by the run's checks (the
+    program, /etc/passwd), the engines and the injectors."""
+    targets = sorted(((os.path.normpath("/" + m.target.lstrip("/")), os.path.abspath(m.source)) for m in mounts),
+                     key=lambda t: -len(t[0]))
+
+    def host(parts):
+        container = "/" + "/".join(parts)
+        for target, source in targets:
+            if container == target or container.startswith(target.rstrip("/") + "/"):
+                return source + container[len(target):]
+        return rootfs.rstrip("/") + container
+
+    todo = [p for p in (path if path.startswith("/") else cwd + "/" + path).split("/") if p]
+    done, hops = [], 0
+    while todo:
+        part = todo.pop(0)
+        if part == ".":
+            continue
+        if part == "..":
+            if done:
+                done.pop()
+            continue
+        candidate = host(done + [part])
+        if os.path.islink(candidate) and hops < MAX_SYMLINKS:
+            hops += 1
+            target = os.readlink(candidate)
+            if target.startswith("/"):
+                done = []
+            todo = [p for p in target.split("/") if p] + todo
+            continue
+        done.append(part)
+    return host(done)
