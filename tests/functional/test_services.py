@@ -104,6 +104,19 @@ def _answers(url):
         return False
 
 
+def _predict(port):
+    """DEEPaaS's test model's prediction for a small file (POST multipart, as its OpenAPI page describes)."""
+    boundary = uuid.uuid4().hex
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"data\"; filename=\"x.txt\"\r\n"
+            f"Content-Type: text/plain\r\n\r\nhello\r\n--{boundary}--\r\n").encode()
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/v2/models/deepaas-test/predict/?parameter=3",
+                                     data=body, method="POST",
+                                     headers={"Content-Type": f"multipart/form-data; boundary={boundary}",
+                                              "Accept": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.loads(response.read())
+
+
 def _row(repo, name):
     done = repo("ps", "--json")
     assert done.returncode == 0, done.stderr
@@ -138,6 +151,7 @@ def test_a_detached_deepaas_service_is_listed_logged_and_stopped(repo, mode):
         ready = repo("wait", "--until-port", str(port), "--timeout", "180", name, timeout=200)
         assert ready.returncode == 0, (ready.stderr, repo("logs", name).stdout[-3000:])
         assert _answers(f"http://127.0.0.1:{port}/v2/models/")
+        assert _predict(port)["labels"][0]["label"] == "foo"  # a predict call: the model's work is done
         row = _row(repo, name)
         assert row["status"] == "running" and row["mode"] == mode, row
         assert isinstance(row["pid"], int) and row["pid"] in _marked(token)
