@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -155,6 +156,50 @@ def test_tasks_reuse_one_prepared_container(cluster, registry):
     assert len(containers) == 1, containers
     log = cluster.udocker("run", "shared", "cat", "/tasks.log").stdout
     assert sorted(log.split()) == sorted(f"task={n}" for n in range(8))
+
+
+def _marked(token):
+    """Pids of this user's processes with `token` in their environment or command line."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        for part in ("environ", "cmdline"):
+            try:
+                with open(f"/proc/{pid}/{part}", "rb") as stream:
+                    if token.encode() in stream.read():
+                        found.append(int(pid))
+                        break
+            except OSError:
+                continue
+    return found
+
+
+def _until(condition, seconds):
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return condition()
+
+
+def test_a_detached_service_ends_with_its_job(cluster, registry):
+    """`run -d` in a batch job, then scancel: nothing of the service is left (issue 11), although the detached
+    run left the step's process tree (this cluster tracks processes with proctrack/linuxproc)."""
+    token = f"I11_SLURM_{os.getpid()}_{int(time.time())}"
+    script = cluster.script("service.sh", f"""\
+        udocker run -d --name=svc -e {token}=1 {registry.ref(IMAGE)} sh -c 'sleep 600'
+        sleep 600
+        """)
+    submitted = subprocess.run(["sbatch", "--parsable", "--time=10", f"--chdir={cluster.dir}",
+                                "--output=service.out", script], env=cluster.env, capture_output=True, text=True,
+                               timeout=60)
+    assert submitted.returncode == 0, submitted.stderr
+    job = submitted.stdout.strip().split(";")[0]
+    try:
+        assert _until(lambda: len(_marked(token)) >= 3, 120), cluster.outputs("service.out")
+    finally:
+        subprocess.run(["scancel", job], capture_output=True, timeout=60)
+    assert _until(lambda: not _marked(token), 30), [(p, open(f"/proc/{p}/comm").read()) for p in _marked(token)]
+    rows = json.loads(cluster.udocker("ps", "--json").stdout)
+    assert [row["status"] for row in rows if "svc" in row["names"]] == ["exited"], rows
 
 
 def test_a_jobs_tmpdir_is_udockers_scratch(cluster, registry):

@@ -9,6 +9,11 @@ container.log), which it rotates to container.log.1 when it would pass LOG_MAX b
 bytes are kept. L ends when every writer has closed the pipe (D, its supervisor and the container's processes:
 the supervisor kills what is left), and ignores the stop signals, so that the last lines of a stop are kept.
 
+Started inside a SLURM job step (an ancestor process is slurmstepd), D ends with the step: a watcher W,
+D's child, checks the step's slurmstepd every JOB_POLL seconds and, once it is gone (the job ended, scancel),
+sends SIGTERM to D, which stops the container as `udocker stop` does. SLURM's own tracking cannot do it where
+it follows the process tree (proctrack/linuxproc): D's parent exits and D is reparented to init.
+
 Several detached runs of one container write the same log (appends); their rotations may race (a rotated
 file may then be lost)."""
 
@@ -17,6 +22,7 @@ import signal
 import sys
 
 LOG_MAX = 10 * 1024 * 1024  # bytes in container.log before it is rotated to container.log.1
+JOB_POLL = 1.0  # seconds between two checks that the SLURM job step that started a detached run still runs
 
 
 class Detached:
@@ -63,6 +69,7 @@ def start(log_path):
     """Fork into the parent and the detached child (see the module's docstring); a Detached for each."""
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
+    step = job_step()
     reader, writer = os.pipe()
     pid = os.fork()
     if pid:
@@ -89,11 +96,63 @@ def start(log_path):
         finally:
             os._exit(code)
     os.close(log_reader)
+    if step:
+        _watch(step, null, (log_writer, writer))
     os.close(null)
     os.dup2(log_writer, 1)
     os.dup2(log_writer, 2)
     os.close(log_writer)
     return Detached(False, writer, logger)
+
+
+def job_step():
+    """(pid, start time) of the slurmstepd this process runs under, or None (not in a SLURM job step)."""
+    if "SLURM_JOB_ID" not in os.environ:
+        return None
+    from udocker.lockfile import process_start
+
+    pid = os.getppid()
+    for _ in range(64):  # bounded: a process tree is never that deep between a step and its tasks
+        if pid <= 1:
+            return None
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as stream:
+                data = stream.read()
+        except OSError:
+            return None
+        name, rest = data[data.index(b"(") + 1:data.rindex(b")")], data[data.rindex(b")") + 2:].split()
+        if name == b"slurmstepd":
+            return pid, process_start(pid)
+        pid = int(rest[1])
+    return None
+
+
+def _watch(step, null, fds):
+    """Fork W: SIGTERM to this process (D) once the job step `step` is gone; W ends when D does."""
+    detached = os.getpid()
+    if os.fork():
+        return
+    code = 0
+    try:
+        from udocker.lockfile import process_start
+
+        for fd in fds:
+            os.close(fd)
+        for fd in (1, 2):  # the log's pipe must not stay open here: the logger waits for its end
+            os.dup2(null, fd)
+        for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(number, signal.SIG_IGN)
+        import time
+
+        while os.getppid() == detached:
+            if process_start(step[0]) != step[1]:
+                os.kill(detached, signal.SIGTERM)
+                break
+            time.sleep(JOB_POLL)
+    except BaseException:  # noqa: BLE001 - the watcher never returns into udocker's code
+        code = 1
+    finally:
+        os._exit(code)
 
 
 def write_log(source, path, limit=LOG_MAX):
