@@ -1,9 +1,9 @@
 #!/bin/sh
 # Build a relocatable udocker engine bundle from the engines installed on this machine (Debian packages
-# proot, runc, crun, patchelf, libfakechroot), so that a site builds it once on a login node and installs it
+# proot, runc, crun, patchelf, slirp4netns, libfakechroot), so that a site builds it once on a login node and installs it
 # on compute nodes without internet with `udocker install --from=udocker-engines-<arch>.tar.gz`.
 #
-# usage: engines/build-bundle.sh [-o OUTDIR] [ENGINE...]     (ENGINE: proot runc crun patchelf fakechroot)
+# usage: engines/build-bundle.sh [-o OUTDIR] [ENGINE...]     (ENGINE: proot runc crun patchelf slirp4netns fakechroot)
 #
 # Writes into OUTDIR: udocker-engines-<arch>/ (the tree), udocker-engines-<arch>.tar.gz and its .sha256, and the
 # wheel udocker_engines-<version>-py3-none-<linux tags of arch>.whl (engines/make_wheel.py) for pip.
@@ -36,7 +36,7 @@ while getopts o:h opt; do
     esac
 done
 shift $((OPTIND - 1))
-[ $# -gt 0 ] || set -- proot runc crun patchelf fakechroot
+[ $# -gt 0 ] || set -- proot runc crun patchelf slirp4netns fakechroot
 
 die() { echo "build-bundle: $*" >&2; exit 1; }
 command -v patchelf >/dev/null || die "patchelf is needed to make the bundle relocatable"
@@ -99,7 +99,7 @@ add_engine() {
             echo "lib/fakechroot/libfakechroot.so $source" >> "$sources"
             files="lib/fakechroot/libfakechroot.so $(add_libraries "$lib" noglibc | tr '\n' ' ')"
             ;;
-        proot|runc|crun|patchelf)
+        proot|runc|crun|patchelf|slirp4netns)
             exe=$(command -v "$engine" || true)
             [ -n "$exe" ] || exe=$(ls "/usr/sbin/$engine" "/sbin/$engine" 2>/dev/null | head -n 1)
             [ -n "$exe" ] || die "$engine is not installed (apt-get install $engine)"
@@ -110,7 +110,7 @@ add_engine() {
             files="bin/$engine $(add_libraries "$exe" | tr '\n' ' ')"
             patchelf --force-rpath --set-rpath '$ORIGIN/../lib' "$bundle/bin/$engine"
             ;;
-        *) die "unknown engine '$engine' (known: proot runc crun patchelf fakechroot)" ;;
+        *) die "unknown engine '$engine' (known: proot runc crun patchelf slirp4netns fakechroot)" ;;
     esac
     # upstream version: drop the epoch and the Debian revision
     version=$(echo "${source#* }" | sed 's/^[0-9]*://; s/-[^-]*$//')

@@ -2,7 +2,7 @@
 # The main job, end to end on a fresh Debian 12 machine, as root: install the Debian packages, build the
 # self-contained engine bundle (tarball and wheel) from them, start a local registry and push the test busybox
 # image to it. Then, as the unprivileged user $UDOCKER_DEMO_USER in an environment where the host's engines
-# are hidden (utils/hide-engines.sh: no proot, runc, crun, patchelf or libfakechroot to be found), what a
+# are hidden (utils/hide-engines.sh: no proot, runc, crun, patchelf, slirp4netns or libfakechroot to be found), what a
 # cluster user does: a venv with `pip install udocker udocker-engines` (here: this checkout and the wheel just
 # built), `udocker pull`, `udocker images`, `udocker info`, and runs of the image in the default mode, P1 and R1.
 #
@@ -14,7 +14,7 @@ set -euo pipefail
 TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 WORK=${UDOCKER_DEMO_DIR:-/tmp/udocker-demo}
 DEMO_USER=${UDOCKER_DEMO_USER:-udemo}
-PACKAGES=(docker-registry busybox-static python3-venv python3-pip proot fakechroot runc crun patchelf uidmap)
+PACKAGES=(docker-registry busybox-static python3-venv python3-pip proot fakechroot runc crun patchelf slirp4netns uidmap)
 
 say() { printf '\n=== %s\n' "$*" >&2; }
 
@@ -88,7 +88,7 @@ IMAGE=$HOST/test/busybox:latest
 "$TOP/utils/hide-engines.sh" runuser -u "$DEMO_USER" -- env -i HOME="$(getent passwd "$DEMO_USER" | cut -d: -f6)" \
     LANG=C.UTF-8 PATH=/usr/local/bin:/usr/bin:/bin USER="$DEMO_USER" WORK="$WORK" IMAGE="$IMAGE" bash -euo pipefail -c '
 say() { printf "\n=== %s\n" "$*" >&2; }
-for engine in proot runc crun patchelf; do
+for engine in proot runc crun patchelf slirp4netns; do
     for dir in ${PATH//:/ } /usr/sbin /sbin; do
         if [ -f "$dir/$engine" ]; then echo "demo: $dir/$engine is visible: not hidden" >&2; exit 1; fi
     done

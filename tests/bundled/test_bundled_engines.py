@@ -178,6 +178,9 @@ def test_test_images_run_in_auto_p1_p2_r1(way, tmp_path, registry, wheel, tarbal
     for mode in ("P1", "R1"):
         _assert_only_bundle(_engine(_snapshot(udocker, f"c{mode}"), folder, "proot" if mode == "P1" else "runc"),
                             folder)
+    # R1's private network: the bundle's slirp4netns (the host's is hidden) gives the container its tap0
+    routes = _ok(udocker("run", "--network=private", "cR1", "cat", "/proc/net/route"))
+    assert "tap0" in routes, routes
 
 
 @pytest.mark.parametrize("way", WAYS)

@@ -67,13 +67,13 @@ def test_install_bundle_and_run_its_engines(udocker, bundle, tmp_path):
     assert result.stdout.startswith(f"installed {len(install.read_manifest(directory + '/manifest.yaml').files)}"
                                     f" files into {udocker.repo}/engines: proot ")
     engines = os.path.join(udocker.repo, "engines")
-    for name in ("bin/proot", "bin/runc", "bin/crun", "bin/patchelf", "lib/libtalloc.so.2",
+    for name in ("bin/proot", "bin/runc", "bin/crun", "bin/patchelf", "bin/slirp4netns", "lib/libtalloc.so.2",
                  "lib/fakechroot/libfakechroot.so", "manifest.yaml"):
         assert os.path.isfile(os.path.join(engines, name)), name
     with open(os.path.join(engines, "installed.json"), encoding="utf-8") as stream:
         record = json.load(stream)  # every executable starts through the bundled loader, with the bundled lib/
     assert (record["origin"], record["from"]) == ("bundle", tarball)
-    assert sorted(record["patched"]) == ["bin/crun", "bin/patchelf", "bin/proot", "bin/runc"]
+    assert sorted(record["patched"]) == ["bin/crun", "bin/patchelf", "bin/proot", "bin/runc", "bin/slirp4netns"]
     for name, patched in record["patched"].items():
         assert patched["interpreter"] == f"{engines}/lib/ld-linux-x86-64.so.2" and patched["rpath"] == f"{engines}/lib"
         assert install.sha256_file(os.path.join(engines, name)) == patched["sha256"] != patched["bundle_sha256"]
