@@ -128,17 +128,12 @@ def wait(container):
 
 
 def wait_port(container, port, *, host="127.0.0.1", timeout=60.0):
-    """Wait until something accepts connections on host:port; UdockerError when `timeout` seconds pass first,
+    """Wait until a program serves host:port (_serves); UdockerError when `timeout` seconds pass first,
     or when the container is not running (or stops) before."""
-    import socket
-
     deadline = time.monotonic() + timeout
     while True:
-        try:
-            with socket.create_connection((host, port), timeout=1):
-                return
-        except OSError:
-            pass
+        if _serves(host, port):
+            return
         summary = runs.summary(container.dir)
         if summary["status"] != "running":
             status = f" (status {summary['exit']})" if summary.get("exit") is not None else ""
@@ -147,6 +142,23 @@ def wait_port(container, port, *, host="127.0.0.1", timeout=60.0):
         if time.monotonic() >= deadline:
             raise UdockerError(f"timeout: nothing listens on {host}:{port} after {timeout:g} s")
         time.sleep(_POLL)
+
+
+def _serves(host, port, settle=0.25):
+    """Whether a program serves host:port: a connection is accepted and not closed at once. A published port
+    of a private network is listened on by slirp4netns from the start, which accepts and then closes the
+    connection while nothing listens behind it; a server waiting for a request sends nothing and keeps it."""
+    import socket
+
+    try:
+        with socket.create_connection((host, port), timeout=1) as connection:
+            connection.settimeout(settle)
+            try:
+                return connection.recv(1, socket.MSG_PEEK) != b""
+            except socket.timeout:
+                return True
+    except OSError:
+        return False
 
 
 def ensure_stopped(container, force):

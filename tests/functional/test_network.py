@@ -134,6 +134,21 @@ def test_two_services_on_port_5000_answer_side_by_side_and_leave_nothing(repo, r
             _kill_all(token)
 
 
+def test_wait_until_port_waits_for_the_service_behind_a_published_port(repo, r1):
+    """slirp4netns listens on the host port from the start: `wait --until-port` must wait for the program."""
+    port = _free_port()
+    token = f"I11N_{uuid.uuid4().hex}"
+    try:
+        done = repo("run", "-d", "-e", f"{token}=1", "-p", f"127.0.0.1:{port}:5000", r1, "sh", "-c",
+                    "sleep 4; exec " + " ".join(SERVE), timeout=120)
+        assert done.returncode == 0, done.stderr
+        ready = repo("wait", "--until-port", f"127.0.0.1:{port}", "--timeout", "60", r1, timeout=90)
+        assert ready.returncode == 0, ready.stderr
+        assert _get(f"http://127.0.0.1:{port}/") is not None  # at once, not a while after
+    finally:
+        _kill_all(token)
+
+
 class _Host(http.server.BaseHTTPRequestHandler):
     def do_GET(self):  # noqa: N802 (the handler's name)
         body = b"from the host\n"
