@@ -7,7 +7,6 @@ import contextlib
 import errno
 import io
 import os
-import shutil
 import time
 from collections.abc import Callable, Iterator
 
@@ -216,7 +215,7 @@ def scratch_dir(tmp: str, prefix: str = "work-"):
     try:
         yield path
     finally:
-        shutil.rmtree(path, ignore_errors=True)
+        _rmtree(path)
 
 
 def clean_tmp(tmp: str) -> None:
@@ -239,7 +238,7 @@ def clean_tmp(tmp: str) -> None:
         if not lockfile.gone(owner, stat.st_mtime, lockfile.TMP_STALE_AGE):
             continue
         if os.path.isdir(path) and not os.path.islink(path):
-            shutil.rmtree(path, ignore_errors=True)
+            _rmtree(path)
         else:
             with contextlib.suppress(OSError):
                 os.unlink(path)
@@ -308,3 +307,9 @@ def _copy_range(source: int, target: int, start: int, end: int) -> None:
         if done == 0:
             return  # the file got shorter while copying
         position += done
+
+
+def _rmtree(path: str) -> None:
+    import shutil  # not at the top: shutil loads bz2 and lzma (~2 ms), and `udocker run` writes records with fs
+
+    shutil.rmtree(path, ignore_errors=True)

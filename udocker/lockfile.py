@@ -18,7 +18,6 @@ import collections
 import contextlib
 import json
 import os
-import threading
 import time
 
 STALE_AGE = 900  # seconds without a refresh after which another host's lock is broken
@@ -110,12 +109,22 @@ def describe(owner: Owner | None) -> str:
 # --- held files and their refresh ------------------------------------------------------------------------
 
 _HELD: dict[str, bool] = {}
-_WAKE = threading.Condition()
-_BEAT: list[threading.Thread] = []  # the refresh thread while one runs: only while something is held
+_WAKE: list = []  # [threading.Condition], made on the first hold (threading is not on `udocker run`'s path)
+_BEAT: list = []  # the refresh thread while one runs: only while something is held
+
+
+def _wake():
+    if not _WAKE:
+        import threading
+
+        _WAKE.append(threading.Condition())
+    return _WAKE[0]
 
 
 def hold(path: str) -> None:
-    with _WAKE:
+    import threading
+
+    with _wake():
         _HELD[path] = True
         if not _BEAT:
             _BEAT.append(threading.Thread(target=_heartbeat, name="udocker-lock-refresh", daemon=True))
@@ -125,19 +134,22 @@ def hold(path: str) -> None:
 def unhold(path: str) -> None:
     """Forget `path`; when nothing is held any more, the refresh thread ends before this returns (so that
     a later fork, e.g. of an engine, happens in a single-threaded process)."""
-    with _WAKE:
+    import threading
+
+    with _wake():
         _HELD.pop(path, None)
         beat = _BEAT[0] if _BEAT and not _HELD else None
-        _WAKE.notify_all()
+        _wake().notify_all()
     if beat is not None and beat is not threading.current_thread():
         beat.join(timeout=5)
 
 
 def _heartbeat() -> None:
     due = time.monotonic() + HEARTBEAT
-    with _WAKE:
+    wake = _wake()
+    with wake:
         while _HELD:
-            _WAKE.wait(max(0.0, due - time.monotonic()))
+            wake.wait(max(0.0, due - time.monotonic()))
             if time.monotonic() >= due:
                 due += HEARTBEAT
                 for path in list(_HELD):
@@ -148,8 +160,7 @@ def _heartbeat() -> None:
 
 def _after_fork_in_child() -> None:
     """A forked child holds none of its parent's locks and has no refresh thread."""
-    global _WAKE
-    _WAKE = threading.Condition()
+    _WAKE.clear()
     _HELD.clear()
     _BEAT.clear()
 
