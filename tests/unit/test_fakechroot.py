@@ -229,7 +229,7 @@ def test_links_a_concurrent_run_uses_are_kept(tmp_path):
     assert not os.path.lexists(link)
     engine._reconcile_links(state, str(rootfs), [Mount(str(source), "/.udocker/nvidia")])
     links = fakechroot.read_json(os.path.join(state, "links.json"))
-    links["/.udocker/nvidia"]["users"] = ["other-node:1:1"]  # cannot be checked from here: kept
+    links["/.udocker/nvidia"]["users"] = ["other-node~boot~1~1~1"]  # cannot be checked from here: kept
     fakechroot.write_json(os.path.join(state, "links.json"), links)
     engine._reconcile_links(state, str(rootfs), [])
     assert os.path.islink(link)
@@ -240,4 +240,4 @@ def test_links_a_concurrent_run_uses_are_kept(tmp_path):
 def test_run_alive():
     assert fakechroot.run_alive(fakechroot.run_id())
     assert not fakechroot.run_alive(fakechroot.run_id() + "1")
-    assert fakechroot.run_alive("elsewhere:1:2") and not fakechroot.run_alive("junk")
+    assert fakechroot.run_alive("elsewhere~boot~1~1~2") and not fakechroot.run_alive("junk")

@@ -433,30 +433,24 @@ def _writable_somewhere(path, limit=10000):
 
 
 def run_id(pid=None):
-    """'NODE:PID:START' naming a run (its udocker process) in links.json: the start time (clock ticks since
-    boot, /proc/PID/stat) tells a live process from a later one that reuses the id."""
-    pid = pid or os.getpid()
-    return f"{os.uname().nodename}:{pid}:{_start_time(pid)}"
+    """The token naming a run (its udocker process, `pid` or this one) in links.json: lockfile's owner token
+    (host, boot, PID namespace, pid, start time), whose start time tells a live process from a later one that
+    reuses the pid."""
+    from udocker import lockfile
+
+    if pid is None:
+        return lockfile.me().token()
+    mine = lockfile.me()
+    return mine._replace(pid=pid, start=lockfile.process_start(pid) or 0).token()
 
 
 def run_alive(user):
-    """Whether the run named by run_id() `user` may still be going: a process of this node is checked, one
-    of another node (a container on a shared file system) cannot be and counts as alive."""
-    parts = user.split(":")
-    if len(parts) != 3:
-        return False
-    node, pid, start = parts
-    if node != os.uname().nodename:
-        return True
-    return pid.isdigit() and start != "" and _start_time(int(pid)) == start
+    """Whether the run named by run_id() `user` may still be going: lockfile.provably_dead decides (a process
+    of another node or PID namespace cannot be checked and counts as alive); a token it cannot read, not."""
+    from udocker import lockfile
 
-
-def _start_time(pid):
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stream:
-            return stream.read().rsplit(b")", 1)[1].split()[19].decode()
-    except (OSError, IndexError):
-        return ""
+    owner = lockfile.Owner.parse(user)
+    return owner is not None and not lockfile.provably_dead(owner)
 
 
 def _link_mount(rootfs, target, source, state_dir):
