@@ -5,6 +5,7 @@ make_registry     session: a factory for more registries (htpasswd users, TLS, c
 udocker           function: run the CLI in a subprocess against a fresh repository in tmp_path
 debian_image      session: the Debian 12 image built by tests/support/build_debian_image.py, pushed to `registry` as
                   test/debian:12; needs UDOCKER_TEST_DEBIAN (skips without it, fails under CI)
+udocker13         function: a factory of udocker 1.3.17 runners (tests/support/udocker13), UDOCKER_TEST_V13
 
 The image builders live in tests/support/build_test_images.py (LAYERS_EXPECTED, check_tree, ...): import them as
 `from tests.support.build_test_images import ...`; this file puts the checkout's root on sys.path.
@@ -241,3 +242,21 @@ class UdockerRunner:
 def udocker(tmp_path) -> UdockerRunner:
     """run(*args, repo=None, env=None, input=None, timeout=120, cwd=None, check=False) -> CompletedProcess."""
     return UdockerRunner(tmp_path)
+
+
+@pytest.fixture
+def udocker13(tmp_path):
+    """Factory: udocker13(topdir=None) -> tests.support.udocker13.Udocker13 on topdir (default: this test's
+    udocker repository path, so that `udocker` and udocker 1.3 share it). Needs UDOCKER_TEST_V13 (skips without it,
+    fails under CI, where .ci/run installs udocker 1.3.17)."""
+    from tests.support import udocker13 as v13
+
+    if not v13.executable():
+        if os.environ.get("CI"):
+            pytest.fail(f"{v13.ENV} is not set: .ci/run should have installed udocker 1.3.17")
+        pytest.skip(f"no udocker 1.3: pip install udocker==1.3.17 into a venv of its own and set {v13.ENV}")
+
+    def make(topdir: Optional[str] = None) -> "v13.Udocker13":
+        return v13.Udocker13(topdir or str(tmp_path / "repo"))
+
+    return make
