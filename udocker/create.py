@@ -1,7 +1,6 @@
 """Create containers from images (sharing the image's unpacked files) or from flat tarballs."""
 
 import datetime
-import io
 import json
 import logging
 import os
@@ -54,45 +53,68 @@ def clone(containers, source, *, name=None):
 
 def export(container, stream, *, with_record=False):
     """Write the container's rootfs as a flat tarball to `stream` (binary, not seekable is fine); with
-    `with_record` (export --clone), as rootfs/... plus container.json, for import --clone."""
+    `with_record` (export --clone), as a clone archive that udocker 1.3 and 2 import (archive/clone.py).
+    Programs that F3/F4 patched for this container are written as they were before the patch."""
+    from udocker.archive import clone as clone_archive
+
+    originals = _originals(container)
+    if with_record:
+        clone_archive.write(container, stream, originals)
+        return
     with tarfile.open(fileobj=stream, mode="w|", format=tarfile.PAX_FORMAT) as archive:
-        if with_record:
-            data = json.dumps(container.record, indent=1, sort_keys=True).encode()
-            info = tarfile.TarInfo("container.json")
-            info.size = len(data)
-            archive.addfile(info, io.BytesIO(data))
-        archive.add(container.rootfs, arcname="rootfs" if with_record else ".", recursive=True)
+        clone_archive.add_tree(archive, container.rootfs, ".", originals)
+
+
+def _originals(container):
+    """{relative path: the original file} for the files of the rootfs that F3/F4 replaced by patched copies
+    (engine/fakechroot/patched.json names them with the patched copy's inode; orig/ keeps the originals)."""
+    state = container.engine_dir("fakechroot")
+    try:
+        with open(os.path.join(state, "patched.json"), encoding="utf-8") as stream:
+            patched = json.load(stream)
+    except (OSError, ValueError):
+        return {}
+    originals = {}
+    for rel, inode in (patched.items() if isinstance(patched, dict) else ()):
+        original = os.path.join(state, "orig", rel)
+        try:
+            if os.lstat(os.path.join(container.rootfs, rel)).st_ino == inode and os.path.isfile(original):
+                originals[os.path.normpath(rel)] = original
+        except OSError:
+            continue
+    return originals
 
 
 def import_tarball(containers, path, *, name=None, clone_record=False):
-    """A new container from a flat rootfs tarball (import --tocontainer), or from a tarball written by
-    export --clone (import --clone: its container.json is kept). Members are applied with the same
-    safety rules as image layers."""
+    """A new container from a flat rootfs tarball (import --tocontainer), or from a clone archive written by
+    export --clone of udocker 1.3 or 2 (import --clone: its record and mode are kept). Members are applied
+    with the same safety rules as image layers; a clone archive is checked whole before anything is written."""
     record = {"image": None, "manifest": None, "config": {}, "created": _now(), "mode": None, "shared": False,
               "imported_from": os.path.basename(path)}
-    if clone_record:
-        try:
-            with tarfile.open(path) as archive:
-                member = archive.extractfile("container.json")
-                old = json.loads(member.read()) if member else None
-        except (OSError, KeyError, ValueError, tarfile.TarError):
-            old = None
-        if not isinstance(old, dict):
-            raise UdockerError(f"not a container clone archive: {path}", hint="make one with 'udocker export --clone'")
-        record.update({k: v for k, v in old.items() if k not in ("id", "protected", "prepared", "shared")})
-
-    def populate(rootfs):
-        if not clone_record:
+    if not clone_record:
+        def populate(rootfs):
             with open(path, "rb") as stream:
                 apply_layer(rootfs, stream, "application/vnd.oci.image.layer.v1.tar", name=os.path.basename(path))
-            return
+
+        return containers.create(record, populate, name=name)
+
+    from udocker.archive import clone as clone_archive
+
+    found = clone_archive.scan(path)
+    record.update(found.record)
+    record.update(created=_now(), shared=False, imported_from=os.path.basename(path))
+
+    def populate_clone(rootfs):
         with fs.scratch_dir(containers.layout.tmp, prefix="import-") as scratch:
             with open(path, "rb") as stream:
                 apply_layer(scratch, stream, "application/vnd.oci.image.layer.v1.tar", name=os.path.basename(path))
-            inner = os.path.join(scratch, "rootfs")
-            if not os.path.isdir(inner):
-                raise UdockerError(f"not a container clone archive: {path}")
+            inner = os.path.join(scratch, found.root)
+            if os.path.islink(inner) or not os.path.isdir(inner):
+                raise UdockerError(f"not a container clone archive: {path}: no {found.root}/ directory")
             os.rmdir(rootfs)
             os.rename(inner, rootfs)
+            os.chmod(rootfs, 0o755)
+        clone_archive.restore_loader(rootfs, found.records)
+        clone_archive.restore_links(rootfs, found.records)
 
-    return containers.create(record, populate, name=name)
+    return containers.create(record, populate_clone, name=name)
