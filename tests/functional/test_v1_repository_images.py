@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+from tests.functional.test_slurm import _explain, cluster, slurm  # noqa: F401 - the SLURM fixtures
+
 pytestmark = pytest.mark.timeout(900)
 
 DEBIAN = "test/debian:12"
@@ -121,3 +123,23 @@ def test_eight_concurrent_first_opens_adopt_once(v13_repo, udocker):
     _ok(udocker("create", "--name=after", DEBIAN))
     listed = _ok(v13_repo("images"))
     assert "test/debian:12" in listed and "test/busybox:latest" in listed
+
+
+def test_eight_slurm_tasks_open_one_udocker13_repository_at_once(v13_repo, cluster):  # noqa: F811
+    """A job array's tasks all start on a repository only udocker 1.3 has used: each lists the images and
+    runs one; the images are adopted once."""
+    assert cluster.repo == v13_repo.topdir
+    before = _snapshot(v13_repo.topdir)
+    script = cluster.script("v1.sh", f"""\
+        udocker images && udocker run --rm {BUSYBOX} /bin/busybox echo "task=$SLURM_ARRAY_TASK_ID"
+        """)
+    result = cluster.sbatch(script, "--array=0-7", "--output=v1-%a.out")
+    assert result.returncode == 0, _explain(result, cluster, "v1-*.out")
+    outputs = cluster.outputs("v1-*.out")
+    for task in range(8):
+        output = outputs[f"v1-{task}.out"]
+        assert f"task={task}\n" in output and "docker.io/test/debian:12" in output, output
+    adopted = [line for text in outputs.values() for line in text.splitlines() if line.startswith("adopted ")]
+    assert len(adopted) == 2, outputs
+    assert _snapshot(v13_repo.topdir) == before
+    assert "test/debian:12" in _ok(v13_repo("images"))

@@ -206,6 +206,9 @@ def test_rmi_removes_the_1x_tag_and_only_the_layers_no_other_tag_uses(v1repo):
     _d, kept = pull_v2(v1repo, "test/other", "1", {"x": b"x\n"}, extra_layers=[shared])
     directory, gone = pull_v2(v1repo, "test/gone", "1", {"y": b"y\n"}, extra_layers=[shared])
     repo = opened(v1repo)
+    repo.images.tag("docker.io/test/alias:1", repo.images.get("docker.io/test/gone:1").descriptor)
+    repo.remove_images(["test/alias:1"])  # another name: 1.x's tag stays
+    assert os.path.isdir(directory)
     repo.remove_images(["test/gone:1"])
     assert not os.path.exists(directory) and not os.path.exists(os.path.dirname(directory))
     assert os.path.isdir(os.path.join(v1repo, "repos", "test", "other", "1"))
@@ -263,3 +266,12 @@ def test_concurrent_first_opens_adopt_once(tmp_path):
         for layer in manifest.layers:
             repo.blobs.verify(layer.digest)
     assert os.listdir(repo.layout.tmp) == []
+
+
+def test_rmi_keeps_a_tag_that_udocker13_protected(v1repo, caplog):
+    tag = os.path.join(v1repo, "repos", "test", "busybox", "latest")
+    open(os.path.join(tag, "PROTECT"), "w").close()
+    repo = opened(v1repo)
+    repo.remove_images(["test/busybox"])
+    assert os.path.isfile(os.path.join(tag, "TAG"))
+    assert any("is protected (udocker 1.3's protect): kept" in r.getMessage() for r in caplog.records)

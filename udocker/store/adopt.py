@@ -139,8 +139,11 @@ def remove_v1_origin(repo, image) -> None:
     if tag is None:
         return
     entry = (_read_stamp(repo.layout.v1_images).get("tags") or {}).get(key) or {}
-    if entry.get("digest") != image.descriptor.digest:
-        return  # 1.3 pulled it again since: that one is not what the user removed
+    if entry.get("digest") != image.descriptor.digest or entry.get("ref") != image.ref:
+        return  # 1.3 pulled it again since, or this is another name (`udocker tag`) of the image
+    if os.path.exists(os.path.join(tag.directory, "PROTECT")):
+        LOG.warning("warning: udocker 1's %s is protected (udocker 1.3's protect): kept for udocker 1.3", tag.text)
+        return
     try:
         v1.v1_remove_image(repo.layout.legacy_repos, tag)
     except OSError as exc:
