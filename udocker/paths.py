@@ -57,8 +57,13 @@ class Layout:
 
     @property
     def legacy_repos(self) -> str:
-        """udocker 1.x's image directory: its presence marks a repository of the old format."""
+        """udocker 1.x's image tags (repos/<name>/<tag>/), read by udocker/store/v1images.py."""
         return os.path.join(self.topdir, "repos")
+
+    @property
+    def v1_images(self) -> str:
+        """What udocker 2 adopted of udocker 1.x's images (udocker/store/adopt.py)."""
+        return os.path.join(self.topdir, "v1-images.json")
 
     @property
     def containers(self) -> str:

@@ -225,15 +225,15 @@ def test_repository_of_another_format_is_refused(udocker, tmp_path):
             "hint: use another --repo or remove the old repository")
 
 
-def test_udocker_1_repository_is_refused(udocker, tmp_path):
-    """udocker 1.3 kept its repository in ~/.udocker too (repos/, layers/, containers/, bin/, lib/)."""
+def test_udocker_1_repository_is_opened_beside_its_files(udocker, tmp_path):
+    """udocker 1.3 kept its repository in ~/.udocker too (repos/, layers/, containers/, bin/, lib/): udocker 2
+    adds its own files beside them and changes none of 1.x's (tests/functional/test_v1_repository_images.py)."""
     old = tmp_path / "old"
     for name in ("repos", "layers", "containers", "bin", "lib"):
         (old / name).mkdir(parents=True)
-    _failed(udocker("images", repo=str(old)), 1,
-            f"error: repository {old} was made by udocker 1, expected format '{FORMAT_VERSION}'",
-            "hint: use another --repo or remove the old repository")
-    assert sorted(os.listdir(old)) == ["bin", "containers", "layers", "lib", "repos"]
+    assert _ok(udocker("images", repo=str(old))).splitlines() == ["REPOSITORY  IMAGE ID  CREATED  SIZE"]
+    assert {"bin", "containers", "layers", "lib", "repos", "VERSION", "store"} <= set(os.listdir(old))
+    assert all(os.listdir(old / name) == [] for name in ("repos", "layers", "bin", "lib"))
 
 
 def test_debug_shows_a_traceback_and_debug_lines(udocker, registry):

@@ -1,4 +1,4 @@
-"""Clone archives and udocker 1.x container records (udocker/archive/clone.py, udocker/store/v1.py)."""
+"""Clone archives and udocker 1.x container records (udocker/archive/clone.py, udocker/store/v1records.py)."""
 
 import io
 import json
@@ -8,7 +8,7 @@ import pytest
 
 from udocker.archive import clone
 from udocker.errors import UdockerError
-from udocker.store import v1
+from udocker.store import v1records as v1
 
 IMAGE_CONFIG = {"architecture": "amd64", "os": "linux",
                 "config": {"Env": ["PATH=/usr/bin:/bin", "A=1"], "Cmd": ["/bin/sh"], "Entrypoint": None}}

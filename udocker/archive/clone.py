@@ -1,7 +1,7 @@
 """Container clone archives (`export --clone`, `import --clone`), in the one format udocker 1.3 and 2 both read.
 
 udocker 1.3's `export --clone` tars its container directory: ROOT/ (the root file system) beside container.json,
-imagerepo.name, execmode and engine state (store/v1.py). udocker 2 writes the same layout, with its own record
+imagerepo.name, execmode and engine state (store/v1records.py). udocker 2 writes the same layout, with its own record
 kept inside container.json, so that 1.3's `import --clone` takes it and runs it. Read here: that layout (from
 either version) and udocker 2's first clone format (rootfs/ beside container.json, a udocker 2 record).
 
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from udocker.errors import UdockerError
-from udocker.store import v1
+from udocker.store import v1records as v1
 
 _ROOTS = ("ROOT", "rootfs")  # udocker 1.3 and 2's shared layout; udocker 2's first clone format
 _MAX_CONTROL = 16 << 20  # ld.so.orig is the largest control file read (a loader: a few hundred KiB)

@@ -141,6 +141,35 @@ class BlobStore:
             if not sink.present:
                 sink.write(data)
 
+    def adopt(self, source: str, digest: str) -> None:
+        """Publish the existing file `source` (a udocker 1.x layer) as blob `digest` by a hard link, so that
+        both repositories share its space, or by a copy where it cannot be linked (another file system).
+        The linked inode is hashed before it is published: DigestMismatch, and nothing published, when the
+        file is not `digest`. The file's mode is left as it is (it is still udocker 1.x's file too).
+        Idempotent, like ingest."""
+        target = self.layout.blob(digest)
+        with fs.locked(self.layout.lock("blob", digest), timeout=self.lock_timeout, what=f"blob {digest[7:19]}"):
+            if os.path.isfile(target):
+                return
+            scratch = os.path.join(self.layout.tmp, fs.scratch_name(".adopt-blob-"))
+            try:
+                try:
+                    os.link(source, scratch)
+                except OSError:  # EXDEV, EPERM (protected_hardlinks), a file system without links
+                    fs.copy_file(source, scratch, 0o444)
+                hasher = hashlib.sha256()
+                with open(scratch, "rb") as stream:
+                    for chunk in iter(lambda: stream.read(CHUNK), b""):
+                        hasher.update(chunk)
+                if "sha256:" + hasher.hexdigest() != digest:
+                    raise DigestMismatch(f"{source} is corrupt or incomplete (its sha256 is not its name's)")
+                os.replace(scratch, target)
+            except OSError as exc:
+                raise fs.store_error("adopt blob", source, exc) from None
+            finally:
+                with contextlib.suppress(OSError):
+                    os.unlink(scratch)
+
     def verify(self, digest: str) -> None:
         """Re-hash a stored blob; raises DigestMismatch or NotFound."""
         hasher = hashlib.sha256()

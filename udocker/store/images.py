@@ -17,6 +17,7 @@ from udocker.paths import Layout
 REF_NAME = "org.opencontainers.image.ref.name"
 PROTECTED = "io.udocker.protected"
 INDEX_DIGEST = "io.udocker.index.digest"
+V1_TAG = "io.udocker.v1.tag"  # an image adopted from udocker 1.x: its tag directory under repos/ (store/adopt.py)
 
 
 @dataclass(frozen=True)
@@ -30,9 +31,21 @@ class Image:
 
 
 class ImageStore:
-    def __init__(self, layout: Layout, lock_timeout: float):
+    """`before_list`: run once, before the first list() (the adoption of udocker 1.x's images);
+    `why_missing(text)`: an error to raise instead of "image not found" (a 1.x image that was refused)."""
+
+    def __init__(self, layout: Layout, lock_timeout: float, *, before_list: Optional[Callable[[], None]] = None,
+                 why_missing: Optional[Callable[[str], Optional[UdockerError]]] = None):
         self.layout = layout
         self.lock_timeout = lock_timeout
+        self._before_list = before_list
+        self._why_missing = why_missing
+
+    def prepare(self) -> None:
+        """Run `before_list` now if it has not run (callers that are about to take repository locks)."""
+        hook, self._before_list = self._before_list, None
+        if hook is not None:
+            hook()
 
     def _read(self) -> Dict[str, Any]:
         try:
@@ -43,6 +56,7 @@ class ImageStore:
             raise fs.store_error("read", self.layout.index_json, exc) from None
 
     def list(self) -> List[Image]:
+        self.prepare()
         images = []
         for entry in parse_index(self._read(), self.layout.index_json):
             if entry.annotations.get(REF_NAME):
@@ -74,6 +88,9 @@ class ImageStore:
                 return next(iter(found.values()))
             if len(found) > 1:
                 raise UdockerError(f"image id {text} is ambiguous", hint="give more digits or a name")
+        refusal = self._why_missing(text) if self._why_missing else None
+        if refusal is not None:
+            raise refusal
         raise NotFound(f"image not found: {text}", hint="see 'udocker images' or pull it")
 
     def _update(self, change: Callable[[List[Dict[str, Any]]], List[Dict[str, Any]]]) -> None:

@@ -12,7 +12,7 @@ from udocker.config import KEYS, USER_FILE_NAME
 from udocker.errors import NotFound, StoreError, UdockerError
 from udocker.paths import FORMAT_VERSION, Layout
 from udocker.store.blobs import BlobStore
-from udocker.store.images import ImageStore
+from udocker.store.images import V1_TAG, ImageStore
 
 LOG = logging.getLogger("udocker.store")
 DEFAULT_MAX_LAYER_SIZE = KEYS["max_layer_size"].default
@@ -26,7 +26,21 @@ class Repository:
         self.lock_timeout = lock_timeout
         self.max_layer_size = max_layer_size  # uncompressed bytes per layer when unpacking; 0: no limit
         self.blobs = BlobStore(layout, lock_timeout)
-        self.images = ImageStore(layout, lock_timeout)
+        self.images = ImageStore(layout, lock_timeout, before_list=self._adopt_v1, why_missing=self._v1_refusal)
+        self.v1_adopted = 0  # how many udocker 1.x image tags this process adopted
+
+    def _adopt_v1(self) -> None:
+        """Run by images.prepare(), once: only commands that resolve image names pay for udocker 1.x's."""
+        from udocker.store import adopt
+
+        self.v1_adopted = adopt.sync_v1_images(self)
+
+    def _v1_refusal(self, text: str):
+        if not os.path.exists(self.layout.v1_images):
+            return None
+        from udocker.store import adopt
+
+        return adopt.v1_refusal(self, text)
 
     @classmethod
     def open(cls, layout: Layout, *, create: bool = True, lock_timeout: float = 3600,
@@ -35,11 +49,11 @@ class Repository:
         dead processes, warn once if other users may enter it. Raises StoreError if the directory is not a
         udocker repository of this format."""
         if not os.path.exists(layout.version_file):
-            if os.path.isdir(layout.legacy_repos) and os.path.isdir(layout.containers):
-                # udocker 1.x's ~/.udocker (repos/, layers/, containers/, bin/, lib/): never mix the two.
-                raise StoreError(f"repository {layout.topdir} was made by udocker 1, expected format "
-                                 f"{FORMAT_VERSION!r}", hint="use another --repo or remove the old repository")
-            if not create:
+            # udocker 1.x's ~/.udocker (repos/, layers/, containers/, bin/, lib/) becomes udocker 2's too:
+            # udocker 2's files are added beside 1.x's, which stay as they are (its images are adopted by
+            # store/adopt.py when a command first lists them).
+            legacy = os.path.isdir(layout.legacy_repos) and os.path.isdir(layout.containers)
+            if not create and not legacy:
                 raise StoreError(f"no udocker repository at {layout.topdir}", hint="run 'udocker mkrepo DIR'")
             _initialise(layout)
         try:
@@ -65,6 +79,7 @@ class Repository:
     def gc_guard(self) -> Iterator[None]:
         """Held (shared) by anything that adds blobs not yet referenced by index.json, so that a
         concurrent garbage collection (held exclusively) never deletes them."""
+        self.images.prepare()  # udocker 1.x's images are adopted before, never under, the repository's lock
         with fs.locked(self.layout.lock("repo", "gc"), timeout=self.lock_timeout, shared=True,
                        what="the repository"):
             yield
@@ -72,6 +87,7 @@ class Repository:
     @contextlib.contextmanager
     def exclusive(self) -> Iterator[None]:
         """Held while garbage is collected: waits for every gc_guard holder (pulls, imports, creates)."""
+        self.images.prepare()
         with fs.locked(self.layout.lock("repo", "gc"), timeout=self.lock_timeout, what="the repository"):
             yield
 
@@ -115,6 +131,10 @@ class Repository:
                     elif found.protected:
                         self.images.set_protected(found.ref, False)
                     self.images.untag(found.ref)
+                    if found.descriptor.annotations.get(V1_TAG):
+                        from udocker.store import adopt
+
+                        adopt.remove_v1_origin(self, found)
                     on_removed(found.ref)
             except UdockerError as exc:
                 error = exc
