@@ -181,7 +181,8 @@ def test_kernel_in_p1_emulates_or_says_in_one_line_why_not(udocker, busybox):
     else:
         line = one_error(result, 125)
         assert "--kernel" in line and "cannot emulate" in line
-    assert one_error(udocker("run", "--kernel=not a release", name, "true"), 125, hint=True).startswith("error: invalid --kernel")
+    refused = one_error(udocker("run", "--kernel=not a release", name, "true"), 125, hint=True)
+    assert refused.startswith("error: invalid --kernel")
 
 
 def _image(request, mode, busybox):
@@ -262,3 +263,22 @@ def test_publish_all_in_r1_with_a_private_network_uses_free_host_ports(udocker, 
     assert [line.rsplit(" ", 1)[0] for line in lines] == ["published: 5000/tcp on host port",
                                                           "published: 53/udp on host port"], lines
     assert all(line.rsplit(" ", 1)[1].isdigit() for line in lines)
+
+
+# -- install -------------------------------------------------------------------------------------------------
+def test_install_with_nothing_to_install_reports_the_hosts_engines(udocker):
+    from udocker.engines import locate
+
+    if locate.wheel_bundle() is not None:
+        pytest.skip(f"a udocker_engines wheel is installed ({locate.wheel_bundle()})")
+    result = udocker("install", env={"UDOCKER_ENGINES_URL": None})
+    assert result.stderr.startswith("note: nothing to install "), result.stderr
+    assert not os.path.exists(os.path.join(udocker.repo, "engines"))
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["ENGINE", "VERSION", "FROM", "PATH"]
+    proot = next(line.split() for line in lines if line.startswith("proot "))
+    if shutil.which("proot"):
+        assert proot[-1] == os.path.realpath(shutil.which("proot")) or proot[-1] == shutil.which("proot")
+    modes = [line.split()[0] for line in lines if line[:2] in {m[:2] for m in MODES} and line[2:3] == " "]
+    assert modes == list(MODES)
+    assert result.returncode == (0 if " usable" in result.stdout else 1)
