@@ -9,7 +9,16 @@ from udocker.engines.common import DEFAULT_PATH, lookup
 from udocker.errors import ProgramNotExecutable, ProgramNotFound, UsageError
 from udocker.modetable import engine_of
 from udocker.rootpath import resolve
-from udocker.runopts import check_devices, check_ports, network_of, parse_volume, resolve_user
+from udocker.runopts import (
+    check_devices,
+    check_kernel,
+    check_ports,
+    dri,
+    network_of,
+    parse_volume,
+    resolv_conf,
+    resolve_user,
+)
 from udocker.runspec import Mount, RunSpec
 
 SYSTEM_MOUNTS = ("/dev", "/proc", "/sys", "/etc/resolv.conf", "/etc/host.conf", "/etc/hosts")
@@ -107,7 +116,9 @@ def _isolated(spec, mode):
 
 
 # -- mounts --------------------------------------------------------------------------------------------
-def build_mounts(request, environ):
+def build_mounts(request, environ, inherited=()):
+    """The binds of the run: the system's, --hostauth's, --bindhome's, --dri's, the rendezvous directory, the
+    `inherited` volumes (Mounts of --volumes-from) and -v's; less --novol's."""
     mounts = []
     if not request.nosysdirs:
         mounts += [Mount(p, p) for p in SYSTEM_MOUNTS if os.path.exists(p)]
@@ -121,16 +132,41 @@ def build_mounts(request, environ):
         path = environ.get(var, "").rstrip("/")
         if path.startswith("/") and os.path.isdir(path) and not request.nosysdirs:
             mounts.append(Mount(os.path.normpath(path), os.path.normpath(path)))
+    if request.dri:
+        mounts += dri()[0]
+    mounts += list(inherited)
     for text in request.volumes:
         mounts.append(parse_volume(text))
     dropped = {os.path.normpath(p.split(":")[0]) for p in request.novol}
     return [m for m in mounts if m.source not in dropped and m.target not in dropped]
 
 
-def build_spec(container, request, environ, *, check=True):
+def _dns_mount(request, container_dir):
+    """--dns, --dns-search: the container's own resolv.conf (named by its content: concurrent runs with other
+    values keep theirs), bound over /etc/resolv.conf; the host's is only read."""
+    import hashlib
+
+    from udocker import fs
+    from udocker.paths import Layout
+
+    try:
+        with open("/etc/resolv.conf", encoding="utf-8", errors="replace") as stream:
+            host_text = stream.read()
+    except OSError:
+        host_text = ""
+    text = resolv_conf(request.dns, request.dns_search, host_text)
+    directory = Layout.engine_dir(container_dir, "dns")
+    fs.ensure_dir(directory)
+    path = os.path.join(directory, f"resolv-{hashlib.sha256(text.encode()).hexdigest()[:16]}.conf")
+    if not os.path.isfile(path):
+        fs.atomic_write(path, text.encode(), durable=False)
+    return Mount(path, "/etc/resolv.conf")
+
+
+def build_spec(container, request, environ, *, check=True, inherited=()):
     """The RunSpec for `request` in `container` (image config from container.json unless --nometa). With
     `check` false the program is not looked up: run() checks it after inject(), whose binds may provide it
-    (the driver's nvidia-smi)."""
+    (the driver's nvidia-smi). `inherited`: the Mounts of --volumes-from."""
     config = {} if request.nometa else (container.record.get("config") or {})
     rootfs = container.rootfs
     uid, gid, home = resolve_user(rootfs, request.user or config.get("User"))
@@ -142,15 +178,19 @@ def build_spec(container, request, environ, *, check=True):
                          hint="use -w /PATH" if request.workdir else "use --workdir=/PATH")
     argv = program_argv(config, request)
     env["PWD"] = cwd
-    mounts = build_mounts(request, environ)
+    mounts = build_mounts(request, environ, inherited)
+    if request.dns or request.dns_search:
+        dns = _dns_mount(request, container.dir)
+        mounts = [m for m in mounts if m.target != "/etc/resolv.conf"] + [dns]
     if check:
         check_program(rootfs, argv[0], env, mounts)
     ports = check_ports(request.publish)
     return RunSpec(rootfs=rootfs, argv=argv, env=env, cwd=cwd, uid=uid, gid=gid,
-                   mounts=mounts, devices=check_devices(request.devices),
+                   mounts=mounts, devices=check_devices(request.devices) + (dri()[1] if request.dri else []),
                    hostname=request.hostname, tty=request.tty, container_dir=container.dir,
                    container_id=container.id, cpuset=request.cpuset, ports=ports,
-                   ipc=request.ipc or "host", network=network_of(ports, request.network))
+                   ipc=request.ipc or "host", network=network_of(ports, request.network),
+                   kernel=check_kernel(request.kernel) if request.kernel else None)
 
 
 def inject(spec, config, request, container, environ, *, root="/", warn=lambda line: None, mode=None,

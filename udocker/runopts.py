@@ -131,3 +131,79 @@ def _cpuset(text):
         raise UsageError(f"--cpuset-cpus {text[:40]}: none of these CPUs is available to this process",
                          hint="available: " + ",".join(str(cpu) for cpu in sorted(os.sched_getaffinity(0))[:64]))
     return cpus
+
+
+# -- options of udocker 1.3's manual: --dri, --dns, --dns-search, -P, --kernel -------------------------------
+DRI_DIRS = ("/usr/lib64/dri", "/lib64/dri", "/usr/lib/dri", "/lib/dri")  # udocker 1.3's dri_list
+DRI_DEVICES = "/dev/dri"
+
+
+def dri(root="/"):
+    """--dri: (the Mounts of udocker 1.3's DRI driver directories, the device directory) that exist under
+    `root` (host paths, as seen from `root`)."""
+    def host(path):
+        return os.path.join(root, path.lstrip("/"))
+
+    mounts = [Mount(host(path), path) for path in DRI_DIRS if os.path.isdir(host(path))]
+    devices = [host(DRI_DEVICES)] if os.path.isdir(host(DRI_DEVICES)) else []
+    return mounts, devices
+
+
+def resolv_conf(nameservers, search, host_text):
+    """The container's resolv.conf: the host's (`host_text`) with its nameserver lines replaced by
+    `nameservers` and its search/domain lines by `search`, where given (Docker's --dns, --dns-search)."""
+    import ipaddress
+
+    for server in nameservers:
+        try:
+            ipaddress.ip_address(server)
+        except ValueError:
+            raise UsageError(f"invalid --dns: {server[:60]}", hint="give the IP address of a name server") from None
+    for domain in search:
+        if not domain or len(domain) > 253 or any(c.isspace() for c in domain):
+            raise UsageError(f"invalid --dns-search: {domain[:60]!r}", hint="give a domain name, e.g. example.org")
+    replaced = (("nameserver",) if nameservers else ()) + (("search", "domain") if search else ())
+    kept = [line for line in host_text.splitlines() if (line.split() or [""])[0] not in replaced]
+    lines = [f"nameserver {server}" for server in nameservers] + kept
+    if search:
+        lines.append("search " + " ".join(search))
+    return "\n".join(lines) + "\n"
+
+
+def exposed_ports(config):
+    """(port, protocol) of the image config's ExposedPorts ("80/tcp": {}), in order."""
+    found = []
+    for key in (config.get("ExposedPorts") or {}):
+        port, _, proto = str(key).partition("/")
+        if port.isdigit() and 0 < int(port) < 65536 and proto in ("", "tcp", "udp"):
+            found.append((int(port), proto or "tcp"))
+    return found
+
+
+def publish_all(ports, exposed, free):
+    """-P: `ports` (check_ports' tuples) plus each exposed (port, protocol) not published yet, on a free host
+    port when `free` (R modes with a private network), else on the same port."""
+    taken = {(container, proto) for _, container, _, proto in ports}
+    added = []
+    for port, proto in exposed:
+        if (port, proto) not in taken:
+            added.append((_free_port(proto) if free else port, port, "", proto))
+    return list(ports) + added, added
+
+
+def _free_port(proto):
+    import socket
+
+    kind = socket.SOCK_DGRAM if proto == "udp" else socket.SOCK_STREAM
+    with socket.socket(socket.AF_INET, kind) as sock:
+        sock.bind(("", 0))
+        return sock.getsockname()[1]
+
+
+def check_kernel(release):
+    """--kernel RELEASE: a release string as uname -r shows one (e.g. 6.1.0)."""
+    import re
+
+    if not re.fullmatch(r"[0-9][0-9A-Za-z._+~-]{0,63}", release or ""):
+        raise UsageError(f"invalid --kernel: {str(release)[:40]}", hint="give a kernel release, e.g. 6.1.0")
+    return release

@@ -47,14 +47,15 @@ class RunSpec:
     network: "host" (share the host's network) or "private" (R modes: a network namespace of its own, reached
              through a user-mode stack that forwards the published ports: engines/netstack.py).
     ipc: "host" (share the host's IPC namespace and /dev/shm) or "private" (engines with namespaces: R modes).
+    kernel: the kernel release the program should see (PRoot's -k, P modes) or None.
     """
 
     __slots__ = ("rootfs", "argv", "env", "cwd", "uid", "gid", "mounts", "devices", "hostname", "tty",
-                 "container_dir", "container_id", "cpuset", "ports", "ipc", "network")
+                 "container_dir", "container_id", "cpuset", "ports", "ipc", "network", "kernel")
 
     def __init__(self, *, rootfs, argv, env, cwd="/", uid=0, gid=0, mounts=(), devices=(), hostname=None,
                  tty=False, container_dir="", container_id="", cpuset=None, ports=(), ipc="host",
-                 network="host"):
+                 network="host", kernel=None):
         self.rootfs = rootfs
         self.argv = list(argv)
         self.env = dict(env)
@@ -71,6 +72,7 @@ class RunSpec:
         self.ports = list(ports)
         self.ipc = ipc
         self.network = network
+        self.kernel = kernel
 
 
 class RunRequest:
@@ -84,16 +86,21 @@ class RunRequest:
     nvidia, infiniband, hostmpi: True (--nvidia), False (--no-nvidia) or None (the container record, then the
     configuration decide). tty: stdin is a terminal. ipc: "host", "private" or None (host). network: "host",
     "private" or None (private when a port is published as another, else host). detach: run in the
-    background (-d), output to the container's log. Every other field is the option of the same name.
+    background (-d), output to the container's log. dns, dns_search: the container's resolv.conf (lists).
+    volumes_from: containers (CONTAINER[:ro|rw]) whose volumes are bound too. publish_all (-P): publish the
+    image's EXPOSEd ports. dri: expose the host's DRI devices and driver directories. kernel: PRoot's kernel
+    release. Every other field is the option of the same name.
     """
 
     __slots__ = ("target", "command", "location", "pull", "rm", "name",
                  "workdir", "user", "volumes", "novol", "env", "env_files", "hostauth", "containerauth",
                  "nosysdirs", "nometa", "hostenv", "bindhome", "entrypoint", "cpuset", "hostname", "devices",
                  "publish", "tty", "nvidia", "infiniband", "hostmpi", "ipc", "detach",
-                 "network")
-    _LISTS = ("command", "volumes", "novol", "env", "env_files", "devices", "publish")
-    _FLAGS = ("rm", "hostauth", "containerauth", "nosysdirs", "nometa", "hostenv", "bindhome", "tty", "detach")
+                 "network", "dri", "kernel", "dns", "dns_search", "volumes_from", "publish_all")
+    _LISTS = ("command", "volumes", "novol", "env", "env_files", "devices", "publish", "dns", "dns_search",
+              "volumes_from")
+    _FLAGS = ("rm", "hostauth", "containerauth", "nosysdirs", "nometa", "hostenv", "bindhome", "tty", "detach",
+              "dri", "publish_all")
 
     def __init__(self, **fields):
         unknown = set(fields) - set(self.__slots__)

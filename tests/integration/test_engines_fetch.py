@@ -318,7 +318,10 @@ def test_nothing_to_install_from(udocker):
     if locate.wheel_bundle() is not None:
         pytest.skip(f"a udocker_engines wheel is installed ({locate.wheel_bundle()})")
     result = _install(udocker, env={"UDOCKER_ENGINES_URL": None})
-    assert one_error(result).startswith("error: no engine bundle to install: "), result.stderr
+    # as udocker 1.3 (which skips the install), it goes on to report the host's engines; it fails only
+    # where no mode can run (tests/functional/test_v13_options.py)
+    assert result.stderr.startswith("note: nothing to install "), result.stderr
+    assert result.returncode == (0 if " usable" in result.stdout else 1), result.stderr
     _assert_nothing_installed(udocker)
 
 

@@ -18,9 +18,9 @@ def _stdin(ctx: click.Context, what: str):
 @click.option("-i", "--input", "input_file", metavar="FILE", help="Read the archive from FILE (default: stdin).")
 @click.option("--platform", metavar="OS/ARCH[/VARIANT]",
               help="The image to take from a multi-platform OCI archive (default: this host's).")
-@click.argument("name", required=False, metavar="[REPO[:TAG]]")
+@click.argument("args", nargs=-1, metavar="[-] [REPO[:TAG]]")
 @click.pass_context
-def load(ctx, input_file, platform, name):
+def load(ctx, input_file, platform, args):
     """Load images from an archive made by 'docker save' (docker-archive) or an OCI image layout
     tarball (e.g. 'skopeo copy ... oci-archive:FILE'), plain or compressed.
 
@@ -32,10 +32,19 @@ def load(ctx, input_file, platform, name):
     With REPO[:TAG], the image of a one-image archive gets that name instead of the names inside;
     without :TAG it keeps the archive's tags (or latest).
 
-    Nothing is named unless every member, digest and diff_id checks out.
+    Nothing is named unless every member, digest and diff_id checks out. A '-' (udocker 1.3's 'load -')
+    reads the archive from stdin, as '-i -' and no -i do.
     """
     from udocker.archive import load as load_archive
     from udocker.oci.platform import parse
+
+    if args[:1] == (_STDIO,):
+        if input_file not in (None, _STDIO):
+            raise click.UsageError("give the archive once: '-' (stdin) or -i FILE", ctx=ctx)
+        input_file, args = _STDIO, args[1:]
+    if len(args) > 1:
+        raise click.UsageError(f"unexpected extra argument: {args[1]}", ctx=ctx)
+    name = args[0] if args else None
 
     source = input_file if input_file and input_file != _STDIO else _stdin(ctx, "archive")
     label = input_file if input_file and input_file != _STDIO else "stdin"

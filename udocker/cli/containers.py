@@ -3,6 +3,7 @@
 import click
 
 from udocker.cli import render
+from udocker.errors import UsageError
 from udocker.modetable import NAMES as MODES
 
 
@@ -184,7 +185,7 @@ def export(state, output, as_clone, container):
 
 
 @click.command()
-@click.option("--execmode", type=click.Choice(MODES, case_sensitive=False), help="Run the container in this mode.")
+@click.option("--execmode", metavar="MODE", help=f"Run the container in this mode ({', '.join(MODES)}).")
 @click.option("--force", is_flag=True, help="Prepare the mode again even if it is already set.")
 @click.option("--purge", is_flag=True, help="Undo the engine's changes (e.g. F3 patches) and forget the mode.")
 @click.option("--fixperm", is_flag=True, help="Make every directory of the container writable by the user.")
@@ -193,8 +194,14 @@ def export(state, output, as_clone, container):
 @click.argument("container")
 @click.pass_obj
 def setup(state, execmode, force, purge, fixperm, nvidia, container):
-    """Set up CONTAINER: its execution mode (P1 P2 F1-F4 R1-R3), NVIDIA injection."""
+    """Set up CONTAINER: its execution mode (P1 P2 F1-F4 R1-R3), NVIDIA injection. With no option: print its
+    execution mode and NVIDIA setting (as udocker 1.3: 'execmode: MODE', 'nvidiamode: True|False')."""
     from udocker.provision import ContainerService
+
+    if execmode and execmode.upper() not in MODES:
+        what = " (Singularity)" if execmode.upper() == "S1" else ""
+        raise UsageError(f"execution mode {execmode[:20]}{what} is not supported by udocker 2: use one of "
+                               + ", ".join(MODES))
 
     state.repository()  # creates the repository and cleans tmp/
     service = ContainerService(state.config, state.layout)
@@ -210,7 +217,8 @@ def setup(state, execmode, force, purge, fixperm, nvidia, container):
     if nvidia is not None:
         service.store.update(found, nvidia=nvidia)
     if not (execmode or purge or fixperm or nvidia is not None):
-        click.echo(found.record.get("mode") or state.config["default_execution_mode"])
+        click.echo(f"execmode: {found.record.get('mode') or state.config['default_execution_mode']}")
+        click.echo(f"nvidiamode: {bool(found.record.get('nvidia'))}")
 
 
 @click.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True,

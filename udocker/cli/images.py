@@ -14,9 +14,12 @@ def _created(config):
 @click.command()
 @click.option("-l", "long_", is_flag=True, help="List the layers of each image too.")
 @click.option("-p", "platform", is_flag=True, help="Show each image's platform.")
+@click.option("--no-trunc", "no_trunc", is_flag=True, help="Show the full image ids (sha256:...).")
+@click.option("-a", "--all", "all_", is_flag=True,
+              help="Every image (the default: udocker keeps no intermediate images; as in udocker 1.3).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
-def images(state, long_, platform, as_json):
+def images(state, long_, platform, no_trunc, all_, as_json):
     """List the images in the repository (a broken one is listed as such: remove it with rmi)."""
 
     repo = state.repository()
@@ -35,7 +38,8 @@ def images(state, long_, platform, as_json):
                 "size": manifest.size, "created": config.get("created"), "platform": plat,
                 "protected": image.protected, "layers": [layer.digest for layer in manifest.layers]}
         data.append(item)
-        row = [image.ref + (" (protected)" if image.protected else ""), manifest.config.short_id,
+        row = [image.ref + (" (protected)" if image.protected else ""),
+               manifest.config.digest if no_trunc else manifest.config.short_id,
                _created(config), render.size(manifest.size)]
         rows.append(row + ([plat] if platform else []))
         if long_ and not as_json:

@@ -15,7 +15,9 @@ Then it prints two tables on stdout (or one JSON object with --json):
 
 FROM is 'bundle' or 'wheel' (installed in the repository's engines folder from a tarball or URL, or from the
 wheel), 'configured' (engine_paths), 'PATH' or 'system' (a system library directory); for an engine not
-found, PATH says why. Every bundle is verified against sha256 pins before anything is installed, and a
+found, PATH says why. With nothing to install from (no wheel, no engines_url, no --from) and no engines
+installed, it says so on stderr and reports the engines of the host (as udocker 1.3 skips the install then);
+it fails only when no mode can run. Every bundle is verified against sha256 pins before anything is installed, and a
 failed or killed install leaves the previous engines as they were.
 """
 
@@ -55,12 +57,22 @@ def install(state, source, sha256, force, purge, trust_bundle_manifest, as_json)
         return
     options = {"force": force, "trust_bundle_manifest": trust_bundle_manifest, "lock_timeout": timeout}
     done = _install(state, source, sha256, options, quiet=as_json)
+    if done is _NOTHING:  # udocker 1.3 skips the install then ("installation skipped") and goes on
+        click.echo("note: nothing to install (no udocker-engines wheel next to udocker, no engines_url): "
+                   "the engines found on this host follow", err=True)
+        if not any(row.status == "usable" for row in _report(state, None, as_json)):
+            raise EngineError("no execution mode can run here and there is no engine bundle to install",
+                              hint="pip install udocker-engines, set engines_url, or use --from FILE|URL")
+        return
     _report(state, done, as_json)
+
+
+_NOTHING = object()  # _install's answer when there is nothing to install from and no engines installed
 
 
 def _install(state, source, sha256, options, *, quiet):
     """Install from --from, the wheel or engines_url; None when there is nothing to install from but the
-    repository already has engines."""
+    repository already has engines, _NOTHING when it has none either."""
     from udocker.engines import fetch, locate
     from udocker.engines import install as provision
 
@@ -74,10 +86,7 @@ def _install(state, source, sha256, options, *, quiet):
         return provision.install_from(source, layout, origin=origin, **options)
     url = source or state.config["engines_url"]
     if url is None:
-        if os.path.isfile(os.path.join(layout.engines, provision.MANIFEST)):
-            return None
-        raise EngineError("no engine bundle to install: no udocker-engines wheel next to udocker and no "
-                          "engines_url", hint="pip install udocker-engines, set engines_url, or use --from FILE|URL")
+        return None if os.path.isfile(os.path.join(layout.engines, provision.MANIFEST)) else _NOTHING
     with _scratch(layout) as directory:
         path, digest = fetch.fetch(state.config, url, directory, sha256=sha256,
                                    progress=None if quiet or state.quiet else _progress(url))
@@ -121,7 +130,7 @@ def _report(state, done, as_json):
     if as_json:
         render.as_json({"installed": None if done is None else _installed_json(done),
                         "engines": report.engine_paths(engines), "modes": [row.__dict__ for row in modes]})
-        return
+        return modes
     if done is not None:
         _print_installed(done)
         click.echo()
@@ -129,6 +138,7 @@ def _report(state, done, as_json):
                  [(r.name, r.version or "-", r.origin or "-", _where(r)) for r in engines])
     click.echo()
     render.table(["MODE", "ENGINES", "STATUS", "DETAIL"], [(r.mode, r.engine, r.status, r.detail) for r in modes])
+    return modes
 
 
 def _where(row):

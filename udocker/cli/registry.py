@@ -94,10 +94,13 @@ def _split_term(term, registry):
 @click.option("--list-tags", is_flag=True, help="List the tags of the image TERM instead.")
 @click.option("-a", "--all", "all_", is_flag=True, help="Show every page of results without pausing.")
 @click.option("--registry", metavar="URL|HOST", help="Search this registry's catalog instead of Docker Hub.")
+@click.option("--index", metavar="URL", help="Docker Hub's search API at this URL (config key index).")
+@click.option("--no-trunc", "no_trunc", is_flag=True, help="Show the descriptions whole.")
 @click.argument("term")
 @click.pass_obj
-def search(state, list_tags, all_, registry, term):
+def search(state, list_tags, all_, registry, index, no_trunc, term):
     """Search Docker Hub or a registry's catalog for TERM."""
+    state.override(index=index)
     if list_tags:
         from udocker.reference import parse
         from udocker.registry.credentials import registry_host
@@ -115,7 +118,8 @@ def search(state, list_tags, all_, registry, term):
     page = 1
     while True:
         results, more = client.search_hub(text, page=page)
-        rows = [[r["name"], (r["description"] or "")[:60], r["stars"], "[OK]" if r["official"] else ""]
+        width = None if no_trunc else 60
+        rows = [[r["name"], _line(r["description"], width), r["stars"], "[OK]" if r["official"] else ""]
                 for r in results]
         render.table(["NAME", "DESCRIPTION", "STARS", "OFFICIAL"], rows)
         if not more or not (all_ or (sys.stdin.isatty() and click.confirm("more?", default=True, err=True))):
@@ -123,25 +127,42 @@ def search(state, list_tags, all_, registry, term):
         page += 1
 
 
+def _line(text, width):
+    """A description's first line, cut to `width` characters (None: whole)."""
+    line = (text or "").strip().split("\n", 1)[0]
+    return line if width is None else line[:width]
+
+
 @click.group(cls=Group)
-def manifest():
+@click.option("--platform", metavar="OS/ARCH[/VARIANT]", help="As inspect's --platform (udocker 1.3's order).")
+@click.pass_context
+def manifest(ctx, platform):
     """Look at manifests in a registry."""
+    ctx.meta["manifest.platform"] = platform
 
 
 @manifest.command("inspect")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (the default).")
+@click.option("--platform", metavar="OS/ARCH[/VARIANT]",
+              help="For an image index (multi-platform image): print the manifest of this platform's image.")
 @click.argument("image")
-@click.pass_obj
-def manifest_inspect(state, as_json, image):
+@click.pass_context
+def manifest_inspect(ctx, as_json, platform, image):
     """Print the registry's manifest or image index for IMAGE (pretty JSON)."""
-    from udocker.errors import RegistryError
+    from udocker.oci import mediatypes
+    from udocker.oci.manifest import load_json, media_type_of, parse_index, select
+    from udocker.oci.platform import parse as parse_platform
     from udocker.reference import parse
 
-    answer = _client(state).get_manifest(parse(image))
-    try:
-        data = json.loads(answer.data)
-    except ValueError:
-        raise RegistryError(f"manifest {image} is not valid JSON") from None
+    platform = platform or ctx.meta.get("manifest.platform")
+    wanted = parse_platform(platform) if platform else None
+    ref = parse(image)
+    client = _client(ctx.obj)
+    answer = client.get_manifest(ref)
+    data = load_json(answer.data, image)
+    if wanted is not None and media_type_of(data, answer.media_type) in mediatypes.INDEXES:
+        chosen = select(parse_index(data, image), wanted, image)
+        data = load_json(client.get_manifest_by_digest(ref, chosen.digest).data, f"{image} ({platform})")
     click.echo(json.dumps(data, indent=2))
 
 

@@ -39,12 +39,23 @@ Options:
                             NCCL and data loaders need between ranks), or have their own. P, F: always host.
   --location DIR            Run a root file system directory instead of a container.
   --platform OS/ARCH        Platform of the image to pull.
-  --pull missing|never|always|reuse  When to pull IMAGE (reuse: run the container --name if it exists).
+  --pull[=missing|never|always|reuse]  When to pull IMAGE (reuse: run the container --name if it exists);
+                            a bare --pull means missing.
   --registry URL            Pull docker.io images from this registry.
   --index URL               Docker Hub index to use.
   --device PATH             Expose a host device (repeatable).
+  --dri                     Expose the host's DRI devices (/dev/dri) and driver directories (udocker 1.3's
+                            /usr/lib64/dri, /lib64/dri, /usr/lib/dri, /lib/dri) that exist.
+  --dns IP                  The container's name server (repeatable): a resolv.conf of its own, bound over
+                            /etc/resolv.conf (the host's is never changed).
+  --dns-search DOMAIN       The container's DNS search domain (repeatable), as --dns.
+  --volumes-from CONTAINER[:ro|rw]  Bind the volumes (-v) of CONTAINER's latest run too (repeatable).
+  --kernel RELEASE          P modes: the kernel release the program sees (PRoot's -k), where the PRoot
+                            engine can emulate it.
   -p, --publish [ADDR:]HOST:CONT[/tcp|/udp]  Publish a port. As another port (8081:5000): R modes only,
                             with a private network (below); P and F modes share the host's network.
+  -P, --publish-all         Publish every port the image EXPOSEs: on free host ports in R modes with a
+                            private network (printed on stderr), else on the same ports.
   --network host|private    The host's network (the default: HPC and MPI need it), or, in R modes, a
                             network of its own through slirp4netns, with outbound connectivity, the host's
                             loopback at 10.0.2.2 and the published ports forwarded from the host.
@@ -76,9 +87,12 @@ _LONG = {
     "no-ib": ("no_ib", False, False), "hostmpi": ("hostmpi", False, False),
     "no-hostmpi": ("no_hostmpi", False, False),
     "detach": ("detach", False, False),
+    "dri": ("dri", False, False), "kernel": ("kernel", True, False), "dns": ("dns", True, True),
+    "dns-search": ("dns_search", True, True), "volumes-from": ("volumes_from", True, True),
+    "publish-all": ("publish_all", False, False),
 }
 _SHORT = {"w": "workdir", "u": "user", "v": "volume", "e": "env", "p": "publish", "i": "interactive", "t": "tty",
-          "h": "help", "d": "detach"}
+          "h": "help", "d": "detach", "P": "publish-all"}
 PULL_POLICIES = ("missing", "never", "always", "reuse")
 IPC_MODES = ("host", "private")
 NETWORKS = ("host", "private")
@@ -96,6 +110,29 @@ def _store(values, long_name, value):
         values[key] = value
 
 
+def _long(values, args, index, arg):
+    """Store the long option `arg` (its value from args[index] when not given with '='); the next index."""
+    name, sep, value = arg[2:].partition("=")
+    if name not in _LONG:
+        raise _Usage(f"unknown option: --{name}")
+    if name == "pull" and not sep:  # a bare --pull: missing, unless a policy and the target follow
+        policy = index + 1 < len(args) and args[index] in PULL_POLICIES
+        _store(values, name, args[index] if policy else "missing")
+        return index + 1 if policy else index
+    if _LONG[name][1]:
+        if not sep:
+            if index >= len(args):
+                raise _Usage(f"option --{name} requires a value")
+            value = args[index]
+            index += 1
+        _store(values, name, value)
+    elif sep:
+        raise _Usage(f"option --{name} takes no value")
+    else:
+        _store(values, name, True)
+    return index
+
+
 def parse(args):
     """(values, target, command): options up to the first non-option, then the target, then the command."""
     values = {}
@@ -106,20 +143,7 @@ def parse(args):
         if arg == "--":
             break
         if arg.startswith("--"):
-            name, sep, value = arg[2:].partition("=")
-            if name not in _LONG:
-                raise _Usage(f"unknown option: --{name}")
-            if _LONG[name][1]:
-                if not sep:
-                    if index >= len(args):
-                        raise _Usage(f"option --{name} requires a value")
-                    value = args[index]
-                    index += 1
-                _store(values, name, value)
-            elif sep:
-                raise _Usage(f"option --{name} takes no value")
-            else:
-                _store(values, name, True)
+            index = _long(values, args, index, arg)
             continue
         letters = arg[1:]
         while letters:
@@ -188,6 +212,11 @@ class Reporter:
 
     def detached(self, container_id):
         sys.stdout.write(container_id + "\n")
+
+    def published(self, ports):
+        if not self.quiet:
+            for host, container, _, proto in ports:
+                sys.stderr.write(f"published: {container}/{proto} on host port {host}\n")
 
     def progress(self):
         from udocker import log

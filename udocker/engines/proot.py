@@ -1,8 +1,9 @@
 """PRoot engine: modes P1 (seccomp-accelerated tracing) and P2 (PROOT_NO_SECCOMP=1).
 
 Works with the distribution's PRoot 5.1 (Debian's /usr/bin/proot) as well as a static build in the engines
-folder. Unlike udocker 1.3 it never passes `-k` (kernel release emulation): the patched fork understood it as a
-no-op default, the distribution's PRoot does not.
+folder. Unlike udocker 1.3 it passes `-k` (kernel release emulation) only for `run --kernel=RELEASE`, and only
+once a probe has shown that this PRoot can: under Debian's PRoot 5.1, `-k` breaks glibc 2.36's loader
+("cannot stat shared object"), so there the run is refused with one line instead.
 
 Command line (P1; P2 adds PROOT_NO_SECCOMP=1 to the environment):
     proot {-0 | -i UID:GID} -r ROOTFS -w CWD [-b HOST:GUEST ...] PROGRAM ARGS...
@@ -33,6 +34,7 @@ from udocker.modetable import engine_modes
 from udocker.paths import Layout
 
 _PROBES = {}  # (binary, mode) -> None or EngineUnavailable: probes run once per process
+_KERNEL_PROBES = {}  # (binary, mode) -> None or EngineUnavailable: whether -k works (run --kernel)
 
 
 def check_readonly(mount, engine):
@@ -67,6 +69,16 @@ class ProotEngine(Engine):
         if _PROBES[key] is not None:
             raise _PROBES[key]
 
+    def check_kernel(self, mode):
+        """Raise EngineUnavailable when this PRoot cannot emulate a kernel release (-k) here (probed once per
+        process, with the host's /bin/true)."""
+        key = (self.binary(), mode)
+        if key not in _KERNEL_PROBES:
+            _KERNEL_PROBES[key] = _probe(key[0], mode, ["-k", "6.0.0"])
+        if _KERNEL_PROBES[key] is not None:
+            detail = _KERNEL_PROBES[key].message.replace("proot cannot run: ", "")
+            raise EngineUnavailable(f"--kernel: {key[0]} cannot emulate a kernel release here (under -k: {detail})")
+
     def prepare(self, container, mode):
         os.makedirs(os.path.join(container.engine_dir(self.name), "tmp"), mode=0o700, exist_ok=True)
 
@@ -80,7 +92,7 @@ class ProotEngine(Engine):
             raise EngineError(f"proot cannot run mode {mode}")
         argv = [self.binary()]
         argv += ["-0"] if spec.uid == 0 else ["-i", f"{spec.uid}:{spec.gid}"]
-        argv += ["-r", spec.rootfs, "-w", spec.cwd or "/"]
+        argv += ["-r", spec.rootfs, "-w", spec.cwd or "/"] + (["-k", spec.kernel] if spec.kernel else [])
         protect = []
         for mount in list(spec.mounts) + [_device(path) for path in spec.devices]:
             if mount.readonly:
@@ -129,8 +141,8 @@ def _device(path):
     return Mount(path, path)
 
 
-def _probe(binary, mode):
-    """None if `binary` can trace a program here, else the EngineUnavailable saying why."""
+def _probe(binary, mode, options=()):
+    """None if `binary` (with `options`) can trace a program here, else the EngineUnavailable saying why."""
     import subprocess
 
     reason = ptrace_blocked()
@@ -142,7 +154,7 @@ def _probe(binary, mode):
     env = {"PATH": "/usr/bin:/bin", "PROOT_NO_SECCOMP": "1"} if mode == "P2" else {"PATH": "/usr/bin:/bin"}
     env["PROOT_TMP_DIR"] = "/tmp"
     try:
-        done = subprocess.run([binary, "-r", "/", "-w", "/", true], env=env, capture_output=True, timeout=30,
+        done = subprocess.run([binary, *options, "-r", "/", "-w", "/", true], env=env, capture_output=True, timeout=30,
                               stdin=subprocess.DEVNULL)
     except (OSError, subprocess.TimeoutExpired) as error:
         return EngineUnavailable(f"proot cannot run: {binary}: {error}")

@@ -29,11 +29,16 @@ LAST = "last.json"
 LOST_STATUS = 137  # a run that died unseen: as if killed by SIGKILL (kill -9, a node's power cut)
 
 
-def begin(directory, *, mode, stop_timeout, detached=False, logger=None):
-    """Record the run of this process in the container `directory`; returns (path, record)."""
+def begin(directory, *, mode, stop_timeout, detached=False, logger=None, volumes=(), ports=()):
+    """Record the run of this process in the container `directory`; returns (path, record). `volumes`: its -v
+    binds ("HOST:CONTAINER[:ro]", for a later run's --volumes-from); `ports`: what it published."""
     owner = lockfile.me()
     record = {"owner": owner.token(), "pid": owner.pid, "host": owner.host, "mode": mode, "detached": detached,
               "started": time.time(), "stop_timeout": stop_timeout, "logger": logger}
+    if volumes:
+        record["volumes"] = list(volumes)
+    if ports:
+        record["ports"] = [list(port) for port in ports]
     runs = Layout.container_runs(directory)
     with contextlib.suppress(FileExistsError):
         os.mkdir(runs, 0o755)
@@ -120,6 +125,18 @@ def records(directory):
 def live(directory):
     """The runs of the container that may still run (running here, or elsewhere)."""
     return [run for run in records(directory) if run["state"] != "lost"]
+
+
+def volumes(directory):
+    """The volumes ("HOST:CONTAINER[:ro]") of the container's latest run (begun last, ended or not), or []."""
+    runs = Layout.container_runs(directory)
+    try:
+        names = [name for name in os.listdir(runs) if name.endswith(".json") and not name.startswith(".")]
+    except OSError:
+        return []
+    found = [record for record in (_read(os.path.join(runs, name)) for name in names) if record]
+    latest = max(found, key=lambda record: record.get("started") or 0, default={})
+    return [text for text in latest.get("volumes") or () if isinstance(text, str)]
 
 
 def last(directory):
