@@ -42,6 +42,7 @@ Options:
   --pull missing|never|always|reuse  When to pull IMAGE (reuse: run the container --name if it exists).
   --registry URL            Pull docker.io images from this registry.
   --index URL               Docker Hub index to use.
+  --httpproxy URL           Pull through this proxy (http, https, socks4, socks4a, socks5, socks5h).
   --device PATH             Expose a host device (repeatable).
   -p, --publish [ADDR:]HOST:CONT[/tcp|/udp]  Publish a port. As another port (8081:5000): R modes only,
                             with a private network (below); P and F modes share the host's network.
@@ -75,7 +76,7 @@ _LONG = {
     "nvidia": ("nvidia", False, False), "no-nvidia": ("no_nvidia", False, False), "ib": ("ib", False, False),
     "no-ib": ("no_ib", False, False), "hostmpi": ("hostmpi", False, False),
     "no-hostmpi": ("no_hostmpi", False, False),
-    "detach": ("detach", False, False),
+    "detach": ("detach", False, False), "httpproxy": ("httpproxy", True, False),
 }
 _SHORT = {"w": "workdir", "u": "user", "v": "volume", "e": "env", "p": "publish", "i": "interactive", "t": "tty",
           "h": "help", "d": "detach"}
@@ -145,7 +146,7 @@ def parse(args):
 
 _TRISTATES = {"nvidia": ("nvidia", "no_nvidia"), "infiniband": ("ib", "no_ib"), "hostmpi": ("hostmpi", "no_hostmpi")}
 _RENAMED = {"volume": "volumes", "env_file": "env_files", "cpuset_cpus": "cpuset", "device": "devices"}
-_NOT_ASKED = {"registry", "index", "platform",  # configuration (see _config)
+_NOT_ASKED = {"registry", "index", "platform", "httpproxy",  # configuration (see _config)
               "interactive", "tty", "nobanner", "help"}  # accepted for compatibility; -t: stdin decides
 _NOT_ASKED.update(name for pair in _TRISTATES.values() for name in pair)
 
@@ -164,7 +165,7 @@ def _config(general, values, environ):
     return Config.load(config_file=general.get("config"), environ=environ,
                        cli={"topdir": general.get("repo"), "insecure": general.get("insecure"),
                             "registry": values.get("registry"), "index": values.get("index"),
-                            "platform": values.get("platform")})
+                            "platform": values.get("platform"), "http_proxy": values.get("httpproxy")})
 
 
 class Reporter:
