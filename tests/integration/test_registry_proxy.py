@@ -195,6 +195,29 @@ def test_a_dead_proxy_is_a_one_line_error(udocker, plain_registry, scheme):
     assert done.returncode == 125
 
 
+@pytest.mark.parametrize("scheme, reason", [
+    ("http", "tunnel connection failed: 502 bad gateway"),
+    ("socks5h", "the proxy refused the connection (0x05: connection refused)"),
+    ("socks4a", "the proxy refused the connection (0x5b: request rejected or failed)")])
+def test_a_proxy_that_cannot_reach_the_registry(udocker, proxy, scheme, reason):
+    done = udocker("manifest", "inspect", f"--httpproxy={proxy.url(scheme)}", "nowhere.invalid/x:1",
+                   env={"UDOCKER_RETRIES": "0"})
+    assert _one_error(done) == (f"error: cannot reach registry nowhere.invalid through proxy {proxy.url(scheme)}: "
+                                f"{reason}")
+    assert done.returncode == 1
+
+
+@pytest.mark.parametrize("scheme", ["http", "socks5h"])
+def test_a_silent_proxy_times_out(udocker, plain_registry, scheme):
+    """A proxy that accepts connections and never answers: the connect and stall timeouts end the wait."""
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        silent.listen(16)
+        url = f"{scheme}://127.0.0.1:{silent.getsockname()[1]}"
+        done = udocker("manifest", "inspect", f"--httpproxy={url}", f"{NAME}:443/x:1", timeout=100,
+                       env={"UDOCKER_RETRIES": "0", "UDOCKER_CONNECT_TIMEOUT": "1", "UDOCKER_STALL_TIMEOUT": "1"})
+    assert _one_error(done) == f"error: cannot reach registry {NAME}:443 through proxy {url}: timed out"
+
+
 def test_a_proxy_with_credentials_is_named_without_them(udocker, plain_registry):
     port = free_port()
     done = udocker("manifest", "inspect", f"--httpproxy=http://user:secret@127.0.0.1:{port}", plain_registry.ref,

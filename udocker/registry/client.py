@@ -73,6 +73,9 @@ def _reason(exc: BaseException) -> str:
              or re.search(r"(Tunnel connection failed: [^'\"]+)", text))
     if found:
         return found.group(1).strip().lower()
+    found = re.search(r"connection: (0x[0-9a-fA-F]{2}: [^'\")]+)", text)  # a SOCKS proxy's refusal
+    if found:
+        return f"the proxy refused the connection ({found.group(1).strip().lower()})"
     if isinstance(exc, requests.exceptions.Timeout) or "timed out" in text:
         return "timed out"
     if "RemoteDisconnected" in text or "Connection aborted" in text:
