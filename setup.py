@@ -7,7 +7,8 @@ setup(
     packages=find_packages(include=["udocker", "udocker.*"]),
     package_data={"udocker": ["data/*"]},
     python_requires=">=3.9",
-    install_requires=["click>=7.1", "requests>=2.25", "pyyaml>=5.3", "psutil>=5.8", "nvidia-ml-py>=11.450"],
+    install_requires=["click>=7.1", "requests>=2.25", "pyyaml>=5.3", "psutil>=5.8", "nvidia-ml-py>=11.450",
+                      "PySocks>=1.5.6,!=1.5.7"],
     extras_require={"test": ["pytest>=7", "pytest-timeout", "ruff"]},
     entry_points={"console_scripts": ["udocker = udocker.cli:main"]},
 )

@@ -14,9 +14,10 @@ USER_FILE_NAME = "udocker.conf"
 
 class Key:
     """One configuration key: its default, its kind ("str", "str?", "int", "bool", "switch", "url", "mirrors",
-    "paths"), what it is for, and for "int" keys the largest value accepted (`limit`, named in `doc`), for "str"
-    keys the values accepted (`choices`, case-insensitive) when the set is closed. A plain class, not a dataclass:
-    this module is on the `run` path, where dataclasses' import alone costs more than 10 ms."""
+    "paths", "hosts", "proxy"), what it is for, and for "int" keys the largest value accepted (`limit`, named in
+    `doc`), for "str" keys the values accepted (`choices`, case-insensitive) when the set is closed. A plain
+    class, not a dataclass: this module is on the `run` path, where dataclasses' import alone costs more than
+    10 ms."""
 
     __slots__ = ("default", "kind", "doc", "limit", "choices")
 
@@ -39,6 +40,13 @@ KEYS: dict[str, Key] = {
     "mirrors": Key({}, "mirrors", "per registry host, a list of mirror URLs tried in order before it"),
     "insecure": Key(False, "bool", "accept registries with invalid TLS certificates"),
     "ca_file": Key(None, "str?", "a CA bundle for registries; null means the system bundle"),
+    "insecure_registries": Key([], "hosts", "registries reached over plain HTTP or unverified TLS, as in Docker's"
+                               " daemon.json: host:port, host (any port) or a CIDR (UDOCKER_INSECURE_REGISTRIES:"
+                               " comma-separated)"),
+    "http_proxy": Key(None, "proxy", "the proxy of every registry request (--httpproxy): http, https, socks4,"
+                                     " socks4a, socks5 or socks5h://[USER:PASSWORD@]HOST:PORT; null means the"
+                                     " environment's https_proxy, http_proxy, all_proxy; no_proxy applies to both"
+                                     " (UDOCKER_HTTP_PROXY)"),
     "platform": Key(None, "str?", "os/arch[/variant] to pull; null means this host's"),
     "pull_concurrency": Key(4, "int", "blobs downloaded at once by one pull (at most 64)", limit=64),
     "stall_timeout": Key(60, "int", "seconds without a byte before a transfer is retried (0: never, at most"
@@ -74,6 +82,7 @@ KEYS: dict[str, Key] = {
 }
 DEFAULTS = {name: key.default for name, key in KEYS.items()}
 ENV_ALIASES = {"UDOCKER_DIR": "topdir", "UDOCKER_TMP": "tmpdir"}
+PROXY_SCHEMES = ("http", "https", "socks4", "socks4a", "socks5", "socks5h")
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off", "")
 
@@ -94,6 +103,22 @@ def url_problem(text: str) -> str | None:
     return "port out of range 1-65535" if port == 0 else None
 
 
+def proxy_problem(text: str) -> str | None:
+    """Why `text` is not a proxy URL (None when it is one): scheme://[user:password@]host:port."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError as exc:
+        return "port out of range 1-65535" if "out of range" in str(exc) else str(exc).lower()
+    if parts.scheme.lower() not in PROXY_SCHEMES:
+        return "not an " + ", ".join(PROXY_SCHEMES[:-1]) + " or " + PROXY_SCHEMES[-1] + " URL"
+    if not parts.hostname or any(c.isspace() for c in text) or parts.path not in ("", "/") or parts.query:
+        return "no valid host" if not parts.hostname else "not just scheme://host:port"
+    return "port out of range 1-65535" if port == 0 else None
+
+
 def _problem(key: Key, value: object) -> str | None:
     """What is wrong with `value` for `key` beyond its type (None when nothing)."""
     if key.kind == "int" and key.limit and value > key.limit:
@@ -104,6 +129,10 @@ def _problem(key: Key, value: object) -> str | None:
         return "one of " + ", ".join(key.choices)
     if key.kind == "url" and url_problem(value):
         return f"an http(s) URL ({url_problem(value)})"
+    if key.kind == "proxy" and value:  # "" is no proxy, as in udocker 1.3's configuration
+        problem = proxy_problem(value if "://" in value else "http://" + value)  # host:port means http://
+        if problem:
+            return f"a proxy URL ({problem})"
     if key.kind == "mirrors":
         for url in (u for urls in value.values() for u in urls):
             if url_problem(url):
@@ -124,6 +153,9 @@ def _check(name: str, value: object, where: str) -> object:
         "bool": isinstance(value, bool),
         "mirrors": isinstance(value, dict)
         and all(isinstance(v, list) and all(isinstance(u, str) for u in v) for v in value.values()),
+        "hosts": isinstance(value, list) and all(isinstance(h, str) and h and not any(c.isspace() for c in h)
+                                                  and "://" not in h for h in value),
+        "proxy": value is None or isinstance(value, str),
         "paths": isinstance(value, dict)
         and all(isinstance(k, str) and isinstance(v, str) and os.path.isabs(os.path.expanduser(v))
                 for k, v in value.items()),
@@ -131,7 +163,8 @@ def _check(name: str, value: object, where: str) -> object:
     want = None if ok else {"str": "a string", "str?": "a string or null", "int": "a non-negative integer",
                             "bool": "true or false", "switch": "auto, on or off", "url": "an http(s) URL",
                             "mirrors": "a mapping of registry host to a list of URLs",
-                            "paths": "a mapping of names to absolute paths"}[kind]
+                            "paths": "a mapping of names to absolute paths",
+                            "hosts": "a list of host[:port] or CIDR strings", "proxy": "a proxy URL or null"}[kind]
     want = want or _problem(key, value)
     if want:
         shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
@@ -154,6 +187,10 @@ def _from_text(name: str, text: str, where: str) -> object:
         raise ConfigError(f"config key '{name}' in {where} must be true or false, not {text!r}")
     if kind == "switch":
         return _check(name, text.lower(), where)
+    if kind == "hosts":
+        return _check(name, [h for h in text.replace(",", " ").split() if h], where)
+    if kind == "proxy":
+        return _check(name, text or None, where)
     if kind in ("mirrors", "paths"):
         raise ConfigError(f"config key '{name}' cannot be set from {where}", hint="set it in udocker.conf")
     return _check(name, text, where)

@@ -7,9 +7,10 @@ import click
 @click.option("--platform", metavar="OS/ARCH[/VARIANT]", help="Pull for this platform (default: this host's).")
 @click.option("--registry", metavar="URL", help="Pull docker.io images from this registry instead.")
 @click.option("--index", metavar="URL", help="Docker Hub's index (search API) to use.")
+@click.option("--httpproxy", metavar="URL", help="Proxy: http, https, socks4, socks4a, socks5 or socks5h://HOST:PORT.")
 @click.argument("image")
 @click.pass_obj
-def pull(state, platform, registry, index, image):
+def pull(state, platform, registry, index, httpproxy, image):
     """Download IMAGE from its registry into the repository."""
     from udocker import pull as pulling
     from udocker.cli.progress import for_stderr
@@ -17,7 +18,7 @@ def pull(state, platform, registry, index, image):
     from udocker.reference import parse
     from udocker.registry.client import RegistryClient
 
-    state.override(registry=registry, index=index, platform=platform)
+    state.override(registry=registry, index=index, platform=platform, http_proxy=httpproxy)
     ref = parse(image)
     config = state.config
     wanted = platforms.parse(config["platform"]) if config["platform"] else platforms.host()

@@ -10,6 +10,7 @@ import click
 
 from udocker.cli import render
 from udocker.cli.group import Group
+from udocker.cli.state import State
 
 
 def _host(registry, server):
@@ -18,10 +19,18 @@ def _host(registry, server):
     return registry_host(registry or server or "docker.io")
 
 
-def _client(state):
-    from udocker.registry.client import RegistryClient
+HTTPPROXY = click.option("--httpproxy", metavar="URL", expose_value=False, is_eager=True,
+                         callback=lambda ctx, _, value: ctx.find_object(State).override(http_proxy=value),
+                         help="Proxy: http, https, socks4, socks4a, socks5 or socks5h://HOST:PORT.")
 
-    return RegistryClient(state.config, state.layout)
+
+def _client(state, registry=None):
+    """The registry client; a --registry given as an http:// URL names a plain-HTTP registry."""
+    from udocker.registry.client import RegistryClient
+    from udocker.registry.credentials import registry_host
+
+    plain = (registry_host(registry),) if registry and registry.lower().startswith("http://") else ()
+    return RegistryClient(state.config, state.layout, plain_http=plain)
 
 
 def _read_secret(username, password, password_stdin):
@@ -48,12 +57,13 @@ def _read_secret(username, password, password_stdin):
 @click.option("--password-stdin", is_flag=True, help="Read the password from stdin.")
 @click.option("--registry", metavar="URL|HOST", help="The registry (default docker.io).")
 @click.argument("server", required=False)
+@HTTPPROXY
 @click.pass_obj
 def login(state, username, password, password_stdin, registry, server):
     """Log in to a registry: check the credentials, then store them (0600)."""
     host = _host(registry, server)
     username, password = _read_secret(username, password, password_stdin)
-    _client(state).check_login(host, username=username, password=password)
+    _client(state, registry or server).check_login(host, username=username, password=password)
     from udocker.registry.credentials import CredentialStore
 
     CredentialStore(state.layout).store(host, username, password)
@@ -97,6 +107,7 @@ def _split_term(term, registry):
 @click.option("--index", metavar="URL", help="Docker Hub's search API at this URL (config key index).")
 @click.option("--no-trunc", "no_trunc", is_flag=True, help="Show the descriptions whole.")
 @click.argument("term")
+@HTTPPROXY
 @click.pass_obj
 def search(state, list_tags, all_, registry, index, no_trunc, term):
     """Search Docker Hub or a registry's catalog for TERM."""
@@ -106,11 +117,11 @@ def search(state, list_tags, all_, registry, index, no_trunc, term):
         from udocker.registry.credentials import registry_host
 
         ref = parse(f"{registry_host(registry)}/{term}" if registry else term)
-        for tag in _client(state).tags(ref):
+        for tag in _client(state, registry).tags(ref):
             click.echo(tag)
         return
     host, text = _split_term(term, registry)
-    client = _client(state)
+    client = _client(state, registry)
     if host:
         names = [name for name in client.catalog(host) if text in name]
         render.table(["NAME"], [[f"{host}/{name}"] for name in names])
@@ -135,6 +146,7 @@ def _line(text, width):
 
 @click.group(cls=Group)
 @click.option("--platform", metavar="OS/ARCH[/VARIANT]", help="As inspect's --platform (udocker 1.3's order).")
+@HTTPPROXY
 @click.pass_context
 def manifest(ctx, platform):
     """Look at manifests in a registry."""
@@ -146,6 +158,7 @@ def manifest(ctx, platform):
 @click.option("--platform", metavar="OS/ARCH[/VARIANT]",
               help="For an image index (multi-platform image): print the manifest of this platform's image.")
 @click.argument("image")
+@HTTPPROXY
 @click.pass_context
 def manifest_inspect(ctx, as_json, platform, image):
     """Print the registry's manifest or image index for IMAGE (pretty JSON)."""

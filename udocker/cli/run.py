@@ -43,6 +43,7 @@ Options:
                             a bare --pull means missing.
   --registry URL            Pull docker.io images from this registry.
   --index URL               Docker Hub index to use.
+  --httpproxy URL           Pull through this proxy (http, https, socks4, socks4a, socks5, socks5h).
   --device PATH             Expose a host device (repeatable).
   --dri                     Expose the host's DRI devices (/dev/dri) and driver directories (udocker 1.3's
                             /usr/lib64/dri, /lib64/dri, /usr/lib/dri, /lib/dri) that exist.
@@ -86,7 +87,7 @@ _LONG = {
     "nvidia": ("nvidia", False, False), "no-nvidia": ("no_nvidia", False, False), "ib": ("ib", False, False),
     "no-ib": ("no_ib", False, False), "hostmpi": ("hostmpi", False, False),
     "no-hostmpi": ("no_hostmpi", False, False),
-    "detach": ("detach", False, False),
+    "detach": ("detach", False, False), "httpproxy": ("httpproxy", True, False),
     "dri": ("dri", False, False), "kernel": ("kernel", True, False), "dns": ("dns", True, True),
     "dns-search": ("dns_search", True, True), "volumes-from": ("volumes_from", True, True),
     "publish-all": ("publish_all", False, False),
@@ -169,7 +170,7 @@ def parse(args):
 
 _TRISTATES = {"nvidia": ("nvidia", "no_nvidia"), "infiniband": ("ib", "no_ib"), "hostmpi": ("hostmpi", "no_hostmpi")}
 _RENAMED = {"volume": "volumes", "env_file": "env_files", "cpuset_cpus": "cpuset", "device": "devices"}
-_NOT_ASKED = {"registry", "index", "platform",  # configuration (see _config)
+_NOT_ASKED = {"registry", "index", "platform", "httpproxy",  # configuration (see _config)
               "interactive", "tty", "nobanner", "help"}  # accepted for compatibility; -t: stdin decides
 _NOT_ASKED.update(name for pair in _TRISTATES.values() for name in pair)
 
@@ -188,7 +189,7 @@ def _config(general, values, environ):
     return Config.load(config_file=general.get("config"), environ=environ,
                        cli={"topdir": general.get("repo"), "insecure": general.get("insecure"),
                             "registry": values.get("registry"), "index": values.get("index"),
-                            "platform": values.get("platform")})
+                            "platform": values.get("platform"), "http_proxy": values.get("httpproxy")})
 
 
 class Reporter:

@@ -3,12 +3,14 @@
 Every request goes through `_send`, which adds the cached Authorization header, answers one 401 with the
 auth module, follows redirects itself (the registry's Authorization header is never sent to another host,
 e.g. a blob storage CDN), retries network errors, 429 and 5xx with exponential backoff, and turns the
-final answer into an UdockerError. Timeouts are a connect timeout and a stall timeout (no byte for
+final answer into an UdockerError. Which scheme, TLS verification and proxy each URL gets is the
+transport's decision (registry/transport.py). Timeouts are a connect timeout and a stall timeout (no byte for
 `stall_timeout` seconds); there is no total timeout, so large blobs are never cut for being large.
 """
 
 import hashlib
 import json
+import os
 import re
 import time
 import urllib.parse
@@ -24,9 +26,10 @@ from udocker.errors import AuthError, DigestMismatch, NotFound, RegistryError
 from udocker.oci import mediatypes
 from udocker.oci.descriptor import Descriptor
 from udocker.paths import Layout
-from udocker.reference import DOCKER_HUB, Reference, is_loopback
+from udocker.reference import DOCKER_HUB, Reference
 from udocker.registry.auth import Authenticator
 from udocker.registry.credentials import CredentialStore, registry_host
+from udocker.registry.transport import Transport, shown
 from udocker.transfer import NetProgress
 
 LOG = log.get("registry")
@@ -66,9 +69,13 @@ class _Target:
 def _reason(exc: BaseException) -> str:
     """One lower-case line out of a requests/urllib3 exception chain: 'connection refused'."""
     text = str(exc)
-    found = re.search(r"\[SSL: [A-Z_]+\] ([^(\]]+?)\s*\(_ssl", text) or re.search(r"\[Errno -?\d+\] ([^)'\"]+)", text)
+    found = (re.search(r"\[SSL: [A-Z_]+\] ([^(\]]+?)\s*\(_ssl", text) or re.search(r"\[Errno -?\d+\] ([^)'\"]+)", text)
+             or re.search(r"(Tunnel connection failed: [^'\"]+)", text))
     if found:
         return found.group(1).strip().lower()
+    found = re.search(r"connection: (0x[0-9a-fA-F]{2}: [^'\")]+)", text)  # a SOCKS proxy's refusal
+    if found:
+        return f"the proxy refused the connection ({found.group(1).strip().lower()})"
     if isinstance(exc, requests.exceptions.Timeout) or "timed out" in text:
         return "timed out"
     if "RemoteDisconnected" in text or "Connection aborted" in text:
@@ -96,18 +103,18 @@ class RegistryClient:
     """Pulls manifests and blobs, lists tags and repositories, checks logins. Thread-safe for concurrent
     fetch_blob calls. Raises AuthError (401/403), NotFound (404), RegistryError (anything else)."""
 
-    def __init__(self, config, layout: Layout, *, credentials: Optional[CredentialStore] = None):
+    def __init__(self, config, layout: Layout, *, credentials: Optional[CredentialStore] = None,
+                 plain_http: tuple = (), environ=None):
         self.config = config
+        # plain_http: hosts the user named with an http:// URL; environ: where proxy variables are read
+        self.transport = Transport(config, os.environ if environ is None else environ, plain_http=plain_http)
         self.credentials = credentials or CredentialStore(layout)
         self.session = requests.Session()
         self.session.headers["User-Agent"] = f"udocker/{__version__}"
         if config["insecure"]:
             urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
-        # Passed on every request: requests lets REQUESTS_CA_BUNDLE override a Session's own `verify`.
-        self.verify = False if config["insecure"] else (config["ca_file"] or True)
         self.timeout = (config["connect_timeout"] or None, config["stall_timeout"] or None)
         self._login: dict = {}  # host -> credentials being checked by check_login
-        self._tls_loopback: set = set()  # loopback hosts that serve https (see _serves_tls)
         self.auth = Authenticator(self._credentials_for, self._fetch_token)
 
     def close(self) -> None:
@@ -119,29 +126,10 @@ class RegistryClient:
         return self._base(ref.domain)
 
     def _base(self, domain: str) -> str:
-        if domain == DOCKER_HUB:
-            return self.config["registry"].rstrip("/")
-        return ("http://" if is_loopback(domain) and domain not in self._tls_loopback else "https://") + domain
-
-    def _upgrade(self, url: str) -> str:
-        """http:// -> https:// for a loopback registry found to serve TLS (see _serves_tls)."""
-        parts = urllib.parse.urlsplit(url)
-        if parts.scheme == "http" and parts.netloc in self._tls_loopback:
-            return urllib.parse.urlunsplit(("https",) + tuple(parts[1:]))
-        return url
-
-    def _serves_tls(self, url: str, response: requests.Response) -> bool:
-        """Docker reaches loopback registries over plain HTTP, but one may serve TLS (a test registry with its
-        own CA). A TLS server answers a plain request with 400 'Client sent an HTTP request to an HTTPS
-        server' (Go's wording; nginx says 'plain HTTP request was sent to HTTPS port'): remember the host."""
-        parts = urllib.parse.urlsplit(url)
-        if response.status_code != 400 or parts.scheme != "http" or not is_loopback(parts.netloc):
-            return False
-        if "https" not in response.content[:1024].decode("latin-1").lower():
-            return False
-        LOG.debug("registry %s answered a plain HTTP request with 400: using https", parts.netloc)
-        self._tls_loopback.add(parts.netloc)
-        return True
+        named = self.config["registry"].rstrip("/")
+        if domain == DOCKER_HUB or domain.lower() == urllib.parse.urlsplit(named).netloc.lower():
+            return named  # --registry=http://HOST:PORT also serves images named HOST:PORT/...
+        return self.transport.base(domain)
 
     def _targets(self, domain: str, *, mirrors: bool) -> list:
         found = [_Target(url.rstrip("/"), registry_host(url), True)
@@ -371,42 +359,39 @@ class RegistryClient:
 
     def _follow(self, target: _Target, method: str, url: str, headers: dict, authorization: Optional[str],
                 *, stream: bool) -> requests.Response:
-        """Send, following redirects by hand: Authorization goes only to the registry's own origin."""
-        origin = urllib.parse.urlsplit(self._upgrade(target.base))[:2]
-        url = self._upgrade(url)
+        """Send, following redirects by hand: Authorization goes only to the registry's own origin. Each URL
+        (a redirect's too) gets its own proxy and TLS verification from the transport."""
+        origin = urllib.parse.urlsplit(self.transport.upgrade(target.base))[:2]
+        url = self.transport.upgrade(url)
         attempt = 0
         for _ in range(REDIRECTS_MAX + 1):
             sent = dict(headers)
             if authorization and urllib.parse.urlsplit(url)[:2] == origin:
                 sent["Authorization"] = authorization
+            proxy = self.transport.proxy_for(url)
             try:
                 response = self.session.request(method, url, headers=sent, stream=stream, timeout=self.timeout,
-                                                verify=self.verify, allow_redirects=False)
+                                                verify=self.transport.verify(url), allow_redirects=False,
+                                                proxies=self.transport.proxies(url))
             except (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema,
-                    requests.exceptions.MissingSchema, urllib3.exceptions.LocationParseError, ValueError):
-                from udocker.config import url_problem
-
-                raise RegistryError(f"invalid registry address {url[:120]}: "
-                                    f"{url_problem(url) or 'it cannot be parsed'}") from None
+                    requests.exceptions.MissingSchema, urllib3.exceptions.LocationParseError, ValueError) as exc:
+                raise self._invalid(url, proxy, exc) from None
             except requests.exceptions.SSLError as exc:
-                raise RegistryError(f"tls verification failed for registry {urllib.parse.urlsplit(url).netloc}: "
-                                    f"{_reason(exc)}",
-                                    hint="set ca_file to the registry's CA bundle, or use --insecure") from None
+                raise self._tls_failed(urllib.parse.urlsplit(url).netloc, exc, proxy) from None
             except _TRANSIENT as exc:
                 reason = _reason(exc)
                 if attempt >= self.config["retries"] or "name or service not known" in reason:
-                    raise RegistryError(f"cannot reach registry {urllib.parse.urlsplit(url).netloc}: {reason}",
-                                        hint=None) from None
+                    raise self._unreachable("registry", url, proxy, reason) from None
                 LOG.info("cannot reach %s (%s); retrying", urllib.parse.urlsplit(url).netloc, reason)
                 time.sleep(_retry_after(None, attempt))
                 attempt += 1
                 continue
             LOG.debug("%s %s -> %d", method, urllib.parse.urlunsplit(urllib.parse.urlsplit(url)[:3] + ("", "")),
                       response.status_code)  # without the query: a CDN's signed URL carries credentials
-            if self._serves_tls(url, response):
+            if response.status_code == 400 and self.transport.serves_tls(url, 400, response.content):
                 response.close()
-                origin = urllib.parse.urlsplit(self._upgrade(target.base))[:2]
-                url = self._upgrade(url)
+                origin = urllib.parse.urlsplit(self.transport.upgrade(target.base))[:2]
+                url = self.transport.upgrade(url)
                 continue
             if response.status_code not in _REDIRECTS or "Location" not in response.headers:
                 return response
@@ -421,6 +406,29 @@ class RegistryClient:
         raise RegistryError(f"too many redirects from registry {target.host}")
 
     # -- errors ----------------------------------------------------------------------------------------
+    @staticmethod
+    def _unreachable(server: str, url: str, proxy: Optional[str], reason: str) -> RegistryError:
+        return RegistryError(f"cannot reach {server} {urllib.parse.urlsplit(url).netloc}"
+                             + (f" through proxy {shown(proxy)}" if proxy else "") + f": {reason}")
+
+    @staticmethod
+    def _invalid(url: str, proxy: Optional[str], exc: Exception) -> RegistryError:
+        if proxy and "socks" in str(exc).lower():  # requests' "Missing dependencies for SOCKS support."
+            return RegistryError(f"cannot use proxy {shown(proxy)}: SOCKS proxies need PySocks",
+                                 hint="pip install PySocks (a dependency of udocker)")
+        from udocker.config import url_problem
+
+        return RegistryError(f"invalid registry address {url[:120]}: {url_problem(url) or 'it cannot be parsed'}")
+
+    def _tls_failed(self, netloc: str, exc: Exception, proxy: Optional[str], server: str = "registry"):
+        reason = _reason(exc)
+        plain = any(word in reason for word in ("wrong version number", "record layer failure", "packet length",
+                                                "unknown protocol", "http request"))
+        return RegistryError(f"tls {'handshake' if plain else 'verification'} failed for {server} {netloc}"
+                             + (f" through proxy {shown(proxy)}" if proxy else "") + f": {reason}",
+                             hint=self.transport.plain_http_hint(netloc) if plain else
+                             "set ca_file to the registry's CA bundle, or use --insecure")
+
     def _auth_required(self, target: _Target, what: tuple, *, login: bool) -> AuthError:
         if self.auth.has_credentials(target.cred_host):
             message = "username or password refused" if login else f"access denied to {what[0]} {what[1]}"
@@ -456,16 +464,18 @@ class RegistryClient:
 
     def _fetch_token(self, realm: str, params: dict, headers: dict) -> tuple:
         """GET the token realm; returns (status, JSON body or None). Used by the Authenticator."""
+        proxy = self.transport.proxy_for(realm)
         try:
+            options = {"verify": self.transport.verify(realm), "proxies": self.transport.proxies(realm)}
             with self.session.get(realm, params=params, headers=headers, timeout=self.timeout,
-                                  verify=self.verify) as response:
+                                  **options) as response:
                 try:
                     return response.status_code, response.json()
                 except ValueError:
                     return response.status_code, None
+        except (requests.exceptions.InvalidSchema, requests.exceptions.InvalidURL) as exc:
+            raise self._invalid(realm, proxy, exc) from None
         except requests.exceptions.SSLError as exc:
-            raise RegistryError(f"tls verification failed for auth server {urllib.parse.urlsplit(realm).netloc}: "
-                                f"{_reason(exc)}", hint="set ca_file to its CA bundle, or use --insecure") from None
+            raise self._tls_failed(urllib.parse.urlsplit(realm).netloc, exc, proxy, "auth server") from None
         except _TRANSIENT as exc:
-            raise RegistryError(f"cannot reach auth server {urllib.parse.urlsplit(realm).netloc}: "
-                                f"{_reason(exc)}") from None
+            raise self._unreachable("auth server", realm, proxy, _reason(exc)) from None
