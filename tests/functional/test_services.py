@@ -264,3 +264,35 @@ def test_a_foreground_run_is_recorded(repo, mode):
     row = _row(repo, name)
     assert row["status"] == "exited" and row["exit"] == 5 and row["mode"] == mode, row
     assert repo("logs", "--tail", "0", name).returncode == 0
+
+
+def test_two_detached_runs_share_a_log_past_its_rotation(repo):
+    """Two detached runs of one container write ~12 MB each into its log at the same time (the cap is 10 MB,
+    rotated once): every line stays whole, each run keeps its latest lines without a gap, and the log and its
+    rotated part stay near the cap."""
+    from udocker.engines.detach import LOG_MAX
+
+    name = _container(repo, "P1", "logs")
+    last = 1_500_000
+    tokens = []
+    try:
+        for tag in "AB":
+            token, done = _detach(repo, name, "seq", "-f", f"{tag}%.0f", "1", str(last))
+            assert done.returncode == 0, done.stderr
+            tokens.append(token)
+        assert _until(lambda: not any(_marked(t) for t in tokens), 240) is True
+        assert _until(lambda: _row(repo, name)["status"] == "exited", 30), _row(repo, name)
+        logs = repo("logs", name, timeout=120)
+        assert logs.returncode == 0, logs.stderr
+        kept = {"A": [], "B": []}
+        for line in logs.stdout.splitlines():
+            assert line[:1] in kept and line[1:].isdigit(), line[:80]  # whole lines: none torn by the other run
+            kept[line[:1]].append(int(line[1:]))
+        for tag, numbers in kept.items():
+            assert numbers and numbers[-1] == last and numbers == list(range(numbers[0], last + 1)), tag
+        slack = 4 * 65536  # what each logger had read when it checked the size
+        assert LOG_MAX - slack <= len(logs.stdout) <= 2 * LOG_MAX + slack, len(logs.stdout)
+        assert min(kept["A"][0], kept["B"][0]) > 1  # past the cap: the oldest lines went
+    finally:
+        for token in tokens:
+            _kill_all(token)
