@@ -12,6 +12,17 @@ ready, adds each published port through its API socket (in a private temporary d
 hook exits), and exits: the program starts with its network up. A port that cannot be bound on the host fails
 the hook, with one line on stderr, and so the run (runc reports it).
 
+DNS: slirp4netns's forwarder at 10.0.2.3 (never --disable-dns) asks the host's first nameserver from the host's
+network namespace. A nameserver on the host's loopback (systemd-resolved's 127.0.0.53, a dnsmasq on 127.0.0.1)
+would not answer in the container's namespace, so the container's /etc/resolv.conf (the host's, bound by the
+system mounts) becomes a copy in the engine's folder with the forwarder in its place (private_resolv); a host
+whose nameservers are all reachable keeps its own file, bound as it is (its nameservers keep their order and
+fallbacks, which the forwarder, using the first one only, would lose). The host's file is never written.
+
+IPv6: Debian 12's slirp4netns (1.2.0) forwards IPv4 only (its API refuses an IPv6 host_addr and proto tcp6), so
+`-p [::1]:H:C` is refused in one line before the runtime; the container's network is IPv4 (no --enable-ipv6:
+without forwards it would only add an experimental outbound path).
+
 slirp4netns outlives the hook: it is reparented to udocker's supervisor, which is a child subreaper from before
 the runtime starts when the Launch asks for it (Launch.subreaper), and which kills everything below it when the
 engine ends or `udocker run` is killed: the stack never outlives the run. Its own session keeps a terminal's ^C
@@ -25,6 +36,8 @@ import sys
 READY_TIMEOUT = 10  # seconds slirp4netns may take to configure the namespace
 HOOK_TIMEOUT = 30  # seconds runc waits for the hook
 TUN = "/dev/net/tun"
+HOST_RESOLV = "/etc/resolv.conf"  # the host's, bound into containers by the system mounts (runbuild.py)
+FORWARDER = "10.0.2.3"  # slirp4netns's DNS forwarder (its default address for --configure)
 
 
 def oci_hooks(layout, ports):
@@ -34,6 +47,14 @@ def oci_hooks(layout, ports):
     from udocker.errors import EngineUnavailable
 
     stack = find("slirp4netns", layout)
+    ipv6 = next(((host, container, address) for host, container, address, _ in ports if ":" in address), None)
+    if ipv6:
+        from udocker.errors import UdockerError
+
+        host, container, address = ipv6
+        raise UdockerError(f"cannot publish port {host} on [{address}]: the private network's stack (slirp4netns "
+                           "1.2) forwards IPv4 only", hint=f"publish it on an IPv4 address (-p 127.0.0.1:{host}:"
+                           f"{container}) or on every one (-p {host}:{container})")
     if not os.access(TUN, os.R_OK | os.W_OK):  # slirp4netns would only say "child failed(1)"
         raise EngineUnavailable(f"a private network needs {TUN}, which this user cannot open",
                                 hint="ask an administrator to make it mode 0666 (Debian's default), or publish "
@@ -41,6 +62,56 @@ def oci_hooks(layout, ports):
     forwards = [f"{address or '0.0.0.0'}:{host}:{container}/{proto}" for host, container, address, proto in ports]
     argv = [sys.executable, "-I", "-S", os.path.abspath(__file__), stack, *forwards]
     return {"createRuntime": [{"path": sys.executable, "args": argv, "timeout": HOOK_TIMEOUT}]}
+
+
+def container_resolv(text):
+    """The private network's resolv.conf from the host's `text`: its loopback nameservers replaced by one line
+    naming the forwarder, the other lines kept; the forwarder alone when no nameserver is left."""
+    lines, replaced = [], False
+    for line in text.splitlines():
+        words = line.split()
+        if len(words) > 1 and words[0] == "nameserver" and _loopback(words[1]):
+            if not replaced:
+                lines.append(f"nameserver {FORWARDER}")
+            replaced = True
+            continue
+        lines.append(line)
+    if not any(line.split()[:1] == ["nameserver"] for line in lines):
+        lines.insert(0, f"nameserver {FORWARDER}")
+    return "".join(line + "\n" for line in lines)
+
+
+def _loopback(address):
+    return address.startswith("127.") or address.split("%")[0] in ("::1", "0.0.0.0", "::", "0:0:0:0:0:0:0:1")
+
+
+def private_resolv(mounts, directory):
+    """Point the bind of the host's resolv.conf among `mounts` (config.json's) at the private network's version,
+    written into `directory` (the engine's folder of the container) when it differs from the host's."""
+    binds = [m for m in mounts if m["destination"] == "/etc/resolv.conf" and m["source"] == HOST_RESOLV]
+    if not binds:
+        return
+    try:
+        with open(HOST_RESOLV, encoding="utf-8", errors="replace") as stream:
+            host = stream.read()
+    except OSError:
+        return
+    text = container_resolv(host)
+    if text == host:
+        return
+    path = os.path.join(directory, "resolv.conf")
+    try:
+        with open(path, encoding="utf-8") as stream:
+            current = stream.read()
+    except OSError:
+        current = None
+    if current != text:
+        from udocker import fs
+
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        fs.atomic_write(path, text.encode(), mode=0o644, durable=False)  # a StoreError (one line) when it fails
+    for bind in binds:
+        bind["source"] = path
 
 
 def parse_forward(text):
