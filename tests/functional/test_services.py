@@ -292,7 +292,7 @@ def test_two_detached_runs_share_a_log_past_its_rotation(repo):
             assert numbers and numbers[-1] == last and numbers == list(range(numbers[0], last + 1)), tag
         slack = 4 * 65536  # what each logger had read when it checked the size
         assert LOG_MAX - slack <= len(logs.stdout) <= 2 * LOG_MAX + slack, len(logs.stdout)
-        assert min(kept["A"][0], kept["B"][0]) > 1  # past the cap: the oldest lines went
+        assert kept["A"][0] > 1 or kept["B"][0] > 1  # past the cap: the oldest lines (of either run) went
     finally:
         for token in tokens:
             _kill_all(token)
