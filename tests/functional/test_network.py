@@ -262,3 +262,22 @@ def test_publishing_on_ipv6_is_refused_in_one_line(repo, r1):
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert done.returncode == 125 and len(errors) == 1 and "IPv4 only" in errors[0], done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_the_stack_ends_with_the_container_when_every_process_of_it_is_killed(repo, r1):
+    """kill -9 of every process of a detached container (udocker's supervisor included, which would have killed
+    the stack): the stack, which is no process of the container, must not outlive it."""
+    port, token = _free_port(), f"I11N_{uuid.uuid4().hex}"
+    try:
+        done = repo("run", "-d", "-e", f"{token}=1", "-p", f"127.0.0.1:{port}:5000", r1, *SERVE, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert _until(lambda: _get(f"http://127.0.0.1:{port}/"), 60), repo("logs", r1).stdout[-2000:]
+        stacks = _stacks(token)
+        assert len(stacks) == 1
+        _kill_all(token)
+        assert _until(lambda: not _marked(token), 15) is True
+        assert _until(lambda: not _alive(stacks), 15), stacks
+    finally:
+        _kill_all(token)
+        for pid in _alive(stacks if "stacks" in locals() else []):
+            os.kill(pid, signal.SIGKILL)

@@ -9,7 +9,8 @@ namespaces exist and before its program starts, with the container's state (its 
 The hook starts slirp4netns in a session of its own, attached to that pid's user and network namespaces
 (`--configure`: tap0 10.0.2.100/24, gateway 10.0.2.2 (the host's loopback), DNS 10.0.2.3), waits until it is
 ready, adds each published port through its API socket (in a private temporary directory, removed before the
-hook exits), and exits: the program starts with its network up. A port that cannot be bound on the host fails
+hook exits), forks a watcher (_watch) that keeps slirp4netns's --exit-fd pipe open as long as the container's
+first process lives, and exits: the program starts with its network up. A port that cannot be bound on the host fails
 the hook, with one line on stderr, and so the run (runc reports it).
 
 DNS: slirp4netns's forwarder at 10.0.2.3 (never --disable-dns) asks the host's first nameserver from the host's
@@ -121,8 +122,9 @@ def parse_forward(text):
     return {"proto": proto or "tcp", "host_addr": address, "host_port": int(host), "guest_port": int(container)}
 
 
-def _start(stack, pid, directory):
-    """Start slirp4netns for `pid`'s network namespace; return (process, API socket path) once it is ready."""
+def _start(stack, pid, directory, exit_fd):
+    """Start slirp4netns for `pid`'s network namespace, ending when `exit_fd` (a pipe's read end) reads end of
+    file; return (process, API socket path) once it is ready."""
     import select
     import subprocess
 
@@ -131,8 +133,8 @@ def _start(stack, pid, directory):
     with open(os.path.join(directory, "log"), "wb") as log:
         process = subprocess.Popen(
             [stack, "--configure", "--mtu=65520", "--api-socket", socket_path, "--ready-fd", str(writer),
-             str(pid), "tap0"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
-            pass_fds=(writer,), start_new_session=True, close_fds=True)
+             "--exit-fd", str(exit_fd), str(pid), "tap0"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=log, pass_fds=(writer, exit_fd), start_new_session=True, close_fds=True)
     os.close(writer)
     ready, _, _ = select.select([reader], [], [], READY_TIMEOUT)
     answer = os.read(reader, 1) if ready else b""
@@ -188,10 +190,12 @@ def hook(argv, state):
     pid = json.loads(state)["pid"]
     directory = tempfile.mkdtemp(prefix="udocker-net-")
     process = None
+    exit_reader, exit_writer = os.pipe()
     try:
-        process, socket_path = _start(argv[0], pid, directory)
+        process, socket_path = _start(argv[0], pid, directory, exit_reader)
         for text in argv[1:]:
             _forward(socket_path, text)
+        _watch(pid, exit_writer)
         return 0
     except (OSError, RuntimeError, ValueError, KeyError) as error:
         if process is not None:
@@ -200,6 +204,59 @@ def hook(argv, state):
         return 1
     finally:
         shutil.rmtree(directory, ignore_errors=True)
+        for fd in (exit_reader, exit_writer):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def _watch(pid, exit_writer):
+    """Fork a watcher that holds slirp4netns's exit pipe open until the container's first process `pid` ends:
+    the stack then ends by itself, even when udocker's supervisor, which kills it at the end of a run, was
+    killed first (kill -9 of every process of a detached container). The watcher keeps none of the runtime's
+    pipes (the runtime waits for the hook's output to end) and has a session of its own."""
+    if os.fork():
+        return
+    try:
+        os.setsid()
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        for name in os.listdir("/proc/self/fd"):
+            if int(name) > 2 and int(name) != exit_writer:
+                try:
+                    os.close(int(name))
+                except OSError:
+                    pass
+        _wait_gone(pid)
+    finally:
+        os._exit(0)
+
+
+def _wait_gone(pid):
+    """Return once process `pid` (not a child) has ended: its pidfd becomes readable (Linux 5.3), else polling."""
+    import select
+    import time
+
+    try:
+        pidfd = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        pidfd = None
+    if pidfd is not None:
+        select.select([pidfd], [], [])
+        return
+    with open(f"/proc/{pid}/stat", "rb") as stream:
+        start = stream.read().rsplit(b")", 1)[1].split()[19]
+    while True:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as stream:
+                fields = stream.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            return
+        if fields[19] != start or fields[0] == b"Z":
+            return
+        time.sleep(1)
 
 
 if __name__ == "__main__":
