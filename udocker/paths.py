@@ -101,6 +101,11 @@ class Layout:
         return os.path.join(directory, "container.log")
 
     @staticmethod
+    def container_log_lock(directory: str) -> str:
+        """The lock the loggers of a container's detached runs take to rotate its log (engines/detach.py)."""
+        return os.path.join(directory, "container.log.lock")
+
+    @staticmethod
     def engine_dir(directory: str, engine: str) -> str:
         """Where engine `engine` keeps its state for the container in `directory` (made by the engine)."""
         return os.path.join(directory, "engine", engine)

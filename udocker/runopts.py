@@ -79,11 +79,14 @@ def check_devices(devices):
 
 def check_ports(publish):
     """-p [ADDRESS:]HOST:CONTAINER[/tcp|udp] or -p PORT -> (host port, container port, address, proto) tuples
-    (address "" for every address of the host)."""
+    (address "" for every address of the host; an IPv6 address in brackets: [::1]:HOST:CONTAINER)."""
     ports = []
     for text in publish:
         spec, _, proto = text.partition("/")
         parts = spec.split(":")
+        if spec.startswith("["):  # [IPv6 ADDRESS]:HOST:CONTAINER
+            address, bracket, rest = spec[1:].partition("]:")
+            parts = [address] + rest.split(":") if bracket and address and "]" not in address else ["", "", "", ""]
         host, container = parts[-2] if len(parts) > 1 else parts[-1], parts[-1]
         address = parts[0] if len(parts) == 3 else ""
         if len(parts) > 3 or proto not in ("", "tcp", "udp") or not all(

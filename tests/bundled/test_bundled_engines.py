@@ -97,7 +97,7 @@ def _ok(result):
 def _check_origins(udocker, way):
     engines = {e["name"]: e for e in json.loads(_ok(udocker("info", "--json")))["engines"]}
     folder = os.path.join(udocker.repo, "engines")
-    for name in ("proot", "runc", "crun", "patchelf", "fakechroot"):
+    for name in ("proot", "runc", "crun", "patchelf", "fakechroot", "slirp4netns"):
         assert engines[name]["origin"] == ORIGIN[way], engines[name]
         assert engines[name]["path"].startswith(folder + "/"), engines[name]
     return folder

@@ -40,7 +40,11 @@ def test_info_json(udocker):
     assert report["ptrace"]["yama_ptrace_scope"] == (int(scope) if scope else None)
     assert report["seccomp"]["available"] is True and report["seccomp"]["mode"] in (0, 1, 2)
     engines = {e["name"]: e for e in report["engines"]}  # this host's engines, from PATH / system libraries
-    assert list(engines) == ["proot", "runc", "crun", "patchelf", "fakechroot"]
+    assert list(engines) == ["proot", "runc", "crun", "patchelf", "fakechroot", "slirp4netns"]
+    if shutil.which("slirp4netns"):  # the private network's stack: where it is and its version, as the engines
+        version = subprocess.run(["slirp4netns", "--version"], capture_output=True, text=True).stdout
+        assert engines["slirp4netns"]["version"] and engines["slirp4netns"]["version"] in version.splitlines()[0]
+        assert engines["slirp4netns"]["path"] == shutil.which("slirp4netns"), engines["slirp4netns"]
     for engine in engines.values():
         assert (engine["origin"], engine["path"]) in (("PATH", shutil.which(engine["name"], path=os.environ["PATH"]
                                                                          + ":/usr/sbin")), ("system", engine["path"]),
@@ -60,9 +64,9 @@ def test_info_text(udocker):
     assert lines[1] == f"kernel: Linux {uname.release}"
     assert lines[2].startswith("user namespaces: " + ("yes" if _unshare_works() else "no"))
     assert lines[3].startswith("ptrace: ") and lines[4].startswith("seccomp: yes")
-    assert lines[5] == "engines:" and [line.split(":")[0].strip() for line in lines[6:11]] == [
-        "proot", "runc", "crun", "patchelf", "fakechroot"]
-    assert lines[11] == "modes:" and [line.split(":")[0].strip() for line in lines[12:21]] == [
+    assert lines[5] == "engines:" and [line.split(":")[0].strip() for line in lines[6:12]] == [
+        "proot", "runc", "crun", "patchelf", "fakechroot", "slirp4netns"]
+    assert lines[12] == "modes:" and [line.split(":")[0].strip() for line in lines[13:22]] == [
         "P1", "P2", "F1", "F2", "F3", "F4", "R1", "R2", "R3"]
     if not os.path.exists("/proc/driver/nvidia/version") and not os.path.exists("/dev/nvidiactl"):
         assert "gpus: none" in lines

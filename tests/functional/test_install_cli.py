@@ -102,6 +102,7 @@ def test_report_format(udocker, bundle):
     rows = {re.split(r"\s{2,}", line)[0]: re.split(r"\s{2,}", line) for line in lines[1:]}
     assert rows["proot"] == ["proot", "5.1.0", "bundle", f"{udocker.repo}/engines/bin/proot"]
     assert rows["fakechroot"][2:] == ["bundle", f"{udocker.repo}/engines/lib/fakechroot/libfakechroot.so"]
+    assert rows["slirp4netns"][2:] == ["bundle", f"{udocker.repo}/engines/bin/slirp4netns"], rows
     lines = modes.splitlines()
     assert re.split(r"\s{2,}", lines[0]) == ["MODE", "ENGINES", "STATUS", "DETAIL"]
     assert [line.split()[0] for line in lines[1:]] == ["P1", "P2", "F1", "F2", "F3", "F4", "R1", "R2", "R3"]

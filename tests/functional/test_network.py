@@ -215,3 +215,69 @@ def test_p1_refuses_a_mapped_port_and_a_private_network_in_one_line(repo):
         assert done.returncode == 125 and len(errors) == 1 and words in errors[0], done.stderr
         assert "R1" in done.stderr
     assert repo("run", "-p", "5000:5000", name, "true", timeout=120).returncode == 0
+
+
+QUERY = """
+import os, socket, struct, sys
+ident = int(sys.argv[2])
+question = b"".join(bytes([len(p)]) + p.encode() for p in sys.argv[3].split(".")) + b"\\0" + struct.pack(">HH", 1, 1)
+with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+    client.settimeout(10)
+    client.sendto(struct.pack(">HHHHHH", ident, 0x0100, 1, 0, 0, 0) + question, (sys.argv[1], 53))
+    answer = client.recv(4096)
+print(*struct.unpack(">HH", answer[:4]), int(answer[12:12 + len(question)] == question))
+"""
+
+
+def _ask(server, name, ident):
+    """(id, flags, same question) of `server`'s answer to an A query, as QUERY prints it, run on the host."""
+    done = subprocess.run([sys.executable, "-c", QUERY, server, str(ident), name], capture_output=True, text=True,
+                          timeout=30)
+    return done.stdout.split() if done.returncode == 0 else None
+
+
+def test_dns_goes_through_the_stacks_forwarder_and_the_hosts_resolv_conf_is_kept(repo, r1):
+    """The container's resolv.conf is the host's with loopback nameservers replaced by the forwarder (unit tests:
+    tests/unit/test_netstack.py); here, on this host, the forwarder at 10.0.2.3 answers as the host's resolver."""
+    from udocker.engines.netstack import container_resolv
+
+    with open("/etc/resolv.conf", encoding="utf-8") as stream:
+        host = stream.read()
+    done = repo("run", "--network=private", r1, "cat", "/etc/resolv.conf", timeout=120)
+    assert done.returncode == 0 and done.stdout == container_resolv(host), (done.stdout, done.stderr)
+    servers = [line.split()[1] for line in host.splitlines() if line.split()[:1] == ["nameserver"]]
+    name = "localhost"
+    expected = _ask(servers[0], name, 4242) if servers else None  # the forwarder asks the host's first one
+    if expected is None:
+        pytest.skip("the host's resolver does not answer here: nothing for the forwarder to forward to")
+    done = repo("run", "--network=private", r1, "python3", "-c", QUERY, "10.0.2.3", "4242", name, timeout=120)
+    assert done.returncode == 0, done.stderr
+    ident, flags, same = done.stdout.split()
+    assert ident == "4242" and int(flags) & 0x8000 and same == "1", done.stdout  # an answer to our question
+    assert int(flags) & 0xF == int(expected[1]) & 0xF  # with the host resolver's status
+
+
+def test_publishing_on_ipv6_is_refused_in_one_line(repo, r1):
+    done = repo("run", "-p", f"[::1]:{_free_port()}:5000", r1, "true", timeout=120)
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert done.returncode == 125 and len(errors) == 1 and "IPv4 only" in errors[0], done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_the_stack_ends_with_the_container_when_every_process_of_it_is_killed(repo, r1):
+    """kill -9 of every process of a detached container (udocker's supervisor included, which would have killed
+    the stack): the stack, which is no process of the container, must not outlive it."""
+    port, token = _free_port(), f"I11N_{uuid.uuid4().hex}"
+    try:
+        done = repo("run", "-d", "-e", f"{token}=1", "-p", f"127.0.0.1:{port}:5000", r1, *SERVE, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert _until(lambda: _get(f"http://127.0.0.1:{port}/"), 60), repo("logs", r1).stdout[-2000:]
+        stacks = _stacks(token)
+        assert len(stacks) == 1
+        _kill_all(token)
+        assert _until(lambda: not _marked(token), 15) is True
+        assert _until(lambda: not _alive(stacks), 15), stacks
+    finally:
+        _kill_all(token)
+        for pid in _alive(stacks if "stacks" in locals() else []):
+            os.kill(pid, signal.SIGKILL)

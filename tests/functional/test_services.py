@@ -1,9 +1,10 @@
 """Services (issue 11, items 1, 2 and 4): `run -d`, `ps` with the run state, `logs`, `stop`, `kill`, `wait` and
 `wait --until-port`, `rm` of a running container, `run -d --rm`. In P1 and R1, as the unprivileged test user,
-with the real DEEPaaS test image (UDOCKER_TEST_DEEPAAS: Debian 12 with python3 and PyPI's deepaas, built by
-.ci/run). A container's processes are found by a token in their environment or command line (-e TOKEN=1: the
-detached udocker keeps its command line)."""
+with the real DEEPaaS test image (UDOCKER_TEST_DEEPAAS: Debian 12 with python3, PyPI's deepaas and our minimal
+model tests/support/udocker_demo_model, built by .ci/run). A container's processes are found by a token in their
+environment or command line (-e TOKEN=1: the detached udocker keeps its command line)."""
 
+import hashlib
 import json
 import os
 import signal
@@ -11,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 import uuid
 
@@ -104,15 +106,17 @@ def _answers(url):
         return False
 
 
-def _predict(port):
-    """DEEPaaS's test model's prediction for a small file (POST multipart, as its OpenAPI page describes)."""
-    boundary = uuid.uuid4().hex
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"data\"; filename=\"x.txt\"\r\n"
-            f"Content-Type: text/plain\r\n\r\nhello\r\n--{boundary}--\r\n").encode()
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/v2/models/deepaas-test/predict/?parameter=3",
-                                     data=body, method="POST",
-                                     headers={"Content-Type": f"multipart/form-data; boundary={boundary}",
-                                              "Accept": "application/json"})
+def _models(port):
+    """The names of the models the DEEPaaS API at `port` serves (GET /v2/models/)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/models/", timeout=30) as response:
+        return [model["name"] for model in json.loads(response.read())["models"]]
+
+
+def _predict(port, text):
+    """Our demo model's prediction for `text` (POST /v2/models/udocker-demo/predict/?text=...)."""
+    query = urllib.parse.urlencode({"text": text})
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/v2/models/udocker-demo/predict/?{query}",
+                                     data=b"", method="POST", headers={"Accept": "application/json"})
     with urllib.request.urlopen(request, timeout=60) as response:
         return json.loads(response.read())
 
@@ -151,7 +155,11 @@ def test_a_detached_deepaas_service_is_listed_logged_and_stopped(repo, mode):
         ready = repo("wait", "--until-port", str(port), "--timeout", "180", name, timeout=200)
         assert ready.returncode == 0, (ready.stderr, repo("logs", name).stdout[-3000:])
         assert _answers(f"http://127.0.0.1:{port}/v2/models/")
-        assert _predict(port)["labels"][0]["label"] == "foo"  # a predict call: the model's work is done
+        assert _models(port) == ["udocker-demo"]  # our model's entry point, not DEEPaaS's built-in test model
+        text = f"udocker {mode} {uuid.uuid4().hex}"
+        answer = _predict(port, text)["predictions"]  # a predict call: the model's work is done
+        assert answer == {"model": "udocker-demo", "reversed": text[::-1], "length": len(text),
+                          "sha256": hashlib.sha256(text.encode()).hexdigest()}, answer
         row = _row(repo, name)
         assert row["status"] == "running" and row["mode"] == mode, row
         assert isinstance(row["pid"], int) and row["pid"] in _marked(token)
@@ -264,3 +272,35 @@ def test_a_foreground_run_is_recorded(repo, mode):
     row = _row(repo, name)
     assert row["status"] == "exited" and row["exit"] == 5 and row["mode"] == mode, row
     assert repo("logs", "--tail", "0", name).returncode == 0
+
+
+def test_two_detached_runs_share_a_log_past_its_rotation(repo):
+    """Two detached runs of one container write ~12 MB each into its log at the same time (the cap is 10 MB,
+    rotated once): every line stays whole, each run keeps its latest lines without a gap, and the log and its
+    rotated part stay near the cap."""
+    from udocker.engines.detach import LOG_MAX
+
+    name = _container(repo, "P1", "logs")
+    last = 1_500_000
+    tokens = []
+    try:
+        for tag in "AB":
+            token, done = _detach(repo, name, "seq", "-f", f"{tag}%.0f", "1", str(last))
+            assert done.returncode == 0, done.stderr
+            tokens.append(token)
+        assert _until(lambda: not any(_marked(t) for t in tokens), 240) is True
+        assert _until(lambda: _row(repo, name)["status"] == "exited", 30), _row(repo, name)
+        logs = repo("logs", name, timeout=120)
+        assert logs.returncode == 0, logs.stderr
+        kept = {"A": [], "B": []}
+        for line in logs.stdout.splitlines():
+            assert line[:1] in kept and line[1:].isdigit(), line[:80]  # whole lines: none torn by the other run
+            kept[line[:1]].append(int(line[1:]))
+        for tag, numbers in kept.items():
+            assert numbers and numbers[-1] == last and numbers == list(range(numbers[0], last + 1)), tag
+        slack = 4 * 65536  # what each logger had read when it checked the size
+        assert LOG_MAX - slack <= len(logs.stdout) <= 2 * LOG_MAX + slack, len(logs.stdout)
+        assert kept["A"][0] > 1 or kept["B"][0] > 1  # past the cap: the oldest lines (of either run) went
+    finally:
+        for token in tokens:
+            _kill_all(token)

@@ -7,6 +7,7 @@ import io
 import json
 import os
 import subprocess
+import sys
 import tarfile
 import urllib.request
 
@@ -198,3 +199,42 @@ def test_up_to_date_needs_the_same_script_and_packages(tmp_path):
     assert not debian.up_to_date(archive, ["openmpi-bin"])
     (tmp_path / "debian12.json").write_text(json.dumps({**info, "script": "sha256:0"}))
     assert not debian.up_to_date(archive, [])
+
+
+def test_a_local_pip_project_is_part_of_the_cache_key(tmp_path, monkeypatch):
+    project = tmp_path / "tests" / "support" / "model"
+    (project / "pkg").mkdir(parents=True)
+    (project / "pyproject.toml").write_text("[project]\nname = 'model'\n")
+    (project / "pkg" / "__init__.py").write_text("def predict(): return 1\n")
+    monkeypatch.setattr(debian, "CHECKOUT", str(tmp_path))
+    include = ["pip:deepaas==2.6.0", "pip:tests/support/model", "python3"]
+    assert debian.local_project("tests/support/model") == str(project)
+    assert debian.local_project("deepaas==2.6.0") is None
+    first = debian.script_digest(include)
+    assert first != debian.script_digest(["pip:deepaas==2.6.0", "python3"])
+    (project / "pkg" / "__init__.py").write_text("def predict(): return 2\n")
+    changed = debian.script_digest(include)
+    assert changed != first
+    (project / "build").mkdir()  # what a build leaves in the tree does not count
+    (project / "build" / "leftover").write_text("x")
+    (project / "model.egg-info").mkdir()
+    assert debian.script_digest(include) == changed
+
+
+def test_ci_builds_the_deepaas_image_with_our_model():
+    """The service tests query our model's entry point: .ci/run must put it in the image."""
+    with open(os.path.join(debian.CHECKOUT, ".ci", "run"), encoding="utf-8") as stream:
+        assert "pip:tests/support/udocker_demo_model" in stream.read()
+    assert debian.local_project("tests/support/udocker_demo_model")
+
+
+def test_the_demo_model_answers_from_its_input():
+    sys.path.insert(0, os.path.join(debian.CHECKOUT, "tests", "support", "udocker_demo_model"))
+    try:
+        import udocker_demo_model as model
+    finally:
+        sys.path.pop(0)
+    answer = model.predict(text="héllo")
+    assert answer == {"model": "udocker-demo", "reversed": "olléh", "length": 5,
+                      "sha256": hashlib.sha256("héllo".encode()).hexdigest()}
+    assert model.get_metadata()["name"] == "udocker-demo"

@@ -4,7 +4,9 @@
 As root: `python3 tests/support/build_debian_image.py [ARCHIVE] [--include PKG,...] [--mirror URL] [--force]`
 (a package named `pip:REQUIREMENT`, e.g. `pip:deepaas==2.6.0`, is installed from PyPI by this Python's pip into
 the image's /usr/local/lib/python3.X/dist-packages, with its console scripts in /usr/local/bin; it needs the
-image's python3 to be this one's version: run the script with Debian 12's /usr/bin/python3)
+image's python3 to be this one's version: run the script with Debian 12's /usr/bin/python3; a REQUIREMENT that
+names a directory of this checkout, e.g. `pip:tests/support/udocker_demo_model`, is that local project, built
+from a copy of it)
 (default ARCHIVE: /opt/udocker-ci/images/debian12.tar). The image has two gzip layers:
 
   layer 1  `debootstrap --variant=minbase bookworm` (plus --include packages): numeric owners, modes, hard links
@@ -16,7 +18,8 @@ image's python3 to be this one's version: run the script with Debian 12's /usr/b
 Beside ARCHIVE goes ARCHIVE minus ".tar" plus ".json" (the "info"): manifest digest, layers, packages, build
 times, and the trees a correct unpacker leaves: "expected" (layer 2's effects, for
 build_test_images.check_tree) and "base_expected" (a few facts of layer 1). A second run does nothing when the
-archive and info exist and were made by this same script (its sha256) with the same packages; --force rebuilds.
+archive and info exist and were made by this same script (its sha256, which covers the files of the local pip
+projects too) with the same packages; --force rebuilds.
 
 push_archive() pushes the archive to a registry, streaming each blob from inside the tarball; the test suite's
 `debian_image` fixture uses it. Not imported by udocker itself.
@@ -50,6 +53,7 @@ SUITE = "bookworm"
 TAG = "12"
 DEFAULT_ARCHIVE = "/opt/udocker-ci/images/debian12.tar"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
+CHECKOUT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PATH_ENV = builders.PATH_ENV
 
 # Directories kept empty in layer 1, and files dropped from it (fnmatch patterns relative to the rootfs).
@@ -177,15 +181,31 @@ def debootstrap(rootfs: str, *, mirror: str, include: Sequence[str]) -> None:
         raise SystemExit(f"build_debian_image: debootstrap failed with status {result.returncode}")
 
 
-def pip_install(rootfs: str, requirements: Sequence[str]) -> None:
+def local_project(requirement: str) -> Optional[str]:
+    """The checkout's directory a pip requirement names (relative to the checkout's root), or None."""
+    path = os.path.join(CHECKOUT, requirement)
+    return path if "/" in requirement and os.path.isfile(os.path.join(path, "pyproject.toml")) else None
+
+
+def pip_install(rootfs: str, requirements: Sequence[str], scratch: str) -> None:
     """Install `requirements` with this Python's pip into the image's dist-packages; console scripts start the
-    image's /usr/bin/python3 (pip's own would name this interpreter)."""
+    image's /usr/bin/python3 (pip's own would name this interpreter). A local project is built from a copy in
+    `scratch` (its build leaves build/ and *.egg-info where it is built)."""
+    copies = []
+    for requirement in requirements:
+        source = local_project(requirement)
+        if source:
+            copy = os.path.join(scratch, f"pip-{len(copies)}-{os.path.basename(source)}")
+            shutil.copytree(source, copy, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+            copies.append(copy)
+        else:
+            copies.append(requirement)
     version = f"python{sys.version_info[0]}.{sys.version_info[1]}"
     if not os.path.exists(os.path.join(rootfs, "usr", "bin", version)):
         raise SystemExit(f"build_debian_image: pip packages need {version} in the image (--include python3)")
     target = os.path.join(rootfs, "usr", "local", "lib", version, "dist-packages")
     command = [sys.executable, "-m", "pip", "install", "--disable-pip-version-check", "--no-compile",
-               "--no-warn-script-location", "--target", target, *requirements]
+               "--no-warn-script-location", "--target", target, *copies]
     print("build_debian_image: pip install " + " ".join(requirements), file=sys.stderr)
     result = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if result.returncode:
@@ -361,9 +381,20 @@ def load_info(archive: str) -> dict:
         return json.load(stream)
 
 
-def script_digest() -> str:
+def script_digest(include: Sequence[str] = ()) -> str:
+    """sha256 of this script and of every file of the local pip projects in `include`: a change to either
+    rebuilds the image."""
     with open(os.path.abspath(__file__), "rb") as stream:
-        return builders.sha256(stream.read())
+        data = [stream.read()]
+    for name in include:
+        source = local_project(name[4:]) if name.startswith("pip:") else None
+        for top, dirs, files in os.walk(source or os.devnull):
+            dirs[:] = sorted(d for d in dirs if d not in ("build", "__pycache__") and not d.endswith(".egg-info"))
+            for file_name in sorted(files):
+                path = os.path.join(top, file_name)
+                with open(path, "rb") as stream:
+                    data += [os.path.relpath(path, CHECKOUT).encode(), b"\0", stream.read(), b"\0"]
+    return builders.sha256(b"".join(data))
 
 
 def up_to_date(archive: str, include: Sequence[str]) -> bool:
@@ -374,7 +405,7 @@ def up_to_date(archive: str, include: Sequence[str]) -> bool:
         size = os.path.getsize(archive)
     except (OSError, ValueError):
         return False
-    return (info.get("script") == script_digest() and info.get("packages") == list(include)
+    return (info.get("script") == script_digest(include) and info.get("packages") == list(include)
             and info.get("archive_size") == size)
 
 
@@ -391,12 +422,12 @@ def build(archive: str, *, include: Sequence[str], mirror: str) -> dict:
         tidy(rootfs)
         pips = [name[4:] for name in include if name.startswith("pip:")]
         if pips:
-            pip_install(rootfs, pips)
+            pip_install(rootfs, pips, work)
         info = make_layout(rootfs, os.path.join(work, "layout"), include=include)
         partial = os.path.join(work, "archive.tar")
         tar_layout(os.path.join(work, "layout"), partial)
         done = time.monotonic()
-        info.update(script=script_digest(), mirror=mirror, archive_size=os.path.getsize(partial),
+        info.update(script=script_digest(include), mirror=mirror, archive_size=os.path.getsize(partial),
                     seconds={"debootstrap": round(bootstrapped - start, 1), "layers": round(done - bootstrapped, 1),
                              "total": round(done - start, 1)})
         os.chmod(partial, 0o644)

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 from udocker import lockfile
 from udocker.engines.detach import write_log
@@ -80,3 +81,82 @@ def test_the_log_is_rotated_and_capped(tmp_path):
         _log(path, line, 100)
     assert open(path + ".1", "rb").read() == b"x" * 60 + b"\n"
     assert open(path, "rb").read() == b"y" * 60 + b"\n" + b"z" * 10 + b"\n"
+
+
+def _kept(path, tag):
+    """The numbers of writer `tag`'s lines in the log and its rotated part, oldest first; every line whole."""
+    numbers = []
+    for name in (path + ".1", path):
+        if os.path.exists(name):
+            for line in open(name, "rb").read().splitlines():
+                assert line[:1] in (b"A", b"B") and line[1:].isdigit(), line  # no torn or mixed line
+                if line[:1] == tag:
+                    numbers.append(int(line[1:]))
+    return numbers
+
+
+SLACK = 512  # bytes: what loggers had read when they checked the log's size (a few batches)
+
+
+def _until_logged(path, line):
+    for _ in range(100000):
+        for name in (path, path + ".1"):
+            try:
+                if line in open(name, "rb").read():
+                    return True
+            except FileNotFoundError:
+                pass
+        time.sleep(0.001)
+    return False
+
+
+def test_two_loggers_of_one_log_rotate_without_losing_or_tearing_lines(tmp_path):
+    """Two detached runs of one container: two loggers append to one log and both want to rotate it. What is
+    kept of each writer is its latest lines without a gap (a rotation never drops the newer part), in order,
+    and the log and its rotated part stay near the cap after every batch of lines."""
+    path = str(tmp_path / "container.log")
+    limit = 4096
+    code = ("import sys; from udocker.engines.detach import write_log; "
+            f"write_log(sys.stdin.fileno(), {path!r}, limit={limit})")
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    loggers = {tag: subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, env=env)
+               for tag in (b"A", b"B")}
+    for start in range(0, 4000, 20):  # ~10 rotations' worth from each, both loggers busy at once
+        for tag, logger in loggers.items():
+            logger.stdin.write(b"".join(tag + b"%d\n" % number for number in range(start, start + 20)))
+            logger.stdin.flush()
+        for tag in loggers:  # both wrote the batch (else a logger would read it all in one chunk at the end)
+            assert _until_logged(path, tag + b"%d\n" % (start + 19))
+        sizes = [os.path.getsize(name) if os.path.exists(name) else None for name in (path, path + ".1")]
+        # A rotation keeps a full log (never a fresh one that another logger had just started), and nobody
+        # goes on writing into the rotated one: both stay near the cap (a batch is ~120 bytes a writer).
+        assert sizes[0] <= limit + SLACK and (sizes[1] is None or limit - SLACK <= sizes[1] <= limit + SLACK), sizes
+    for logger in loggers.values():
+        logger.stdin.close()
+        assert logger.wait(timeout=60) == 0
+    for tag in (b"A", b"B"):
+        kept = _kept(path, tag)
+        assert kept and kept[-1] == 3999, (tag, kept[-5:])
+        assert kept == list(range(kept[0], 4000)), tag  # a suffix: nothing lost in the middle
+
+
+def test_a_partial_line_is_logged_while_the_program_waits(tmp_path):
+    """Lines are logged whole, but a prompt or a progress bar without a newline still shows up in the log."""
+    path = str(tmp_path / "container.log")
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(writer)
+        try:
+            write_log(reader, path)
+        finally:
+            os._exit(0)
+    os.close(reader)
+    os.write(writer, b"line one\nprogress 10%")
+    try:
+        assert _until_logged(path, b"line one\nprogress 10%")
+        os.write(writer, b"\rprogress 100%\n")
+    finally:
+        os.close(writer)
+        os.waitpid(pid, 0)
+    assert open(path, "rb").read() == b"line one\nprogress 10%\rprogress 100%\n"

@@ -14,14 +14,20 @@ D's child, checks the step's slurmstepd every JOB_POLL seconds and, once it is g
 sends SIGTERM to D, which stops the container as `udocker stop` does. SLURM's own tracking cannot do it where
 it follows the process tree (proctrack/linuxproc): D's parent exits and D is reparented to init.
 
-Several detached runs of one container write the same log (appends); their rotations may race (a rotated
-file may then be lost)."""
+Several detached runs of one container write the same log (appends of whole lines, write_log): each logger
+follows the file at the log's path (it reopens it when another logger rotated it, so that nothing goes on growing
+in container.log.1) and rotates under the log's lock (Layout.container_log_lock) only a log that is still the one
+it measured, so that two rotations never follow each other and drop the newer part. Each logger measures the
+shared file itself (fstat), not only its own writes."""
 
 import os
 import signal
 import sys
 
 LOG_MAX = 10 * 1024 * 1024  # bytes in container.log before it is rotated to container.log.1
+CHUNK = 65536  # bytes the logger reads at a time, and the longest line it holds back until its end
+PARTIAL_WAIT = 0.5  # seconds a partial line (no newline yet) waits for its end before it is logged as it is
+ROTATE_WAIT = 5  # seconds a logger waits for the log's lock to rotate it (else it writes on, unrotated)
 JOB_POLL = 1.0  # seconds between two checks that the SLURM job step that started a detached run still runs
 
 
@@ -157,32 +163,72 @@ def _watch(step, null, fds):
 
 def write_log(source, path, limit=LOG_MAX):
     """Append what `source` (a fd) gives to `path` until end of file, rotating it to PATH.1 before it passes
-    `limit` bytes. A failing write (a full disk) drops the data: the program must never block on its output."""
-    out, size = _open(path)
+    `limit` bytes. Whole lines at a time, so that the lines of runs sharing the log never tear each other: a
+    partial line waits for its end, at most PARTIAL_WAIT seconds (a prompt, a progress bar) or CHUNK bytes.
+    A failing write (a full disk) drops the data: the program must never block on its output."""
+    import select
+
+    out, pending = _open(path), b""
     while True:
+        if pending and not select.select([source], [], [], PARTIAL_WAIT)[0]:
+            out, pending = _append(out, path, pending, limit), b""
+            continue
         try:
-            data = os.read(source, 65536)
+            data = os.read(source, CHUNK)
         except InterruptedError:
             continue
         if not data:
             break
-        if size and size + len(data) > limit:
-            os.close(out)
-            try:
-                os.replace(path, path + ".1")
-            except OSError:
-                pass
-            out, size = _open(path)
-        try:
-            size += os.write(out, data)
-        except OSError:
-            pass
+        data = pending + data
+        cut = data.rfind(b"\n") + 1 or (len(data) if len(data) >= CHUNK else 0)
+        if cut:
+            out = _append(out, path, data[:cut], limit)
+        pending = data[cut:]
+    if pending:
+        out = _append(out, path, pending, limit)
     os.close(out)
+
+
+def _append(out, path, data, limit):
+    out = _current(out, path, len(data), limit)
+    try:
+        os.write(out, data)
+    except OSError:
+        pass
+    return out
+
+
+def _current(out, path, incoming, limit):
+    """The fd to append `incoming` bytes to: `out`, or `path` reopened when another logger has rotated it, or
+    after rotating it when they would take it past `limit`. Never blocks for long: when the lock cannot be had,
+    the bytes go to the log as it is."""
+    try:
+        mine, there = os.fstat(out), os.stat(path)
+    except OSError:  # the container removed meanwhile: the output is dropped (written to a removed file)
+        return out
+    if (mine.st_dev, mine.st_ino) != (there.st_dev, there.st_ino):
+        os.close(out)
+        out = _open(path)
+        mine = os.fstat(out)
+    if not mine.st_size or mine.st_size + incoming <= limit:
+        return out
+    from udocker import fs
+    from udocker.errors import UdockerError
+    from udocker.paths import Layout
+
+    try:
+        with fs.locked(Layout.container_log_lock(os.path.dirname(path)), timeout=ROTATE_WAIT, what="the log"):
+            there = os.stat(path)
+            if (mine.st_dev, mine.st_ino) == (there.st_dev, there.st_ino):  # nobody rotated it meanwhile
+                os.replace(path, path + ".1")
+    except (OSError, UdockerError):
+        return out
+    os.close(out)
+    return _open(path)
 
 
 def _open(path):
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
     except OSError:  # the container removed meanwhile: the output is dropped, never blocked
-        return os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC), 0
-    return fd, os.fstat(fd).st_size
+        return os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)

@@ -230,9 +230,11 @@ class OciEngine(Engine):
                   "mounts": mounts, "linux": linux}
         if spec.hostname:
             config["hostname"] = spec.hostname
-        if spec.network == "private":
-            from udocker.engines.netstack import oci_hooks
-            config["hooks"] = oci_hooks(self.layout, spec.ports)
+        if spec.network == "private":  # runc and crun alike: nothing of the private network is runtime-specific
+            from udocker.engines import netstack
+
+            config["hooks"] = netstack.oci_hooks(self.layout, spec.ports)
+            netstack.private_resolv(mounts, Layout.engine_dir(spec.container_dir, self.name))
         return config
 
     def _args(self, spec, mode):

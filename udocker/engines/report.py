@@ -18,6 +18,7 @@ ENGINES: Dict[str, Tuple[str, str]] = {
     "crun": ("exe", "crun"),
     "patchelf": ("exe", "patchelf"),
     "fakechroot": ("lib", "fakechroot/libfakechroot.so"),
+    "slirp4netns": ("exe", "slirp4netns"),  # not a mode's engine: the private network's stack (netstack.py)
 }
 
 
