@@ -20,6 +20,19 @@ def test_a_run_is_running_while_its_process_lives_then_ends_in_last_json(tmp_pat
     assert (summary["status"], summary["exit"], summary["pid"], summary["mode"]) == ("exited", 3, None, "P1")
 
 
+def test_a_container_without_runs_gets_the_directory_at_its_first_run(tmp_path):
+    """runs/ is made when missing (a container made before runs were recorded), not looked for at every run;
+    the records get the umask's permissions."""
+    started = runs.begin(str(tmp_path), mode="R1", stop_timeout=10)
+    assert os.listdir(tmp_path / "runs") == [os.path.basename(started[0])]
+    assert json.loads(open(started[0]).read())["mode"] == "R1"
+    runs.end(started, 0)
+    assert json.loads((tmp_path / "runs" / "last.json").read_text())["exit"] == 0
+    again = runs.begin(str(tmp_path), mode="R1", stop_timeout=10)
+    assert sorted(os.listdir(tmp_path / "runs")) == sorted(["last.json", os.path.basename(again[0])])
+    runs.end(again, 1)
+
+
 def test_a_container_never_run_is_created(tmp_path):
     assert runs.summary(str(tmp_path))["status"] == "created"
 

@@ -16,12 +16,10 @@ unseen (kill -9 of every process, the node rebooted) is never taken for a live r
 Several runs of one container may overlap: the container is running while any run is; `last.json` holds the
 run that ended last."""
 
-import contextlib
-import json
 import os
 import time
 
-from udocker import fs, lockfile
+from udocker import fastjson, fs, lockfile
 from udocker.errors import UdockerError
 from udocker.paths import Layout
 
@@ -34,12 +32,27 @@ def begin(directory, *, mode, stop_timeout, detached=False, logger=None):
     owner = lockfile.me()
     record = {"owner": owner.token(), "pid": owner.pid, "host": owner.host, "mode": mode, "detached": detached,
               "started": time.time(), "stop_timeout": stop_timeout, "logger": logger}
-    runs = Layout.container_runs(directory)
-    with contextlib.suppress(FileExistsError):
-        os.mkdir(runs, 0o755)
-    path = os.path.join(runs, f"{owner.pid}-{owner.start}.json")
-    fs.atomic_write(path, json.dumps(record).encode(), durable=False)
+    path = os.path.join(Layout.container_runs(directory), f"{owner.pid}-{owner.start}.json")
+    _write(path, record)
     return path, record
+
+
+def _write(path, record):
+    """Write a run's record (atomically, not fsynced: a crash ends the run too; with the umask's permissions,
+    no chmod). runs/ is made only when missing (a container made before runs were recorded): every call
+    here is a round trip to the server of a repository on NFS or Lustre."""
+    data = fastjson.dumps(record).encode()
+    try:
+        with fs.atomic_output(path, mode=None, durable=False) as stream:
+            stream.write(data)
+    except FileNotFoundError:
+        try:
+            os.mkdir(os.path.dirname(path), 0o755)
+        except FileExistsError:
+            pass
+        fs.atomic_write(path, data, mode=None, durable=False)
+    except OSError as exc:
+        raise fs.store_error("write", path, exc) from None
 
 
 def end(started, status):
@@ -48,31 +61,38 @@ def end(started, status):
     if not started:
         return
     path, record = started
-    with contextlib.suppress(OSError, UdockerError):
+    try:
         _finish(path, record, status)
         _prune(os.path.dirname(path))
+    except (OSError, UdockerError):
+        pass
 
 
 def cancel(started):
     """The run begun as `started` never started (refused before the engine ran): it leaves no record. Never
     raises."""
     if started:
-        with contextlib.suppress(OSError):
+        try:
             os.unlink(started[0])
+        except OSError:
+            pass
 
 
 def _finish(path, record, status):
-    record = dict(record, exit=status, finished=time.time())
-    fs.atomic_write(os.path.join(os.path.dirname(path), LAST), json.dumps(record).encode(), durable=False)
-    with contextlib.suppress(FileNotFoundError):
+    _write(os.path.join(os.path.dirname(path), LAST), dict(record, exit=status, finished=time.time()))
+    try:
         os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def forget(run, status=LOST_STATUS):
     """A run found dead or killed by another process (stop): record its end as `status` if it has none."""
     if os.path.exists(run["path"]):
-        with contextlib.suppress(OSError, UdockerError):
+        try:
             _finish(run["path"], {k: v for k, v in run.items() if k not in ("path", "state")}, status)
+        except (OSError, UdockerError):
+            pass
 
 
 def _prune(runs):
@@ -83,14 +103,16 @@ def _prune(runs):
         record = _read(os.path.join(runs, name))
         owner = lockfile.Owner.parse(record.get("owner", "")) if record else None
         if owner and lockfile.provably_dead(owner):
-            with contextlib.suppress(FileNotFoundError):
+            try:
                 os.unlink(os.path.join(runs, name))
+            except FileNotFoundError:
+                pass
 
 
 def _read(path):
     try:
         with open(path, "rb") as stream:
-            record = json.loads(stream.read())
+            record = fastjson.loads(stream.read())
         return record if isinstance(record, dict) else None
     except (OSError, ValueError):
         return None
