@@ -5,9 +5,10 @@ the container outlives it; SIGTERM to it is a stop with a grace period). It is i
 (lockfile.Owner: host, boot id, PID namespace, pid and start time), so that a record left by a run that died
 unseen (kill -9 of every process, the node rebooted) is never taken for a live run whose pid was reused.
 
-- begin(): at the start, `runs/<pid>-<start>.json` (one atomic write, not fsynced: a crash ends the run too);
+- begin(): at the start, `runs/<owner token>.json` (one atomic write, not fsynced: a crash ends the run too);
 - end(): at the end, the record with its exit status replaces `runs/last.json` and its own file goes; records
-  of runs of this node that are provably dead are removed then (they are older than this end);
+  of runs of this node that are provably dead are removed then (they are older than this end), judged by
+  their names: with many runs of one container at once (a job array), no run reads the others' records;
 - listing (ps, stop, wait) checks each live record: on this node, in this PID namespace, psutil (imported
   here, never on the start path of `run`) says whether the process with that pid and start time still runs.
   A run of another node (a repository on a shared file system) or PID namespace cannot be checked: it is
@@ -32,7 +33,7 @@ def begin(directory, *, mode, stop_timeout, detached=False, logger=None):
     owner = lockfile.me()
     record = {"owner": owner.token(), "pid": owner.pid, "host": owner.host, "mode": mode, "detached": detached,
               "started": time.time(), "stop_timeout": stop_timeout, "logger": logger}
-    path = os.path.join(Layout.container_runs(directory), f"{owner.pid}-{owner.start}.json")
+    path = os.path.join(Layout.container_runs(directory), f"{owner.token()}.json")
     _write(path, record)
     return path, record
 
@@ -96,12 +97,15 @@ def forget(run, status=LOST_STATUS):
 
 
 def _prune(runs):
-    """Remove the records of runs of this node that are provably dead (lockfile's test: no psutil)."""
+    """Remove the records of runs of this node that are provably dead (lockfile's test: no psutil). The owner
+    is in the record's name; a record named otherwise (`<pid>-<start>.json`, before) is read for it."""
     for name in os.listdir(runs):
-        if name == LAST or name.startswith("."):
+        if name == LAST or name.startswith(".") or not name.endswith(".json"):
             continue
-        record = _read(os.path.join(runs, name))
-        owner = lockfile.Owner.parse(record.get("owner", "")) if record else None
+        owner = lockfile.Owner.parse(name[:-len(".json")])
+        if owner is None:
+            record = _read(os.path.join(runs, name))
+            owner = lockfile.Owner.parse(record.get("owner", "")) if record else None
         if owner and lockfile.provably_dead(owner):
             try:
                 os.unlink(os.path.join(runs, name))
@@ -161,6 +165,13 @@ def _state(record):
     if owner.pidns != mine.pidns:
         return "elsewhere"
     return "running" if same_process(owner.pid, owner.start) else "lost"
+
+
+def identity(run):
+    """(pid, start time) of the process of the run record `run`, from its owner token ((pid, -1), never
+    the same process, for a record without one)."""
+    owner = lockfile.Owner.parse(run.get("owner") or "")
+    return (owner.pid, owner.start) if owner else (run.get("pid"), -1)
 
 
 def same_process(pid, start):
