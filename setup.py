@@ -10,5 +10,6 @@ setup(
     install_requires=["click>=7.1", "requests>=2.25", "pyyaml>=5.3", "psutil>=5.8", "nvidia-ml-py>=11.450",
                       "PySocks>=1.5.6,!=1.5.7"],
     extras_require={"test": ["pytest>=7", "pytest-timeout", "ruff"]},
-    entry_points={"console_scripts": ["udocker = udocker.cli:main"]},
+    # a plain script, not a console_scripts entry point: pip's generated script imports re (scripts/udocker)
+    scripts=["scripts/udocker"],
 )

@@ -1,14 +1,14 @@
 """File-system primitives: atomic publication, locks, crash-safe scratch directories (see lockfile.py) and
-copies that keep holes."""
+copies that keep holes.
+
+`udocker run` writes its records with this module: its context managers are classes and it imports neither
+contextlib nor collections (~4 ms of every run's start here, with what they load)."""
 
 from __future__ import annotations
 
-import contextlib
 import errno
-import io
 import os
 import time
-from collections.abc import Callable, Iterator
 
 from udocker import lockfile
 from udocker.errors import LockTimeout, StoreError
@@ -41,48 +41,77 @@ def read_replaced(path: str, *, attempts: int = 10, pause: float = 0.05) -> byte
     (libfuse hides an open target the same way) another node's os.replace is two renames, between which the
     name is briefly absent."""
     for _ in range(attempts - 1):
-        with contextlib.suppress(FileNotFoundError), open(path, "rb") as stream:
-            return stream.read()
-        time.sleep(pause)
+        try:
+            with open(path, "rb") as stream:
+                return stream.read()
+        except FileNotFoundError:
+            time.sleep(pause)
     with open(path, "rb") as stream:
         return stream.read()
 
 
-@contextlib.contextmanager
-def atomic_output(path: str, *, mode: int = 0o644, tmpdir: str | None = None,
-                  error: Callable[[OSError], Exception] | None = None,
-                  durable: bool = True) -> Iterator[io.BufferedWriter]:
+def atomic_output(path: str, *, mode: int | None = 0o644, tmpdir: str | None = None, error=None,
+                  durable: bool = True) -> _AtomicOutput:
     """A binary stream whose contents replace `path` in one step when the block ends without error: the one
     way udocker replaces a file. The stream is a new file with a unique name (named for clean_tmp()) in
     `tmpdir`, by default the directory of `path` (another directory must be on the same file system); it is
-    fsynced (unless not `durable`: state that a crash makes moot, such as a run's record), given `mode`, then
-    renamed over `path` with os.replace.
+    fsynced (unless not `durable`: state that a crash makes moot, such as a run's record), given `mode` (None:
+    the permissions the umask gives a new file, without a chmod), then renamed over `path` with os.replace.
 
     Readers see the old file or the new one, never a part of it. On error the temporary file is removed; a
     kill leaves only it. An OSError of these steps (not of the block) is raised as `error(exc)` when given."""
     directory = tmpdir or os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(directory, scratch_name(".write-"))
-    inside = False
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        with os.fdopen(fd, "wb") as stream:
-            inside = True
-            yield stream
-            inside = False
-            stream.flush()
-            if durable:
-                os.fsync(stream.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(exc, OSError) and not inside and error is not None:
-            raise error(exc) from None
-        raise
+    return _AtomicOutput(path, os.path.join(directory, scratch_name(".write-")), mode, error, durable)
 
 
-def atomic_write(path: str, data: bytes, *, tmpdir: str | None = None, mode: int = 0o644,
+class _AtomicOutput:
+    def __init__(self, path, tmp, mode, error, durable):
+        self.path, self.tmp, self.mode, self.error, self.durable = path, tmp, mode, error, durable
+        self.stream = None
+
+    def __enter__(self):
+        try:
+            fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
+                         0o666 if self.mode is None else 0o600)
+        except OSError as exc:
+            raise self._failed(exc) from None
+        self.stream = os.fdopen(fd, "wb")
+        return self.stream
+
+    def __exit__(self, kind, value, traceback):
+        if kind is not None:  # the block failed: its exception goes on
+            self._discard()
+            return False
+        try:
+            self.stream.flush()
+            if self.durable:
+                os.fsync(self.stream.fileno())
+            self.stream.close()
+            if self.mode is not None:
+                os.chmod(self.tmp, self.mode)
+            os.replace(self.tmp, self.path)
+        except BaseException as exc:
+            self._discard()
+            if isinstance(exc, OSError):
+                raise self._failed(exc) from None
+            raise
+        return False
+
+    def _failed(self, exc):
+        return exc if self.error is None else self.error(exc)
+
+    def _discard(self):
+        try:
+            self.stream.close()
+        except OSError:
+            pass
+        try:
+            os.unlink(self.tmp)
+        except OSError:
+            pass
+
+
+def atomic_write(path: str, data: bytes, *, tmpdir: str | None = None, mode: int | None = 0o644,
                  durable: bool = True) -> None:
     """Replace `path` by a file holding `data` (atomic_output); OSError is raised as StoreError naming `path`."""
     def failed(exc: OSError) -> Exception:
@@ -109,35 +138,46 @@ def scratch_file(tmp: str, prefix: str, *, what: str = "") -> tuple[int, str]:
         raise store_error("write", what or path, exc) from None
 
 
-@contextlib.contextmanager
-def locked(path: str, *, timeout: float, shared: bool = False, what: str = ""):
-    """Hold the lock `path` (exclusive, or shared with other shared holders); raises LockTimeout after
-    `timeout` seconds. The lock file is created with O_EXCL and names its owner (udocker/lockfile.py):
+def locked(path: str, *, timeout: float, shared: bool = False, what: str = "") -> _Locked:
+    """Hold the lock `path` (exclusive, or shared with other shared holders) in a with block; raises LockTimeout
+    after `timeout` seconds. The lock file is created with O_EXCL and names its owner (udocker/lockfile.py):
     nothing is asked of the file system's flock, and a dead owner's lock is broken. Shared holders
     register under PATH.readers/ while holding the lock file for a moment; an exclusive holder keeps the
     lock file and waits for them to leave."""
-    deadline = time.monotonic() + timeout
-    held = _acquire(path, deadline, what)
-    reader = None
-    try:
-        if shared:
-            reader = _add_reader(path)
-        else:
-            _wait_for_readers(path, deadline, what)
-    except BaseException:
-        lockfile.release(held)
-        raise
-    if reader is not None:
-        lockfile.release(held)
-    try:
-        yield
-    finally:
-        if reader is None:
+    return _Locked(path, timeout, shared, what)
+
+
+class _Locked:
+    def __init__(self, path, timeout, shared, what):
+        self.path, self.timeout, self.shared, self.what = path, timeout, shared, what
+        self.held = self.reader = None
+
+    def __enter__(self):
+        deadline = time.monotonic() + self.timeout
+        held = _acquire(self.path, deadline, self.what)
+        try:
+            if self.shared:
+                self.reader = _add_reader(self.path)
+            else:
+                _wait_for_readers(self.path, deadline, self.what)
+        except BaseException:
+            lockfile.release(held)
+            raise
+        if self.reader is not None:
             lockfile.release(held)
         else:
-            lockfile.unhold(reader)
-            with contextlib.suppress(OSError):
-                os.unlink(reader)
+            self.held = held
+
+    def __exit__(self, kind, value, traceback):
+        if self.reader is None:
+            lockfile.release(self.held)
+        else:
+            lockfile.unhold(self.reader)
+            try:
+                os.unlink(self.reader)
+            except OSError:
+                pass
+        return False
 
 
 def _acquire(path: str, deadline: float, what: str) -> lockfile.Held:
@@ -190,8 +230,10 @@ def _wait_for_readers(path: str, deadline: float, what: str) -> None:
             except FileNotFoundError:
                 continue
             if lockfile.gone(owner, mtime / 1e9, lockfile.STALE_AGE, watch.unchanged_for((name, mtime))):
-                with contextlib.suppress(OSError):
+                try:
                     os.unlink(entry)
+                except OSError:
+                    pass
             else:
                 waiting, live = True, owner
         if not waiting:
@@ -203,19 +245,28 @@ def _wait_for_readers(path: str, deadline: float, what: str) -> None:
         delay = min(delay * 2, _POLL)
 
 
-@contextlib.contextmanager
-def scratch_dir(tmp: str, prefix: str = "work-"):
-    """A private directory under `tmp`, removed afterwards. Its name carries its owner (host, boot,
-    PID namespace, pid, start time), so clean_tmp() removes it only once that process is provably dead."""
+def scratch_dir(tmp: str, prefix: str = "work-") -> _ScratchDir:
+    """A private directory under `tmp` for a with block (its path), removed afterwards. Its name carries its
+    owner (host, boot, PID namespace, pid, start time), so clean_tmp() removes it only once that process is
+    provably dead."""
     path = os.path.join(tmp, scratch_name(prefix))
     try:
         os.mkdir(path, 0o700)
     except OSError as exc:
         raise store_error("create a directory in", tmp, exc) from None
-    try:
-        yield path
-    finally:
-        _rmtree(path)
+    return _ScratchDir(path)
+
+
+class _ScratchDir:
+    def __init__(self, path):
+        self.path = path
+
+    def __enter__(self):
+        return self.path
+
+    def __exit__(self, kind, value, traceback):
+        _rmtree(self.path)
+        return False
 
 
 def clean_tmp(tmp: str) -> None:
@@ -240,8 +291,10 @@ def clean_tmp(tmp: str) -> None:
         if os.path.isdir(path) and not os.path.islink(path):
             _rmtree(path)
         else:
-            with contextlib.suppress(OSError):
+            try:
                 os.unlink(path)
+            except OSError:
+                pass
 
 
 def ensure_dir(path: str) -> str:
@@ -266,8 +319,10 @@ def copy_file(src: str, dst: str, mode: int) -> None:
             os.fchmod(target, mode)
             os.utime(target, ns=(info.st_atime_ns, info.st_mtime_ns))
         except BaseException:
-            with contextlib.suppress(OSError):
+            try:
                 os.unlink(dst)
+            except OSError:
+                pass
             raise
         finally:
             os.close(target)
@@ -275,7 +330,7 @@ def copy_file(src: str, dst: str, mode: int) -> None:
         os.close(source)
 
 
-def _data_ranges(fd: int, size: int) -> Iterator[tuple[int, int]]:
+def _data_ranges(fd: int, size: int):
     """(start, end) of the data regions of the open file `fd`; the whole file where holes are unknown."""
     position = 0
     while position < size:

@@ -47,9 +47,10 @@ class ContainerService:
     # -- finding and creating --------------------------------------------------------------------------
     def find(self, text):
         """The container named (or with the id or id prefix) `text`; NotFound if none."""
-        if not os.path.isdir(self.layout.containers):  # a new repository has none: find() would fail to list it
-            raise NotFound(f"container not found: {text}", hint="see 'udocker ps'")
-        return self.store.find(text)
+        try:
+            return self.store.find(text)
+        except FileNotFoundError:  # a new repository has no containers/ to list
+            raise NotFound(f"container not found: {text}", hint="see 'udocker ps'") from None
 
     def for_run(self, target, *, name=None, pull="missing", location=None):
         """The container to run: the directory `location`, else the container `target`, else a new container

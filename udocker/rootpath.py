@@ -2,6 +2,7 @@
 links as chroot(2) would. A primitive: the run's checks, the engines and the injectors all ask it."""
 
 import os
+import stat
 
 MAX_SYMLINKS = 40  # as the kernel allows for one path lookup
 
@@ -11,6 +12,13 @@ def resolve(rootfs, path, mounts=(), cwd="/"):
     chroot(2) would: absolute link targets start again at `rootfs`, '..' stops at the root; a path under a
     mount target continues in the mount's source. The last component need not exist. Shared by the run's checks (the
     program, /etc/passwd), the engines and the injectors."""
+    return resolve_stat(rootfs, path, mounts, cwd)[0]
+
+
+def resolve_stat(rootfs, path, mounts=(), cwd="/"):
+    """(resolve()'s host path, the os.lstat of it or None when it is missing): the lstat that told the last
+    component is no symbolic link, kept, so that a caller needs no stat of its own (on NFS or Lustre each is
+    a round trip). A link left after MAX_SYMLINKS hops is returned with its own lstat (S_ISLNK)."""
     targets = sorted(((os.path.normpath("/" + m.target.lstrip("/")), os.path.abspath(m.source)) for m in mounts),
                      key=lambda t: -len(t[0]))
 
@@ -22,7 +30,7 @@ def resolve(rootfs, path, mounts=(), cwd="/"):
         return rootfs.rstrip("/") + container
 
     todo = [p for p in (path if path.startswith("/") else cwd + "/" + path).split("/") if p]
-    done, hops = [], 0
+    done, hops, info = [], 0, None
     while todo:
         part = todo.pop(0)
         if part == ".":
@@ -30,9 +38,14 @@ def resolve(rootfs, path, mounts=(), cwd="/"):
         if part == "..":
             if done:
                 done.pop()
+            info = None
             continue
         candidate = host(done + [part])
-        if os.path.islink(candidate) and hops < MAX_SYMLINKS:
+        try:
+            info = os.lstat(candidate)
+        except (OSError, ValueError):
+            info = None
+        if info is not None and stat.S_ISLNK(info.st_mode) and hops < MAX_SYMLINKS:
             hops += 1
             target = os.readlink(candidate)
             if target.startswith("/"):
@@ -40,4 +53,10 @@ def resolve(rootfs, path, mounts=(), cwd="/"):
             todo = [p for p in target.split("/") if p] + todo
             continue
         done.append(part)
-    return host(done)
+    final = host(done)
+    if info is None and done and final != rootfs.rstrip("/"):  # '..' ended the walk: one lstat more
+        try:
+            info = os.lstat(final)
+        except (OSError, ValueError):
+            info = None
+    return final, info

@@ -5,10 +5,10 @@ NVIDIA, Infiniband and MPI stacks. No process is started here (launch.py does th
 import os
 
 from udocker import inject as injectors
-from udocker.engines.common import DEFAULT_PATH, lookup
+from udocker.engines.common import DEFAULT_PATH, lookup, program_file
 from udocker.errors import ProgramNotExecutable, ProgramNotFound, UsageError
 from udocker.modetable import engine_of
-from udocker.rootpath import resolve
+from udocker.rootpath import resolve_stat
 from udocker.runopts import (
     check_devices,
     check_kernel,
@@ -59,10 +59,10 @@ def check_program(rootfs, argv0, env, mounts=()):
             raise ProgramNotExecutable(f"permission denied: {argv0} is not executable")
         raise ProgramNotFound(f"executable file not found in $PATH: {argv0}")
     path = argv0 if argv0.startswith("/") else os.path.join(env.get("PWD", "/"), argv0)
-    host = resolve(rootfs, path, mounts)
-    if not os.path.isfile(host):
+    regular, executable = program_file(resolve_stat(rootfs, path, mounts)[1])
+    if not regular:
         raise ProgramNotFound(f"no such file or directory: {argv0}")
-    if not os.access(host, os.X_OK):
+    if not executable:
         raise ProgramNotExecutable(f"permission denied: {argv0} is not executable")
     return path
 

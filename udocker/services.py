@@ -45,7 +45,7 @@ def _until_ended(found, seconds):
 
 
 def _identity(run):
-    return run["pid"], int(run["path"].rsplit("-", 1)[1].split(".")[0])
+    return runs.identity(run)
 
 
 def stop(container, timeout=None):

@@ -19,6 +19,24 @@ def test_atomic_output_replaces_the_file_whole_and_leaves_no_temporary(tmp_path)
     assert os.listdir(tmp_path) == ["state.json"]
 
 
+def test_atomic_output_without_a_mode_gives_the_umasks_permissions_without_a_chmod(tmp_path):
+    """mode=None (a run's record): the new file gets what the umask leaves of 0o666, as open() gives."""
+    old = os.umask(0o027)
+    try:
+        fs.atomic_write(str(tmp_path / "record"), b"{}", mode=None, durable=False)
+    finally:
+        os.umask(old)
+    assert os.stat(tmp_path / "record").st_mode & 0o777 == 0o640
+    assert (tmp_path / "record").read_bytes() == b"{}"
+
+
+def test_a_failed_open_is_converted_and_leaves_nothing(tmp_path):
+    with pytest.raises(StoreError, match="converted"):
+        with fs.atomic_output(str(tmp_path / "missing" / "out"), error=lambda exc: StoreError("converted")):
+            raise AssertionError("the block must not run")
+    assert os.listdir(tmp_path) == []
+
+
 def test_an_error_in_the_block_keeps_the_old_file_and_is_not_converted(tmp_path):
     target = tmp_path / "out"
     target.write_bytes(b"old")

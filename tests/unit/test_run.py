@@ -1,11 +1,13 @@
 """The pure parts of `udocker run`: option parsing, program, user, environment, volumes, ports."""
 
 import os
+import stat
 
 import pytest
 
 from udocker.cli.run import _Usage, parse, request
 from udocker.errors import ProgramNotExecutable, ProgramNotFound, UdockerError, UsageError
+from udocker.rootpath import resolve_stat
 from udocker.runbuild import build_env, build_mounts, check_program, program_argv
 from udocker.runopts import check_ports, parse_volume, resolve_user
 from udocker.runspec import Mount, RunRequest
@@ -104,6 +106,28 @@ def test_program_lookup_is_execvps_and_sees_mounts(rootfs, tmp_path):
     assert check_program(rootfs, "/opt/tools/tool", {}, mounts) == "/opt/tools/tool"
     with pytest.raises(ProgramNotFound):
         check_program(rootfs, "tool", {"PATH": "/opt/tools:/bin"})
+
+
+def test_resolve_stat_keeps_the_lstat_of_what_it_resolved(rootfs):
+    """rootpath.resolve_stat: the lstat of the last component it made (no stat of its own for the program
+    check); None for a missing file; a link still there after MAX_SYMLINKS hops is no regular file."""
+    host, info = resolve_stat(rootfs, "/usr/bin/up/sh")
+    assert host == os.path.join(rootfs, "bin", "sh")
+    assert (info.st_ino, info.st_mode) == (os.lstat(host).st_ino, os.lstat(host).st_mode)
+    assert resolve_stat(rootfs, "/bin/nothere") == (os.path.join(rootfs, "bin", "nothere"), None)
+    assert resolve_stat(rootfs, "/usr/bin/..")[0] == os.path.join(rootfs, "usr")
+    assert stat.S_ISDIR(resolve_stat(rootfs, "/usr/bin/..")[1].st_mode)
+    os.symlink("loop", os.path.join(rootfs, "bin", "loop"))
+    with pytest.raises(ProgramNotFound):
+        check_program(rootfs, "/bin/loop", {})
+
+
+def test_passwd_behind_a_link_is_read_inside_the_container(rootfs, tmp_path):
+    """/etc/passwd is opened without following a link on the host: a link is followed in the container."""
+    passwd = os.path.join(rootfs, "etc", "passwd")
+    os.rename(passwd, os.path.join(rootfs, "etc", "passwd.real"))
+    os.symlink("/etc/passwd.real", passwd)  # absolute: on the host it would be the host's file
+    assert resolve_user(rootfs, "tester") == (1000, 1001, "/home/tester")
 
 
 @pytest.mark.parametrize(

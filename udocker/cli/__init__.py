@@ -1,7 +1,8 @@
 """The command line. main() reads the general options itself and sends `udocker run` to a lean parser
 (cli/run.py) that imports neither click nor anything run does not need: `run` of an existing container
 must add as little as possible to the engine's own start-up (tests/functional/test_run_imports.py lists what
-it may import). Every other command goes through the click application in cli/app.py. Both answer failures
+it may import); `version` (and -V) is answered here too. Every other command goes through the click application
+in cli/app.py. Both answer failures
 through cli/boundary.py."""
 
 import os
@@ -59,6 +60,11 @@ def main(argv=None):
         except OSError:
             pass
         os._exit(status if isinstance(status, int) else 0)
+    if index is not None and args[index:] in (["version"], ["-V"], ["--version"]):
+        from udocker import __version__  # without click (~15-30 ms): scripts ask for it to check udocker is there
+
+        sys.stdout.write(f"udocker {__version__}\n")
+        return
     from udocker.cli.app import main as app_main
 
     app_main(args)

@@ -441,7 +441,7 @@ def run_id(pid=None):
     if pid is None:
         return lockfile.me().token()
     mine = lockfile.me()
-    return mine._replace(pid=pid, start=lockfile.process_start(pid) or 0).token()
+    return mine.replace(pid=pid, start=lockfile.process_start(pid) or 0).token()
 
 
 def run_alive(user):

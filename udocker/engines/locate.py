@@ -67,10 +67,8 @@ def wheel_bundle() -> str | None:
 def _install_wheel(layout, config) -> bool:
     """Install the wheel's engines into an empty engines folder; True when it did (or another process did
     while this one waited for the lock). Only ever into an empty folder: engines a user installed stay."""
-    if os.path.isfile(os.path.join(layout.engines, "manifest.yaml")):
-        return False
-    bundle = wheel_bundle()
-    if bundle is None:
+    bundle = wheel_bundle()  # first: it looks at sys.path once per process, the manifest is in the repository
+    if bundle is None or os.path.isfile(os.path.join(layout.engines, "manifest.yaml")):
         return False
     from udocker.engines import install
 

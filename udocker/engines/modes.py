@@ -5,7 +5,7 @@ Engines are imported by dotted name only when asked for, so that `run` imports j
 mode whose module is missing fails alone.
 """
 
-import importlib
+import sys
 
 from udocker.errors import EngineUnavailable, UsageError
 from udocker.modetable import NAMES, engine_of
@@ -23,7 +23,8 @@ AUTO_ORDER = ("R1", "P1", "P2", "F1", "F2")
 def _load(dotted):
     module, _, name = dotted.rpartition(".")
     try:
-        return getattr(importlib.import_module(module), name)
+        __import__(module)  # importlib.import_module would load importlib and warnings (~1 ms of `run`)
+        return getattr(sys.modules[module], name)
     except (ImportError, AttributeError) as error:
         raise EngineUnavailable(f"engine {dotted} is not available: {error}") from None
 
@@ -46,11 +47,13 @@ def oci_runtime(config, layout):
     from udocker.engines.crun import hybrid_controllers
     from udocker.engines.locate import find
 
+    if hybrid_controllers():  # first: a read of /sys, where finding crun looks in the repository
+        return "runc"
     try:
         find("crun", layout)
     except EngineUnavailable:
         return "runc"
-    return "runc" if hybrid_controllers() else "crun"
+    return "crun"
 
 
 def get_engine(mode, config, layout):

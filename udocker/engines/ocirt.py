@@ -34,9 +34,9 @@ the container's processes (all below it on the host): runc is not the container'
 process would outlive a runtime killed with SIGKILL.
 """
 
-import json
 import os
 
+from udocker import fastjson
 from udocker.engines.base import Engine, Launch
 from udocker.engines.common import DEFAULT_PATH, find_program, taskset_prefix, userns_unavailable
 from udocker.errors import EngineError, EngineUnavailable
@@ -331,7 +331,7 @@ def write_bundle(bundles, config):
     on the `run` path, and hashlib costs ~2.5 ms to import.)"""
     import zlib
 
-    data = json.dumps(config, sort_keys=True).encode()
+    data = fastjson.dumps(config, sort_keys=True).encode()  # as json.dumps: its bytes name the bundle
     bundle = os.path.join(bundles, f"{zlib.crc32(data):08x}-{len(data)}")
     path = os.path.join(bundle, "config.json")
     try:

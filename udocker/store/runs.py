@@ -5,9 +5,10 @@ the container outlives it; SIGTERM to it is a stop with a grace period). It is i
 (lockfile.Owner: host, boot id, PID namespace, pid and start time), so that a record left by a run that died
 unseen (kill -9 of every process, the node rebooted) is never taken for a live run whose pid was reused.
 
-- begin(): at the start, `runs/<pid>-<start>.json` (one atomic write, not fsynced: a crash ends the run too);
+- begin(): at the start, `runs/<owner token>.json` (one atomic write, not fsynced: a crash ends the run too);
 - end(): at the end, the record with its exit status replaces `runs/last.json` and its own file goes; records
-  of runs of this node that are provably dead are removed then (they are older than this end);
+  of runs of this node that are provably dead are removed then (they are older than this end), judged by
+  their names: with many runs of one container at once (a job array), no run reads the others' records;
 - listing (ps, stop, wait) checks each live record: on this node, in this PID namespace, psutil (imported
   here, never on the start path of `run`) says whether the process with that pid and start time still runs.
   A run of another node (a repository on a shared file system) or PID namespace cannot be checked: it is
@@ -16,12 +17,10 @@ unseen (kill -9 of every process, the node rebooted) is never taken for a live r
 Several runs of one container may overlap: the container is running while any run is; `last.json` holds the
 run that ended last."""
 
-import contextlib
-import json
 import os
 import time
 
-from udocker import fs, lockfile
+from udocker import fastjson, fs, lockfile
 from udocker.errors import UdockerError
 from udocker.paths import Layout
 
@@ -39,12 +38,27 @@ def begin(directory, *, mode, stop_timeout, detached=False, logger=None, volumes
         record["volumes"] = list(volumes)
     if ports:
         record["ports"] = [list(port) for port in ports]
-    runs = Layout.container_runs(directory)
-    with contextlib.suppress(FileExistsError):
-        os.mkdir(runs, 0o755)
-    path = os.path.join(runs, f"{owner.pid}-{owner.start}.json")
-    fs.atomic_write(path, json.dumps(record).encode(), durable=False)
+    path = os.path.join(Layout.container_runs(directory), f"{owner.token()}.json")
+    _write(path, record)
     return path, record
+
+
+def _write(path, record):
+    """Write a run's record (atomically, not fsynced: a crash ends the run too; with the umask's permissions,
+    no chmod). runs/ is made only when missing (a container made before runs were recorded): every call
+    here is a round trip to the server of a repository on NFS or Lustre."""
+    data = fastjson.dumps(record).encode()
+    try:
+        with fs.atomic_output(path, mode=None, durable=False) as stream:
+            stream.write(data)
+    except FileNotFoundError:
+        try:
+            os.mkdir(os.path.dirname(path), 0o755)
+        except FileExistsError:
+            pass
+        fs.atomic_write(path, data, mode=None, durable=False)
+    except OSError as exc:
+        raise fs.store_error("write", path, exc) from None
 
 
 def end(started, status):
@@ -53,49 +67,61 @@ def end(started, status):
     if not started:
         return
     path, record = started
-    with contextlib.suppress(OSError, UdockerError):
+    try:
         _finish(path, record, status)
         _prune(os.path.dirname(path))
+    except (OSError, UdockerError):
+        pass
 
 
 def cancel(started):
     """The run begun as `started` never started (refused before the engine ran): it leaves no record. Never
     raises."""
     if started:
-        with contextlib.suppress(OSError):
+        try:
             os.unlink(started[0])
+        except OSError:
+            pass
 
 
 def _finish(path, record, status):
-    record = dict(record, exit=status, finished=time.time())
-    fs.atomic_write(os.path.join(os.path.dirname(path), LAST), json.dumps(record).encode(), durable=False)
-    with contextlib.suppress(FileNotFoundError):
+    _write(os.path.join(os.path.dirname(path), LAST), dict(record, exit=status, finished=time.time()))
+    try:
         os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def forget(run, status=LOST_STATUS):
     """A run found dead or killed by another process (stop): record its end as `status` if it has none."""
     if os.path.exists(run["path"]):
-        with contextlib.suppress(OSError, UdockerError):
+        try:
             _finish(run["path"], {k: v for k, v in run.items() if k not in ("path", "state")}, status)
+        except (OSError, UdockerError):
+            pass
 
 
 def _prune(runs):
-    """Remove the records of runs of this node that are provably dead (lockfile's test: no psutil)."""
+    """Remove the records of runs of this node that are provably dead (lockfile's test: no psutil). The owner
+    is in the record's name; a record named otherwise (`<pid>-<start>.json`, before) is read for it."""
     for name in os.listdir(runs):
-        if name == LAST or name.startswith("."):
+        if name == LAST or name.startswith(".") or not name.endswith(".json"):
             continue
-        record = _read(os.path.join(runs, name))
-        owner = lockfile.Owner.parse(record.get("owner", "")) if record else None
+        owner = lockfile.Owner.parse(name[:-len(".json")])
+        if owner is None:
+            record = _read(os.path.join(runs, name))
+            owner = lockfile.Owner.parse(record.get("owner", "")) if record else None
         if owner and lockfile.provably_dead(owner):
-            with contextlib.suppress(FileNotFoundError):
+            try:
                 os.unlink(os.path.join(runs, name))
+            except FileNotFoundError:
+                pass
 
 
 def _read(path):
     try:
         with open(path, "rb") as stream:
-            record = json.loads(stream.read())
+            record = fastjson.loads(stream.read())
         return record if isinstance(record, dict) else None
     except (OSError, ValueError):
         return None
@@ -156,6 +182,13 @@ def _state(record):
     if owner.pidns != mine.pidns:
         return "elsewhere"
     return "running" if same_process(owner.pid, owner.start) else "lost"
+
+
+def identity(run):
+    """(pid, start time) of the process of the run record `run`, from its owner token ((pid, -1), never
+    the same process, for a record without one)."""
+    owner = lockfile.Owner.parse(run.get("owner") or "")
+    return (owner.pid, owner.start) if owner else (run.get("pid"), -1)
 
 
 def same_process(pid, start):
