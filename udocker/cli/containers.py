@@ -95,7 +95,7 @@ def ps(state, all_, mode, size, platform, as_json):
     headers += (["SIZE"] if size else []) + (["PLATFORM"] if platform else [])
     table = []
     for container, row in zip(listed, rows):
-        line = [row["id"], "R" if row["protected"] else "W"] + ([container.mode or "-"] if mode else [])
+        line = [row["id"], "R" if row["protected"] else "W"] + ([container.record.get("mode") or "-"] if mode else [])
         image = f"(broken: {row['broken']})" if row.get("broken") else row["image"] or "-"
         line += [",".join(row["names"]) or "-", image, _status(row), row["pid"] or "-", row["mode"] or "-"]
         line += ([render.size(row["size"])] if size else []) + ([row["platform"]] if platform else [])
