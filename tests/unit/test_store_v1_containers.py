@@ -103,6 +103,11 @@ def test_the_container_store_lists_finds_and_names_them(tmp_path):
     assert json.loads((containers / CID / "container.json").read_text()) == IMAGE_CONFIG  # 1.3's file unchanged
     with pytest.raises(UdockerError, match="protected"):
         store.remove(store.load(CID))
-    store.update(found, protected=False)
+    store.update(found, protected=False, prepared=None, mode=None)  # setup --purge: 1.3's mode stays
+    assert (containers / CID / "execmode").read_text() == "R1" and store.load(CID).record["prepared"] is None
+    with pytest.raises(UdockerError, match="set up by udocker 1 in mode R1"):
+        store.update(found, mode="P1")
+    os.symlink(CID, containers / "_old name")  # 1.3 allowed names udocker 2 does not
+    assert store.find("_old name").id == CID
     store.remove(store.load(CID))
     assert os.listdir(containers) == []

@@ -170,12 +170,12 @@ class ContainerStore:
                 return load(os.readlink(self.layout.name(text)))
             except (FileNotFoundError, NotFound):
                 pass
-            legacy_name = self.layout.container(text)
-            if os.path.islink(legacy_name):  # udocker 1.x's name: containers/<name> -> <uuid>
-                with contextlib.suppress(OSError, NotFound):
-                    return load(os.path.basename(os.readlink(legacy_name).rstrip("/")))
         path = self.layout.container(text)
-        if "/" not in text and os.path.isdir(path) and not os.path.islink(path) and not text.startswith("."):
+        plain = "/" not in text and not text.startswith(".")
+        if plain and os.path.islink(path):  # udocker 1.x's name (any it allowed): containers/<name> -> <uuid>
+            with contextlib.suppress(OSError, NotFound):
+                return load(os.path.basename(os.readlink(path).rstrip("/")))
+        if plain and os.path.isdir(path) and not os.path.islink(path):
             return load(text)
         if len(text) >= 4:
             matches = [c for c in os.listdir(self.layout.containers) if c.startswith(text) and not c.startswith(".")
@@ -246,7 +246,7 @@ class ContainerStore:
 
         fs.ensure_dir(self.layout.tmp)  # `run` of a 1.x repository udocker 2 never opened: no tmp/ yet
         current = self.load(container.id)
-        if "mode" in fields and (fields["mode"] or v1.DEFAULT_MODE) != current.record["mode"]:
+        if fields.get("mode") and fields["mode"] != current.record["mode"]:  # None (setup --purge): 1.3's mode stays
             v1.check_mode_change(current.legacy, fields["mode"])
             fs.atomic_write(os.path.join(container.dir, "execmode"), fields["mode"].encode(), tmpdir=self.layout.tmp)
         if "protected" in fields:
@@ -331,7 +331,7 @@ class ContainerStore:
         try:
             os.unlink(self.layout.name(name))
         except FileNotFoundError:
-            if _valid_name(name) and remove_v1_name(self.layout.containers, name):
+            if remove_v1_name(self.layout.containers, name):
                 return
             raise NotFound(f"container name not found: {name}", hint="see 'udocker ps'") from None
 
