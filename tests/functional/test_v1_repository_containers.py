@@ -122,3 +122,31 @@ def test_udocker2_inspects_exports_clones_names_and_removes_them(v1repo, udocker
     assert not os.path.exists(os.path.join(udocker.repo, "containers", ids["f1"]))
     names = {row["names"][0] for row in json.loads(_ok(udocker("ps", "--json")))}
     assert names == {"p1", "f3", "p1-2", "f1-2", "r1-2"}
+
+
+def test_migrate_converts_them_for_good_with_a_dry_run_and_a_report(v1repo, udocker):
+    v13, ids = v1repo
+    before = _v1_files(udocker.repo, ids)
+    dry = udocker("migrate", "--dry-run")
+    assert dry.returncode == 1 and f"1 udocker 1 container(s) not converted: {ids['f3']}" in dry.stderr, dry.stderr
+    rows = {line.split()[0]: line for line in dry.stdout.splitlines()[1:]}
+    assert all(rows[ids[n]].endswith("would convert") for n in ("p1", "f1", "r1")), dry.stdout
+    assert "skipped: cannot migrate container" in rows[ids["f3"]]
+    assert _v1_files(udocker.repo, ids) == before  # the dry run changed nothing
+    report = json.loads(udocker("migrate", "--json").stdout)
+    results = {row["id"]: row["result"] for row in report}
+    assert results.pop(ids["f3"]).startswith("skipped: cannot migrate container")
+    assert results == {ids["p1"]: "converted", ids["f1"]: "converted", ids["r1"]: "converted"}
+    for name in ("p1", "f1", "r1"):
+        directory = os.path.join(udocker.repo, "containers", ids[name])
+        assert "rootfs" in os.listdir(directory)
+        assert set(os.listdir(directory)) <= {"container.json", "engine", "rootfs", "runs"}, os.listdir(directory)
+        assert not os.path.lexists(os.path.join(udocker.repo, "containers", name))  # the name is udocker 2's now
+        done = udocker("run", name, "sh", "-c", "cat /etc/debian_version; exit 3", timeout=300)
+        assert done.returncode == 3 and done.stdout.startswith("12."), (name, done.stdout + done.stderr)
+        if name != "p1":  # 1.3 recorded no mode for it: the configured default applies, as in 1.3
+            assert _ok(udocker("setup", name)).strip() == name.upper()
+    assert {row["names"][0] for row in json.loads(_ok(udocker("ps", "--json")))} == set(ids)
+    # the converted containers are udocker 2's: 1.3 still runs the one it kept
+    _v13_ran(v13("run", "--nobanner", "f3", "cat", "/etc/debian_version"))
+    assert "['p1']" not in v13("ps").stdout
