@@ -9,7 +9,8 @@ Each conversion keeps a usable container at every step (a kill leaves it runnabl
      directory is still read as a 1.x one, whose configuration is the record's;
   3. ROOT/ is renamed rootfs/: from here on it is a udocker 2 container;
   4. its names move from containers/<name> to containers/.names/<name>, and 1.3's other files are removed.
-Containers whose programs 1.3 patched (F2-F4) are skipped: only 1.3 undoes the patches (setup --execmode=F1)."""
+Containers whose programs 1.3 patched (F2-F4) are skipped: only 1.3 undoes the patches (setup --execmode=F1);
+so are containers that udocker 2 runs now. udocker 1.3 records none of its runs: stop its jobs first."""
 
 import contextlib
 import datetime
@@ -17,7 +18,7 @@ import json
 import os
 import shutil
 
-from udocker import fs
+from udocker import fs, services
 from udocker.errors import UdockerError
 from udocker.paths import Layout
 from udocker.store import v1
@@ -37,6 +38,7 @@ def migrate(containers, *, dry_run=False):
         row = {"id": container.id, "names": list(legacy.names), "mode": legacy.mode}
         try:
             v1.check_runnable(legacy, "migrate")
+            services.ensure_stopped(container, False)  # udocker 2's runs; 1.3 records none of its own
             if not dry_run:
                 with fs.locked(containers.layout.lock("prepare", container.id), timeout=containers.lock_timeout,
                                what=f"container {container.id}"):
