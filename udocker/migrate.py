@@ -1,4 +1,4 @@
-"""`udocker migrate`: convert udocker 1.x containers (store/v1.py) into udocker 2 containers for good, keeping
+"""`udocker migrate`: convert udocker 1.x containers (store/v1containers.py) into udocker 2 containers for good, keeping
 their ids, names, modes and protection. udocker 1.3 cannot use a converted container any more: this is the
 explicit step; without it udocker 2 uses 1.x containers as they are.
 
@@ -21,7 +21,7 @@ import shutil
 from udocker import fs, services
 from udocker.errors import UdockerError
 from udocker.paths import Layout
-from udocker.store import v1
+from udocker.store import v1containers as v1
 
 V1_FILES = ("execmode", "imagerepo.name", "PROTECT", "root.path", "ld.so.path", "ld.so.orig", "ld.lib.dirs",
             "patch.path", "patch.time", v1.BIND_ORIG, ".mountpoints", "config.json")
@@ -57,7 +57,7 @@ def _convert(containers, container):
     v1.restore_bind_files(root, legacy.bind_orig)
     with contextlib.suppress(OSError):
         os.rmdir(os.path.join(root, v1.BIND_TARGET.lstrip("/")))  # 1.3's mount point of them, if empty
-    record = {key: value for key, value in container.record.items() if key != "format"}
+    record = dict(container.record)
     record.update(mode=legacy.mode if legacy.mode_recorded else None, created=_now(), migrated_from="udocker 1")
     fs.atomic_write(Layout.container_record(container.dir), json.dumps(record, indent=1, sort_keys=True).encode(),
                     tmpdir=containers.layout.tmp)

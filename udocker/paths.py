@@ -92,7 +92,7 @@ class Layout:
 
     @staticmethod
     def legacy_root(directory: str) -> str:
-        """A udocker 1.x container's root file system (store/v1.py knows the rest of 1.x's files)."""
+        """A udocker 1.x container's root file system (store/v1containers.py knows the rest of 1.x's files)."""
         return os.path.join(directory, "ROOT")
 
     @staticmethod

@@ -165,11 +165,11 @@ def _dns_mount(request, container_dir):
 
 def legacy_mounts(container):
     """A udocker 1.x container set up for an R mode has files of its ROOT (/etc/passwd, ...) replaced by links into
-    /.bind_host_files, the originals kept beside ROOT (store/v1.py): bind them there, read-only."""
+    /.bind_host_files, the originals kept beside ROOT (store/v1containers.py): bind them there, read-only."""
     legacy = getattr(container, "legacy", None)
     if legacy is None or not legacy.bind_orig:
         return []
-    from udocker.store.v1 import BIND_TARGET
+    from udocker.store.v1containers import BIND_TARGET
 
     return [Mount(legacy.bind_orig, BIND_TARGET, True)]
 

@@ -63,7 +63,7 @@ def test_udocker2_lists_and_runs_udocker13_containers_in_their_modes(v1repo, udo
             done = udocker("run", target, "sh", "-c", "cat /etc/debian_version; echo $PATH; exit 3", timeout=300)
             assert done.returncode == 3, (name, target, done.stdout + done.stderr)
             assert done.stdout.startswith("12.") and "/usr/sbin" in done.stdout, done.stdout  # the image's Env
-        assert _ok(udocker("setup", name)).strip() == name.upper()
+        assert _ok(udocker("setup", name)).splitlines()[0] == "execmode: " + name.upper()
     assert json.loads(_ok(udocker("ps", "--json")))  # the runs are recorded
     # nothing of 1.3's changed: its R1 config.json, modes, F3 patch records, names; F3 was not patched again
     assert _v1_files(udocker.repo, ids) == before
@@ -145,7 +145,7 @@ def test_migrate_converts_them_for_good_with_a_dry_run_and_a_report(v1repo, udoc
         done = udocker("run", name, "sh", "-c", "cat /etc/debian_version; exit 3", timeout=300)
         assert done.returncode == 3 and done.stdout.startswith("12."), (name, done.stdout + done.stderr)
         if name != "p1":  # 1.3 recorded no mode for it: the configured default applies, as in 1.3
-            assert _ok(udocker("setup", name)).strip() == name.upper()
+            assert _ok(udocker("setup", name)).splitlines()[0] == "execmode: " + name.upper()
     assert {row["names"][0] for row in json.loads(_ok(udocker("ps", "--json")))} == set(ids)
     # the converted containers are udocker 2's: 1.3 still runs the one it kept
     _v13_ran(v13("run", "--nobanner", "f3", "cat", "/etc/debian_version"))

@@ -1,4 +1,4 @@
-"""udocker 1.x containers as udocker 1.3.17 lays them out (store/v1.py), read by udocker 2's container store.
+"""udocker 1.x containers as udocker 1.3.17 lays them out (store/v1containers.py), read by udocker 2's container store.
 The end-to-end check with the real udocker 1.3 is tests/functional/test_v1_repository_containers.py."""
 
 import json
@@ -9,7 +9,7 @@ import pytest
 from udocker.errors import UdockerError
 from udocker.paths import Layout
 from udocker.rootpath import resolve
-from udocker.store import v1
+from udocker.store import v1containers as v1
 from udocker.store.containers import ContainerStore
 
 CID = "6bf3c452-a83a-3c1c-bb30-81da3ce7969a"

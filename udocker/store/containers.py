@@ -45,12 +45,12 @@ class Container:
 
     @property
     def legacy(self):
-        """udocker 1.x's record of the container (store/v1.py's V1Container), None for udocker 2's."""
+        """udocker 1.x's record of the container (store/v1containers.py's V1Container), None for udocker 2's."""
         return None
 
 
 class LegacyContainer(Container):
-    """A container made by udocker 1.x (store/v1.py): its root is ROOT/, its record is read from 1.x's files."""
+    """A container made by udocker 1.x (store/v1containers.py): its root is ROOT/, its record read from 1.x's files."""
 
     def __init__(self, directory, record, v1):
         super().__init__(directory, record)
@@ -62,8 +62,8 @@ class LegacyContainer(Container):
 
     @property
     def mode(self):
-        """The mode udocker 2 runs it in: its 1.x mode, but F1 for 1.3's F2-F4 (store/v1.py's run_mode)."""
-        from udocker.store.v1 import run_mode
+        """The mode udocker 2 runs it in: its 1.x mode, but F1 for 1.3's F2-F4 (store/v1containers.py's run_mode)."""
+        from udocker.store.v1containers import run_mode
 
         return run_mode(self.v1)
 
@@ -106,7 +106,7 @@ class ContainerStore:
         return Container(directory, record)
 
     def _load_legacy(self, container_id, directory):
-        from udocker.store import v1
+        from udocker.store import v1containers as v1
 
         if not v1.is_v1_container(directory):
             raise _broken(container_id, "both ROOT/ (udocker 1) and rootfs/")
@@ -141,8 +141,8 @@ class ContainerStore:
 
     def names(self):
         """{name: id} of every name: udocker 2's containers/.names/<name>, and udocker 1.x's containers/<name>
-        links (store/v1.py), which 1.x still reads."""
-        from udocker.store.v1 import v1_names
+        links (store/v1containers.py), which 1.x still reads."""
+        from udocker.store.v1containers import v1_names
 
         found = v1_names(self.layout.containers) if self._has_legacy_names() else {}
         try:
@@ -242,7 +242,7 @@ class ContainerStore:
         """update() of a udocker 1.x container: the mode and the protection as udocker 1.3 records them (execmode,
         PROTECT), the rest in udocker 2's own file beside them (Layout.legacy_overlay)."""
         from udocker import fs
-        from udocker.store import v1
+        from udocker.store import v1containers as v1
 
         fs.ensure_dir(self.layout.tmp)  # `run` of a 1.x repository udocker 2 never opened: no tmp/ yet
         current = self.load(container.id)
@@ -268,7 +268,7 @@ class ContainerStore:
     def add_name(self, container, name, *, force=False):
         check_name(name)
         if container.legacy is not None:
-            from udocker.store import v1
+            from udocker.store import v1containers as v1
 
             self._refuse_used(name, force)
             try:
@@ -289,7 +289,7 @@ class ContainerStore:
 
         fs.ensure_dir(self.names_dir)
         link = self.layout.name(name)
-        if os.path.islink(self.layout.container(name)) and not force:  # a udocker 1.x name (store/v1.py)
+        if os.path.islink(self.layout.container(name)) and not force:  # a udocker 1.x name (store/v1containers.py)
             self._refuse_used(name, force)
         while True:
             try:
@@ -326,7 +326,7 @@ class ContainerStore:
                 os.unlink(link)
 
     def remove_name(self, name):
-        from udocker.store.v1 import remove_v1_name
+        from udocker.store.v1containers import remove_v1_name
 
         try:
             os.unlink(self.layout.name(name))
@@ -363,7 +363,7 @@ class ContainerStore:
             for name in names:
                 self._unlink_name(name, container.id)
                 if container.legacy is not None:
-                    from udocker.store.v1 import remove_v1_name
+                    from udocker.store.v1containers import remove_v1_name
 
                     with contextlib.suppress(OSError):
                         remove_v1_name(self.layout.containers, name)

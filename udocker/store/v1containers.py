@@ -1,4 +1,5 @@
-"""udocker 1.x's on-disk formats: the one module that knows them (docs/architecture.md, 'On-disk layout').
+"""udocker 1.x's containers in a repository: what udocker 2 needs to list, run, name and remove them beside
+udocker 1.3 (docs/architecture.md, 'On-disk layout'). Their control files are parsed by store/v1records.py.
 
 A udocker 1.x container is a directory containers/<uuid>/ (or an unpacked `export --clone` archive) holding:
   ROOT/             the root file system
@@ -19,7 +20,6 @@ then as 1.3 would. What udocker 2 records for a 1.x container (its prepared mode
 file of its own, `udocker2.json`, beside 1.3's.
 """
 
-import json
 import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
@@ -62,38 +62,31 @@ def is_v1_container(directory: str) -> bool:
     return os.path.isdir(os.path.join(directory, ROOT)) and not os.path.isdir(os.path.join(directory, "rootfs"))
 
 
-def _text(directory: str, name: str) -> Optional[str]:
-    try:
-        with open(os.path.join(directory, name), encoding="utf-8", errors="replace") as stream:
-            return stream.read().strip() or None
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-
-
 def read_v1_container(directory: str, names: Optional[List[str]] = None) -> V1Container:
-    """The 1.x container in `directory` (a containers/<uuid>/ or an unpacked 1.3 `export --clone` archive).
-    Raises ValueError when its container.json is not JSON; a missing one (1.3's import --tocontainer) is an
-    empty configuration. `names` are its names when known (v1_names)."""
+    """The 1.x container in `directory` (a containers/<uuid>/ or an unpacked 1.3 `export --clone` archive), its
+    control files parsed by store/v1records.py. Raises ValueError (V1FormatError) for a corrupt one; a missing
+    container.json (1.3's import --tocontainer) is an empty configuration. `names`: its names when known."""
+    from udocker.store import v1records
+
     directory = os.path.abspath(directory)
-    try:
-        with open(os.path.join(directory, "container.json"), "rb") as stream:
-            image_config = json.loads(stream.read())
-    except FileNotFoundError:
-        image_config = {}
-    except (ValueError, UnicodeDecodeError):
-        raise ValueError("corrupt container.json (udocker 1.x)") from None
-    if not isinstance(image_config, dict):
-        raise ValueError("corrupt container.json (udocker 1.x)")
-    config = image_config.get("config") or image_config.get("container_config") or {}
-    execmode = (_text(directory, "execmode") or "").upper()
+    files = {}
+    for name in v1records.CONTROL_FILES:
+        if name == "ld.so.orig":
+            continue  # the original loader's bytes: not needed to list or run it
+        try:
+            with open(os.path.join(directory, name), "rb") as stream:
+                files[name] = stream.read()
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+    records = v1records.read_v1_records(files)
+    shown = v1records.to_record(records)  # udocker 2's own record when a udocker 2 clone archive made it
     bind_orig = os.path.join(directory, BIND_ORIG)
     return V1Container(
-        id=os.path.basename(directory), dir=directory, mode=execmode or DEFAULT_MODE, mode_recorded=bool(execmode),
-        image=_text(directory, "imagerepo.name"), config=config if isinstance(config, dict) else {},
-        platform={k: image_config[k] for k in ("os", "architecture", "variant")
-                  if isinstance(image_config.get(k), str) and image_config[k]},
-        names=sorted(names or []), protected=os.path.exists(os.path.join(directory, "PROTECT")),
-        root_path=_text(directory, "root.path"), bind_orig=bind_orig if os.path.isdir(bind_orig) else None)
+        id=os.path.basename(directory), dir=directory, mode=records.mode or DEFAULT_MODE,
+        mode_recorded=records.mode is not None, image=shown.get("image"), config=shown.get("config") or {},
+        platform=shown.get("platform") or {}, names=sorted(names or []),
+        protected=os.path.exists(os.path.join(directory, "PROTECT")), root_path=records.root_path,
+        bind_orig=bind_orig if os.path.isdir(bind_orig) else None)
 
 
 def v1_names(containers_dir: str) -> Dict[str, str]:
@@ -133,7 +126,7 @@ def v1_record(container: V1Container, overlay: Optional[Dict] = None) -> Dict:
     2 recorded of it itself (`overlay`: prepared, nvidia)."""
     record = {"id": container.id, "image": container.image, "manifest": None, "config": container.config,
               "platform": container.platform, "mode": container.mode, "protected": container.protected,
-              "shared": False, "created": None, "format": "udocker 1"}
+              "shared": False, "created": None}
     for key in ("prepared", "nvidia"):
         if overlay and key in overlay:
             record[key] = overlay[key]
