@@ -40,15 +40,25 @@ def create(repo, containers, image_text, *, name=None, force=False, share=True, 
 
 def clone(containers, source, *, name=None):
     """A new container with a copy of `source`'s rootfs (shared image files stay shared) and record."""
-    record = {k: v for k, v in source.record.items() if k not in ("id", "protected")}
+    legacy = source.legacy
+    if legacy is not None:
+        from udocker.store import v1containers as v1
+
+        v1.check_runnable(legacy, "clone")
+    record = {k: v for k, v in source.record.items() if k not in ("id", "protected", "nvidia")}
     record["created"] = _now()
     record["cloned_from"] = source.id
     record["prepared"] = None  # engine state is per container: the clone prepares again
     rootfs_store.check_free_space(containers.layout.containers, rootfs_store.private_size(source.rootfs),
                                   "the clone's private files")
-    return containers.create(record, lambda rootfs: rootfs_store.link_tree(source.rootfs, rootfs, share=True,
-                                                                             keep_shared_only=True),
-                             name=name)
+
+    def populate(rootfs):
+        rootfs_store.link_tree(source.rootfs, rootfs, share=True, keep_shared_only=True)
+        if legacy is not None:  # udocker 1.3's F modes made absolute links host paths into its ROOT
+            v1.restore_links(rootfs, legacy.root, legacy.root_path)
+            v1.restore_bind_files(rootfs, legacy.bind_orig)
+
+    return containers.create(record, populate, name=name)
 
 
 def export(container, stream, *, with_record=False):
@@ -58,11 +68,32 @@ def export(container, stream, *, with_record=False):
     from udocker.archive import clone as clone_archive
 
     originals = _originals(container)
+    links = _legacy_links(container)
     if with_record:
-        clone_archive.write(container, stream, originals)
+        clone_archive.write(container, stream, originals, member_filter=links)
         return
     with tarfile.open(fileobj=stream, mode="w|", format=tarfile.PAX_FORMAT) as archive:
-        clone_archive.add_tree(archive, container.rootfs, ".", originals)
+        clone_archive.add_tree(archive, container.rootfs, ".", originals, member_filter=links)
+
+
+def _legacy_links(container):
+    """For a udocker 1.x container, a tarfile filter that turns the host-path links its F modes left back into
+    the container paths they stand for (store/v1containers.py); None for others. Refuses (UdockerError) one
+    whose programs 1.3 patched (F2-F4): they would not run from the archive."""
+    legacy = container.legacy
+    if legacy is None:
+        return None
+    from udocker.store import v1containers as v1
+
+    v1.check_runnable(legacy, "export")
+
+    def restore(member):
+        if member.issym():
+            inner = v1.host_link_target(legacy.root, member.linkname, legacy.root_path)
+            member.linkname = inner if inner is not None else member.linkname
+        return member
+
+    return restore
 
 
 def _originals(container):

@@ -91,6 +91,16 @@ class Layout:
         return os.path.join(directory, "rootfs")
 
     @staticmethod
+    def legacy_root(directory: str) -> str:
+        """A udocker 1.x container's root file system (store/v1containers.py knows the rest of 1.x's files)."""
+        return os.path.join(directory, "ROOT")
+
+    @staticmethod
+    def legacy_overlay(directory: str) -> str:
+        """What udocker 2 records of a udocker 1.x container (prepared mode, settings) beside 1.x's files."""
+        return os.path.join(directory, "udocker2.json")
+
+    @staticmethod
     def container_runs(directory: str) -> str:
         """The records of the container's runs (udocker/store/runs.py): one per live run, last.json."""
         return os.path.join(directory, "runs")

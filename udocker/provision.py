@@ -159,6 +159,10 @@ class ContainerService:
     def set_mode(self, container, mode, *, force=False):
         """`setup --execmode`: run `container` in `mode` from now on, prepared now (again with `force`). The
         mode is probed before anything changes: a refused mode is not recorded."""
+        if container.legacy is not None:
+            from udocker.store.v1containers import check_runnable
+
+            check_runnable(container.legacy, "set up")
         engine = modes.get_engine(mode, self.config, self.layout)
         engine.probe(mode, container)
         if force:

@@ -10,8 +10,10 @@ MAX_SYMLINKS = 40  # as the kernel allows for one path lookup
 def resolve(rootfs, path, mounts=(), cwd="/"):
     """The host path of container path `path` (relative ones from `cwd`), following symbolic links as
     chroot(2) would: absolute link targets start again at `rootfs`, '..' stops at the root; a path under a
-    mount target continues in the mount's source. The last component need not exist. Shared by the run's checks (the
-    program, /etc/passwd), the engines and the injectors."""
+    mount target continues in the mount's source. The last component need not exist. Shared by the run's checks
+    (the program, /etc/passwd), the engines and the injectors.
+    A link target (or `path`) that is a host path into `rootfs`, as udocker 1.3's F modes leave them (links,
+    and the interpreters of F3/F4), stands for the container path it names."""
     return resolve_stat(rootfs, path, mounts, cwd)[0]
 
 
@@ -29,6 +31,9 @@ def resolve_stat(rootfs, path, mounts=(), cwd="/"):
                 return source + container[len(target):]
         return rootfs.rstrip("/") + container
 
+    inside = rootfs.rstrip("/") + "/"
+    if path.startswith(inside):  # likewise a program's interpreter patched by udocker 1.3's F3/F4
+        path = path[len(inside) - 1:]
     todo = [p for p in (path if path.startswith("/") else cwd + "/" + path).split("/") if p]
     done, hops, info = [], 0, None
     while todo:
@@ -50,6 +55,8 @@ def resolve_stat(rootfs, path, mounts=(), cwd="/"):
             target = os.readlink(candidate)
             if target.startswith("/"):
                 done = []
+                if target.startswith(inside):  # a host path into the rootfs, as udocker 1.3's F modes write
+                    target = target[len(inside) - 1:]
             todo = [p for p in target.split("/") if p] + todo
             continue
         done.append(part)

@@ -163,6 +163,17 @@ def _dns_mount(request, container_dir):
     return Mount(path, "/etc/resolv.conf")
 
 
+def legacy_mounts(container):
+    """A udocker 1.x container set up for an R mode has files of its ROOT (/etc/passwd, ...) replaced by links into
+    /.bind_host_files, the originals kept beside ROOT (store/v1containers.py): bind them there, read-only."""
+    legacy = getattr(container, "legacy", None)
+    if legacy is None or not legacy.bind_orig:
+        return []
+    from udocker.store.v1containers import BIND_TARGET
+
+    return [Mount(legacy.bind_orig, BIND_TARGET, True)]
+
+
 def build_spec(container, request, environ, *, check=True, inherited=()):
     """The RunSpec for `request` in `container` (image config from container.json unless --nometa). With
     `check` false the program is not looked up: run() checks it after inject(), whose binds may provide it
@@ -178,7 +189,7 @@ def build_spec(container, request, environ, *, check=True, inherited=()):
                          hint="use -w /PATH" if request.workdir else "use --workdir=/PATH")
     argv = program_argv(config, request)
     env["PWD"] = cwd
-    mounts = build_mounts(request, environ, inherited)
+    mounts = build_mounts(request, environ, inherited) + legacy_mounts(container)
     if request.dns or request.dns_search:
         dns = _dns_mount(request, container.dir)
         mounts = [m for m in mounts if m.target != "/etc/resolv.conf"] + [dns]

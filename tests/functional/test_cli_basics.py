@@ -12,9 +12,9 @@ from udocker import __version__
 from udocker.paths import FORMAT_VERSION
 
 COMMANDS = ["pull", "images", "inspect", "tag", "rmi", "verify", "protect", "unprotect", "run", "create", "ps", "rm",
-            "name", "rmname", "rename", "clone", "export", "setup", "logs", "stop", "kill", "wait", "load", "save",
-            "import", "login", "logout", "search", "manifest", "install", "info", "showconf", "mkrepo", "version",
-            "help"]
+            "name", "rmname", "rename", "clone", "export", "setup", "migrate", "logs", "stop", "kill", "wait", "load",
+            "save", "import", "login", "logout", "search", "manifest", "install", "info", "showconf", "mkrepo",
+            "version", "help"]
 
 
 def _ok(done) -> str:

@@ -150,10 +150,10 @@ def restore_links(rootfs: str, records: v1.V1Records) -> int:
     return changed
 
 
-def write(container, stream: BinaryIO, originals: dict | None = None) -> None:
+def write(container, stream: BinaryIO, originals: dict | None = None, member_filter=None) -> None:
     """Write `container` as a clone archive to `stream` (need not be seekable): the control files, then its
     rootfs as ROOT/. `originals` ({relative path: host path}) replaces files of the rootfs (F3/F4's patched
-    programs) by their originals."""
+    programs) by their originals; `member_filter` is tarfile's filter for each member of the rootfs."""
     import io
 
     originals = originals or {}
@@ -162,16 +162,17 @@ def write(container, stream: BinaryIO, originals: dict | None = None) -> None:
             info = tarfile.TarInfo(name)
             info.size, info.mode = len(data), 0o644
             archive.addfile(info, io.BytesIO(data))
-        add_tree(archive, container.rootfs, "ROOT", originals)
+        add_tree(archive, container.rootfs, "ROOT", originals, member_filter)
 
 
-def add_tree(archive: tarfile.TarFile, top: str, arcname: str, originals: dict) -> None:
-    """Add the tree `top` as `arcname`, in os.walk order, taking files named in `originals` from there."""
+def add_tree(archive: tarfile.TarFile, top: str, arcname: str, originals: dict, member_filter=None) -> None:
+    """Add the tree `top` as `arcname`, in os.walk order, taking files named in `originals` from there
+    (`member_filter`: tarfile's filter of each member, e.g. udocker 1.x's links restored by create.py)."""
     archive.add(top, arcname=arcname, recursive=False)
     for parent, dirs, files in os.walk(top):
         rel_parent = os.path.relpath(parent, top)
         for name in sorted(dirs) + sorted(files):
             rel = os.path.normpath(os.path.join(rel_parent, name))
             source = originals.get(rel, os.path.join(parent, name))
-            archive.add(source, arcname=f"{arcname}/{rel}", recursive=False)
+            archive.add(source, arcname=f"{arcname}/{rel}", recursive=False, filter=member_filter)
         dirs.sort()

@@ -1,4 +1,5 @@
-"""Commands on containers: create, ps, rm, name, rmname, rename, clone, export, setup, run (help only)."""
+"""Commands on containers: create, ps, rm, name, rmname, rename, clone, export, setup, migrate, run (help
+only)."""
 
 import click
 
@@ -95,7 +96,7 @@ def ps(state, all_, mode, size, platform, as_json):
     headers += (["SIZE"] if size else []) + (["PLATFORM"] if platform else [])
     table = []
     for container, row in zip(listed, rows):
-        line = [row["id"], "R" if row["protected"] else "W"] + ([container.mode or "-"] if mode else [])
+        line = [row["id"], "R" if row["protected"] else "W"] + ([container.record.get("mode") or "-"] if mode else [])
         image = f"(broken: {row['broken']})" if row.get("broken") else row["image"] or "-"
         line += [",".join(row["names"]) or "-", image, _status(row), row["pid"] or "-", row["mode"] or "-"]
         line += ([render.size(row["size"])] if size else []) + ([row["platform"]] if platform else [])
@@ -234,4 +235,26 @@ def run(ctx):
     ctx.exit(run_main(general, ctx.args))
 
 
-COMMANDS = [run, create, ps, rm, name, rmname, rename, clone, export, setup]
+@click.command()
+@click.option("--dry-run", is_flag=True, help="Say what would be converted; change nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.pass_obj
+def migrate(state, dry_run, as_json):
+    """Convert udocker 1.x containers into udocker 2 ones for good (udocker 1.3 cannot use them afterwards)."""
+    from udocker.migrate import migrate as migrate_containers
+
+    rows = migrate_containers(_store(state), dry_run=dry_run)
+    if as_json:
+        render.as_json(rows)
+    else:
+        render.table(["CONTAINER ID", "NAMES", "MODE", "RESULT"],
+                     [[r["id"], ",".join(r["names"]) or "-", r["mode"], r["result"]] for r in rows])
+    skipped = [r["id"] for r in rows if r["result"].startswith("skipped")]
+    if skipped:
+        from udocker.errors import UdockerError
+
+        raise UdockerError(f"{len(skipped)} udocker 1 container(s) not converted: {', '.join(skipped)}",
+                           hint="see the RESULT column above")
+
+
+COMMANDS = [run, create, ps, rm, name, rmname, rename, clone, export, setup, migrate]

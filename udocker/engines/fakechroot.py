@@ -261,6 +261,7 @@ class FakechrootEngine(Engine):
         # F1, F2, and an F3 program not patched yet: the loader runs the program
         loader = copy if mode != "F1" and copy and info.interp == state.get("loader") else resolve(rootfs, info.interp)
         env["LD_LIBRARY_PATH"] = ":".join(user_libs + (state.get("libdirs") or library_dirs(rootfs)))
+        env["LD_LIBRARY_REAL"] = env["LD_LIBRARY_PATH"]  # what the loader of a udocker 1.3 F2-F4 container reads
         argv = [loader]
         if mode in ("F1", "F2"):
             env["FAKECHROOT_ELFLOADER"] = loader

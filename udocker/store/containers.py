@@ -41,6 +41,34 @@ class Container:
     def mode(self):
         return self.record.get("mode")
 
+    @property
+    def legacy(self):
+        """udocker 1.x's record of the container (store/v1containers.py's V1Container), None for udocker 2's."""
+        return None
+
+
+class LegacyContainer(Container):
+    """A container made by udocker 1.x (store/v1containers.py): its root is ROOT/, its record read from 1.x's files."""
+
+    def __init__(self, directory, record, v1):
+        super().__init__(directory, record)
+        self.v1 = v1
+
+    @property
+    def rootfs(self):
+        return self.v1.root
+
+    @property
+    def mode(self):
+        """The mode udocker 2 runs it in: its 1.x mode, but F1 for 1.3's F2-F4 (store/v1containers.py's run_mode)."""
+        from udocker.store.v1containers import run_mode
+
+        return run_mode(self.v1)
+
+    @property
+    def legacy(self):
+        return self.v1
+
 
 class ContainerStore:
     """containers/<id>/ directories and containers/.names/<name> symlinks (-> id).
@@ -57,21 +85,51 @@ class ContainerStore:
 
     # -- reading ---------------------------------------------------------------------------------------
     def load(self, container_id):
-        """The container `container_id`; NotFound if absent, StoreError naming it if its record is broken."""
+        """The container `container_id`; NotFound if absent, StoreError naming it if its record is broken.
+        A udocker 1.x container (ROOT/, its container.json the image's config) is read only when container.json
+        is no udocker 2 record: a run of a udocker 2 container pays no look for ROOT/."""
         directory = self.layout.container(container_id)
         try:
             record = fastjson.loads(_read_record(directory))
         except FileNotFoundError:
+            if self._legacy(directory):
+                return self._load_legacy(container_id, directory)
             if not os.path.isdir(directory):
                 raise NotFound(f"container not found: {container_id}", hint="see 'udocker ps'") from None
             raise _broken(container_id, "no container.json") from None
         except (ValueError, UnicodeDecodeError):
+            if self._legacy(directory):
+                return self._load_legacy(container_id, directory)
             raise _broken(container_id, "corrupt container.json") from None
         except OSError as exc:
             raise _broken(container_id, f"unreadable container.json ({exc.strerror})") from None
         if not isinstance(record, dict) or record.get("id") != container_id:
+            if self._legacy(directory):
+                return self._load_legacy(container_id, directory)
             raise _broken(container_id, "corrupt container.json")
         return Container(directory, record)
+
+    @staticmethod
+    def _legacy(directory):
+        return os.path.isdir(Layout.legacy_root(directory)) and not os.path.islink(directory)
+
+    def _load_legacy(self, container_id, directory):
+        from udocker.store import v1containers as v1
+
+        if not v1.is_v1_container(directory):
+            raise _broken(container_id, "both ROOT/ (udocker 1) and rootfs/")
+        try:
+            legacy = v1.read_v1_container(directory, self.names_of(container_id))
+        except ValueError as exc:
+            raise _broken(container_id, str(exc)) from None
+        overlay = None
+        try:
+            with open(Layout.legacy_overlay(directory), "rb") as stream:
+                overlay = fastjson.loads(stream.read())
+        except (OSError, ValueError):
+            pass
+        return LegacyContainer(directory, v1.v1_record(legacy, overlay if isinstance(overlay, dict) else None),
+                               legacy)
 
     def load_any(self, container_id):
         """Like load(), but a broken container is returned (with `broken` set) instead of raised."""
@@ -85,7 +143,8 @@ class ContainerStore:
         """Every container, broken ones included (see Container.broken)."""
         found = []
         for name in sorted(os.listdir(self.layout.containers)):
-            if not name.startswith(".") and os.path.isdir(self.layout.container(name)):
+            path = self.layout.container(name)
+            if not name.startswith(".") and os.path.isdir(path) and not os.path.islink(path):
                 try:
                     found.append(self.load_any(name))
                 except NotFound:  # removed meanwhile
@@ -93,11 +152,23 @@ class ContainerStore:
         return found
 
     def names(self):
-        """{name: id} of every name."""
+        """{name: id} of every name: udocker 2's containers/.names/<name>, and udocker 1.x's containers/<name>
+        links (store/v1containers.py), which 1.x still reads."""
+        from udocker.store.v1containers import v1_names
+
+        found = v1_names(self.layout.containers) if self._has_legacy_names() else {}
         try:
-            return {name: os.readlink(self.layout.name(name)) for name in os.listdir(self.names_dir)}
+            found.update((name, os.readlink(self.layout.name(name))) for name in os.listdir(self.names_dir))
         except FileNotFoundError:
-            return {}
+            pass
+        return found
+
+    def _has_legacy_names(self):
+        try:
+            return any(not e.startswith(".") and os.path.islink(os.path.join(self.layout.containers, e))
+                       for e in os.listdir(self.layout.containers))
+        except FileNotFoundError:
+            return False
 
     def names_of(self, container_id):
         return sorted(name for name, cid in self.names().items() if cid == container_id)
@@ -111,10 +182,18 @@ class ContainerStore:
                 return load(os.readlink(self.layout.name(text)))
             except (FileNotFoundError, NotFound):
                 pass
-        if "/" not in text and os.path.isdir(self.layout.container(text)) and not text.startswith("."):
+        path = self.layout.container(text)
+        plain = "/" not in text and not text.startswith(".")
+        if plain and os.path.islink(path):  # udocker 1.x's name (any it allowed): containers/<name> -> <uuid>
+            try:
+                return load(os.path.basename(os.readlink(path).rstrip("/")))
+            except (OSError, NotFound):
+                pass
+        if plain and os.path.isdir(path) and not os.path.islink(path):
             return load(text)
         if len(text) >= 4:
-            matches = [c for c in os.listdir(self.layout.containers) if c.startswith(text) and not c.startswith(".")]
+            matches = [c for c in os.listdir(self.layout.containers) if c.startswith(text) and not c.startswith(".")
+                       and not os.path.islink(self.layout.container(c))]
             if len(matches) == 1:
                 return load(matches[0])
             if len(matches) > 1:
@@ -166,6 +245,8 @@ class ContainerStore:
 
         with fs.locked(self.layout.lock("container", container.id), timeout=self.lock_timeout,
                        what=f"container {container.id}"):
+            if container.legacy is not None:
+                return self._update_legacy(container, fields)
             current = self.load(container.id).record
             current.update(fields)
             fs.atomic_write(Layout.container_record(container.dir),
@@ -173,15 +254,61 @@ class ContainerStore:
             container.record = current
         return container
 
+    def _update_legacy(self, container, fields):
+        """update() of a udocker 1.x container: the mode and the protection as udocker 1.3 records them (execmode,
+        PROTECT), the rest in udocker 2's own file beside them (Layout.legacy_overlay)."""
+        from udocker import fs
+        from udocker.store import v1containers as v1
+
+        fs.ensure_dir(self.layout.tmp)  # `run` of a 1.x repository udocker 2 never opened: no tmp/ yet
+        current = self.load(container.id)
+        if fields.get("mode") and fields["mode"] != current.record["mode"]:  # None (setup --purge): 1.3's mode stays
+            v1.check_mode_change(current.legacy, fields["mode"])
+            fs.atomic_write(os.path.join(container.dir, "execmode"), fields["mode"].encode(), tmpdir=self.layout.tmp)
+        if "protected" in fields:
+            protect = os.path.join(container.dir, "PROTECT")
+            if fields["protected"]:
+                open(protect, "a", encoding="ascii").close()
+            else:
+                try:
+                    os.unlink(protect)
+                except FileNotFoundError:
+                    pass
+        overlay = {k: v for k, v in current.record.items() if k in ("prepared", "nvidia")}
+        overlay.update((k, v) for k, v in fields.items() if k in ("prepared", "nvidia"))
+        if overlay:
+            fs.atomic_write(Layout.legacy_overlay(container.dir), fastjson.dumps(overlay, sort_keys=True).encode(),
+                            tmpdir=self.layout.tmp)
+        fresh = self.load(container.id)
+        container.record, container.v1 = fresh.record, fresh.legacy
+        return container
+
     def add_name(self, container, name, *, force=False):
         check_name(name)
+        if container.legacy is not None:
+            from udocker.store import v1containers as v1
+
+            self._refuse_used(name, force)
+            try:
+                v1.add_v1_name(self.layout.containers, container.id, name)  # as 1.3 does: 1.3 sees it too
+            except FileExistsError:
+                raise UdockerError(f"container name already in use: {name}") from None
+            return
         self._link_name(container.id, name, force=force)
+
+    def _refuse_used(self, name, force):
+        used = self.names().get(name)
+        if used is not None and not force and os.path.isdir(self.layout.container(used)):
+            raise UdockerError(f"container name already in use: {name}",
+                               hint="choose another name or remove it with 'udocker rmname'")
 
     def _link_name(self, container_id, name, *, force=False):
         from udocker import fs
 
         fs.ensure_dir(self.names_dir)
         link = self.layout.name(name)
+        if os.path.islink(self.layout.container(name)) and not force:  # a udocker 1.x name (store/v1containers.py)
+            self._refuse_used(name, force)
         while True:
             try:
                 os.symlink(container_id, link)
@@ -221,9 +348,13 @@ class ContainerStore:
             pass
 
     def remove_name(self, name):
+        from udocker.store.v1containers import remove_v1_name
+
         try:
             os.unlink(self.layout.name(name))
         except FileNotFoundError:
+            if remove_v1_name(self.layout.containers, name):
+                return
             raise NotFound(f"container name not found: {name}", hint="see 'udocker ps'") from None
 
     def rename(self, old, new):
@@ -253,6 +384,13 @@ class ContainerStore:
                 raise fs.store_error("remove", container.dir, exc) from None
             for name in names:
                 self._unlink_name(name, container.id)
+                if container.legacy is not None:
+                    from udocker.store.v1containers import remove_v1_name
+
+                    try:
+                        remove_v1_name(self.layout.containers, name)
+                    except OSError:
+                        pass
             if moved:
                 _make_removable(moved)
 

@@ -9,7 +9,8 @@ not take), and marks the tools as installed (lib/VERSION) so that it does not tr
     v13 = Udocker13(str(tmp_path / "home" / ".udocker"))
     v13("pull", f"--registry=http://{registry.host}", "test/debian:12")   # -> CompletedProcess (text)
 
-Debian's patchelf has no `--set-root-prefix` (udocker's own build does): 1.3's F2-F4 setup fails here.
+Debian's patchelf has no `--set-root-prefix`/`--restore-root-prefix` (udocker's own build does): the patchelf
+wrapper emulates them with Debian's patchelf, so that 1.3's F2-F4 setup works here too.
 """
 
 import os

@@ -1,0 +1,152 @@
+"""Issue 12: containers made by the real udocker 1.3.17 (P1, F1, F3, R1) work in udocker 2 with no step for the
+user (ps, run by name, id and id prefix in their recorded mode, inspect, export, clone, setup, name, rm), and
+udocker 1.3 still uses the repository afterwards, beside udocker 2's own containers."""
+
+import json
+import os
+import tarfile
+
+import pytest
+
+MODES = ("P1", "F1", "F3", "R1")
+UDOCKER2_FILES = ("engine", "runs", "udocker2.json")  # what udocker 2 adds to a 1.x container's directory
+
+
+def _ok(done):
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def _v13_ran(done):
+    """1.3's R1 exits 1 whatever the program's status (it loses runc's): judge it by its output."""
+    assert done.stdout.startswith("12."), done.stdout + done.stderr
+
+
+@pytest.fixture
+def v1repo(debian_image, udocker13, udocker):
+    """A repository made by udocker 1.3: test/debian:12 and containers p1, f1, f3, r1 set up in their modes (F3
+    with the test wrapper's emulation of udocker's patchelf) and each run once by 1.3."""
+    v13 = udocker13(udocker.repo)
+    _ok(v13("pull", f"--registry=http://{debian_image.registry.host}", debian_image.name))
+    ids = {}
+    for mode in MODES:
+        name = mode.lower()
+        ids[name] = _ok(v13("create", f"--name={name}", debian_image.name)).split()[-1]
+        if mode != "P1":
+            _ok(v13("setup", f"--execmode={mode}", name))
+        _v13_ran(v13("run", "--nobanner", name, "cat", "/etc/debian_version"))
+    return v13, ids
+
+
+def _v1_files(repo, ids):
+    """udocker 1.3's files of its containers (beside ROOT/): name -> bytes, or 'dir'."""
+    found = {}
+    for cid in ids.values():
+        directory = os.path.join(repo, "containers", cid)
+        for entry in os.listdir(directory):
+            path = os.path.join(directory, entry)
+            if entry not in UDOCKER2_FILES + ("ROOT",):
+                found[cid, entry] = "dir" if os.path.isdir(path) else open(path, "rb").read()
+    return found
+
+
+def test_udocker2_lists_and_runs_udocker13_containers_in_their_modes(v1repo, udocker):
+    v13, ids = v1repo
+    before = _v1_files(udocker.repo, ids)
+    listing = _ok(udocker("ps", "-m")).splitlines()
+    for name, cid in ids.items():
+        line = next(line for line in listing if line.startswith(cid))
+        assert f" {name.upper()}  {name} " in line and "test/debian:12" in line, line
+    assert {row["id"] for row in json.loads(_ok(udocker("ps", "--json")))} == set(ids.values())
+    for name, cid in ids.items():
+        for target in (name, cid, cid[:8]):
+            done = udocker("run", target, "sh", "-c", "cat /etc/debian_version; echo $PATH; exit 3", timeout=300)
+            assert done.returncode == 3, (name, target, done.stdout + done.stderr)
+            assert done.stdout.startswith("12.") and "/usr/sbin" in done.stdout, done.stdout  # the image's Env
+        assert _ok(udocker("setup", name)).splitlines()[0] == "execmode: " + name.upper()
+    assert json.loads(_ok(udocker("ps", "--json")))  # the runs are recorded
+    # nothing of 1.3's changed: its R1 config.json, modes, F3 patch records, names; F3 was not patched again
+    assert _v1_files(udocker.repo, ids) == before
+    for name, cid in ids.items():
+        assert os.readlink(os.path.join(udocker.repo, "containers", name)).endswith(cid)
+    f3_root = os.path.join(udocker.repo, "containers", ids["f3"], "ROOT")
+    with open(os.path.join(f3_root, "usr", "bin", "ls"), "rb") as stream:
+        assert stream.read().count(os.path.realpath(f3_root).encode() + b"//lib64/") == 1
+    # udocker 1.3 runs them again, in its own modes
+    for name in ids:
+        _v13_ran(v13("run", "--nobanner", name, "cat", "/etc/debian_version"))
+    assert all(f" {name.upper()} ['{name}']" in v13("ps", "-m").stdout for name in ids)
+
+
+def test_udocker2_inspects_exports_clones_names_and_removes_them(v1repo, udocker, tmp_path):
+    v13, ids = v1repo
+    shown = json.loads(_ok(udocker("inspect", "--json", "p1")))
+    assert shown["id"] == ids["p1"] and shown["image"] == "test/debian:12" and shown["names"] == ["p1"]
+    assert shown["rootfs"] == os.path.join(udocker.repo, "containers", ids["p1"], "ROOT")
+    assert shown["config"]["Cmd"] == ["/bin/bash"]
+    assert _ok(udocker("inspect", "-p", "f1")).strip() == os.path.join(udocker.repo, "containers", ids["f1"], "ROOT")
+    archive = tmp_path / "f1.tar"
+    _ok(udocker("export", "-o", str(archive), "f1"))
+    with tarfile.open(archive) as tar:
+        assert tar.extractfile("./etc/debian_version").read().startswith(b"12.")
+        # 1.3's F1 made absolute links host paths into ROOT: exported as the container paths they stand for
+        loader = tar.getmember("./usr/lib64/ld-linux-x86-64.so.2")
+        assert loader.linkname == "/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"
+    for name in ("p1", "f1", "r1"):
+        clone = _ok(udocker("clone", f"--name={name}-2", name)).strip()
+        assert os.path.isdir(os.path.join(udocker.repo, "containers", clone, "rootfs"))
+        _ok(udocker("setup", "--execmode=P1", f"{name}-2"))
+        done = udocker("run", f"{name}-2", "sh", "-c", "cat /etc/debian_version; grep -c root /etc/passwd")
+        assert done.returncode == 0 and done.stdout.startswith("12."), (name, done.stdout + done.stderr)
+    for refused in (udocker("clone", "f3"), udocker("setup", "--execmode=F1", "f3")):
+        assert refused.returncode == 1, refused.stderr
+        assert refused.stderr.splitlines()[-2:][0].startswith("error: cannot ")
+        assert f"udocker setup --execmode=F1 {ids['f3']}" in refused.stderr
+    _ok(udocker("setup", "--execmode=P2", "p1"))  # P1 <-> P2 changes nothing in ROOT: recorded as 1.3 does
+    assert " P2 ['p1']" in v13("ps", "-m").stdout
+    refused = udocker("setup", "--execmode=P1", "f1")
+    assert refused.returncode == 1 and "udocker setup --execmode=P1" in refused.stderr, refused.stderr
+    _ok(udocker("name", "p1", "first"))
+    assert "first" in v13("ps").stdout and _ok(udocker("run", "first", "true")) == ""
+    _ok(udocker("rmname", "first"))
+    assert not os.path.lexists(os.path.join(udocker.repo, "containers", "first"))
+    _ok(udocker("rm", "r1"))
+    assert not os.path.lexists(os.path.join(udocker.repo, "containers", "r1"))
+    assert not os.path.exists(os.path.join(udocker.repo, "containers", ids["r1"]))
+    # udocker 1.3 after all that, beside udocker 2's containers and containers/.names/: ps, run, rm of its own
+    listed = v13("ps")
+    assert listed.returncode == 0 and "['p1']" in listed.stdout and "'r1'" not in listed.stdout, listed.stdout
+    _v13_ran(v13("run", "--nobanner", "p1", "cat", "/etc/debian_version"))
+    _v13_ran(v13("run", "--nobanner", "f3", "cat", "/etc/debian_version"))
+    assert v13("rm", "f1").returncode == 0
+    assert not os.path.exists(os.path.join(udocker.repo, "containers", ids["f1"]))
+    names = {row["names"][0] for row in json.loads(_ok(udocker("ps", "--json")))}
+    assert names == {"p1", "f3", "p1-2", "f1-2", "r1-2"}
+
+
+def test_migrate_converts_them_for_good_with_a_dry_run_and_a_report(v1repo, udocker):
+    v13, ids = v1repo
+    before = _v1_files(udocker.repo, ids)
+    dry = udocker("migrate", "--dry-run")
+    assert dry.returncode == 1 and f"1 udocker 1 container(s) not converted: {ids['f3']}" in dry.stderr, dry.stderr
+    rows = {line.split()[0]: line for line in dry.stdout.splitlines()[1:]}
+    assert all(rows[ids[n]].endswith("would convert") for n in ("p1", "f1", "r1")), dry.stdout
+    assert "skipped: cannot migrate container" in rows[ids["f3"]]
+    assert _v1_files(udocker.repo, ids) == before  # the dry run changed nothing
+    report = json.loads(udocker("migrate", "--json").stdout)
+    results = {row["id"]: row["result"] for row in report}
+    assert results.pop(ids["f3"]).startswith("skipped: cannot migrate container")
+    assert results == {ids["p1"]: "converted", ids["f1"]: "converted", ids["r1"]: "converted"}
+    for name in ("p1", "f1", "r1"):
+        directory = os.path.join(udocker.repo, "containers", ids[name])
+        assert "rootfs" in os.listdir(directory)
+        assert set(os.listdir(directory)) <= {"container.json", "engine", "rootfs", "runs"}, os.listdir(directory)
+        assert not os.path.lexists(os.path.join(udocker.repo, "containers", name))  # the name is udocker 2's now
+        done = udocker("run", name, "sh", "-c", "cat /etc/debian_version; exit 3", timeout=300)
+        assert done.returncode == 3 and done.stdout.startswith("12."), (name, done.stdout + done.stderr)
+        if name != "p1":  # 1.3 recorded no mode for it: the configured default applies, as in 1.3
+            assert _ok(udocker("setup", name)).splitlines()[0] == "execmode: " + name.upper()
+    assert {row["names"][0] for row in json.loads(_ok(udocker("ps", "--json")))} == set(ids)
+    # the converted containers are udocker 2's: 1.3 still runs the one it kept
+    _v13_ran(v13("run", "--nobanner", "f3", "cat", "/etc/debian_version"))
+    assert "['p1']" not in v13("ps").stdout
