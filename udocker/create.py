@@ -2,16 +2,15 @@
 
 import datetime
 import json
-import logging
 import os
 import tarfile
 
-from udocker import fs
+from udocker import fs, log
 from udocker.errors import UdockerError
 from udocker.store import rootfs as rootfs_store
 from udocker.unpack import apply_layer
 
-LOG = logging.getLogger("udocker.create")
+LOG = log.get("create")
 
 
 def _now():

@@ -101,6 +101,16 @@ def test_the_library_never_imports_the_command_line():
     assert upward == []
 
 
+def test_loggers_come_from_udocker_log():
+    """udocker/log.py configures the package logger only when log.get() first makes it: a module taking its logger
+    straight from logging.getLogger would log into an unconfigured logger (its info lines lost)."""
+    direct = sorted(name for name, tree in TREES.items() if name != "udocker.log"
+                    for node in ast.walk(tree)
+                    if isinstance(node, ast.Attribute) and node.attr == "getLogger"
+                    and isinstance(node.value, ast.Name) and node.value.id == "logging")
+    assert direct == []
+
+
 def test_no_import_cycle_between_modules():
     assert _cycles(GRAPH) == []
 

@@ -14,11 +14,10 @@ once tagged), then the blob and store-index locks.
 
 import hashlib
 import json
-import logging
 import os
 from typing import Any, Dict
 
-from udocker import fs
+from udocker import fs, log
 from udocker.errors import InvalidReference, UdockerError
 from udocker.oci.descriptor import Descriptor
 from udocker.oci.manifest import load_json, parse_manifest
@@ -26,7 +25,7 @@ from udocker.oci.mediatypes import OCI_CONFIG
 from udocker.store import v1images as v1
 from udocker.store.images import PROTECTED, V1_TAG
 
-LOG = logging.getLogger("udocker.store")
+LOG = log.get("store")
 
 
 def sync_v1_images(repo) -> int:

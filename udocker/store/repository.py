@@ -7,14 +7,14 @@ import os
 import stat
 from typing import Callable, Iterator, Sequence
 
-from udocker import fs
+from udocker import fs, log
 from udocker.config import KEYS, USER_FILE_NAME
 from udocker.errors import NotFound, StoreError, UdockerError
 from udocker.paths import FORMAT_VERSION, Layout
 from udocker.store.blobs import BlobStore
 from udocker.store.images import V1_TAG, ImageStore
 
-LOG = logging.getLogger("udocker.store")
+LOG = log.get("store")
 DEFAULT_MAX_LAYER_SIZE = KEYS["max_layer_size"].default
 
 
