@@ -91,7 +91,7 @@ class ContainerService:
                 raise NotFound(f"no container or image named {target}", hint="pull it or use --pull=missing") from None
         if local is None:
             self._pull(repo, target, progress)
-        return create(repo, self.store, target, name=name, mode=None)
+        return create(repo, self.store, target, name=name, mode=None, progress=progress)
 
     def _pull(self, repo, target, progress):
         from udocker import pull as pulling

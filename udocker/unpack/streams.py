@@ -40,6 +40,30 @@ def decompressed(stream: BinaryIO, media_type: str, label: str) -> BinaryIO:
     return stream
 
 
+class Counted(io.RawIOBase):
+    """A layer's compressed bytes as they are read, reported to `advanced(nbytes)` about every MiB."""
+
+    def __init__(self, raw: BinaryIO, advanced):
+        super().__init__()
+        self.raw, self.advanced, self.pending = raw, advanced, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:  # type: ignore[override]
+        count = self.raw.readinto(buffer)  # type: ignore[attr-defined]
+        if count:
+            self.pending += count
+            if self.pending >= CHUNK:
+                self.flush_count()
+        return count
+
+    def flush_count(self) -> None:
+        if self.pending:
+            self.advanced(self.pending)
+            self.pending = 0
+
+
 class Bounded:
     """A reader of the uncompressed layer that fails once more than `limit` bytes came out of it."""
 
