@@ -10,6 +10,7 @@ import tarfile
 from udocker import fs
 from udocker.errors import UdockerError
 from udocker.store import rootfs as rootfs_store
+from udocker.store.containers import check_name
 from udocker.unpack import apply_layer
 
 LOG = logging.getLogger("udocker.create")
@@ -25,6 +26,8 @@ def create(repo, containers, image_text, *, name=None, force=False, share=True, 
     The image's layers are applied once into a shared read-only tree (store/rootfs.py); the container's
     rootfs links to it. Raises NotFound for an unknown image, UnpackError for a bad layer. `progress`
     (layer_started, layer_advanced, layer_finished with each layer's Descriptor) hears of the unpacking."""
+    if name is not None:
+        check_name(name)  # before the image is unpacked: a bad name fails at once
     with repo.gc_guard():  # rmi waits for it, so nothing it reads is removed under it
         image = repo.images.find(image_text)
         manifest, config = repo.images.details(image, repo.blobs)
