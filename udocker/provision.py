@@ -104,7 +104,7 @@ class ContainerService:
         client = RegistryClient(config, repo.layout)
         try:
             pulling.pull(repo, client, parse(target), platform=wanted, concurrency=config["pull_concurrency"],
-                         progress=progress)
+                         progress=progress, unpack=True)
         finally:
             client.close()
 

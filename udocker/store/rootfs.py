@@ -34,7 +34,7 @@ _WRITE = stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH
 _OPEN = stat.S_IWGRP | stat.S_IWOTH
 
 
-class _ByDescriptor:
+class ByDescriptor:
     """Unpack progress (keyed by LayerSource) told to a progress that knows layers by their Descriptor."""
 
     def __init__(self, progress, descriptors):
@@ -66,15 +66,20 @@ def ensure_unpacked(repo, manifest, manifest_digest, *, on_notice=None, progress
             rootfs = os.path.join(scratch, "rootfs")
             os.mkdir(rootfs, 0o755)
             layers = [LayerSource(repo.blobs.path(d.digest), d.media_type, d.digest, d.size) for d in manifest.layers]
-            told = _ByDescriptor(progress, {d.digest: d for d in manifest.layers}) if progress else None
+            told = ByDescriptor(progress, {d.digest: d for d in manifest.layers}) if progress else None
             apply_layers(rootfs, layers, on_notice=on_notice, max_size=repo.max_layer_size, progress=told)
-            _make_read_only(rootfs)
-            try:
-                os.rename(rootfs, target)
-            except OSError:
-                if not os.path.isdir(target):  # else published meanwhile by a process whose lock was broken
-                    raise
+            publish(rootfs, target)
     return target
+
+
+def publish(rootfs, target):
+    """Make the tree `rootfs` read-only and rename it to `target` (under the image's unpack lock)."""
+    _make_read_only(rootfs)
+    try:
+        os.rename(rootfs, target)
+    except OSError:
+        if not os.path.isdir(target):  # else published meanwhile by a process whose lock was broken
+            raise
 
 
 def _make_read_only(top):
