@@ -8,6 +8,7 @@ import tarfile
 from udocker import fs, log
 from udocker.errors import UdockerError
 from udocker.store import rootfs as rootfs_store
+from udocker.store.containers import check_name
 from udocker.unpack import apply_layer
 
 LOG = log.get("create")
@@ -17,16 +18,19 @@ def _now():
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def create(repo, containers, image_text, *, name=None, force=False, share=True, mode=None):
+def create(repo, containers, image_text, *, name=None, force=False, share=True, mode=None, progress=None):
     """Create a container of the local image `image_text`; returns the Container.
 
     The image's layers are applied once into a shared read-only tree (store/rootfs.py); the container's
-    rootfs links to it. Raises NotFound for an unknown image, UnpackError for a bad layer."""
+    rootfs links to it. Raises NotFound for an unknown image, UnpackError for a bad layer. `progress`
+    (layer_started, layer_advanced, layer_finished with each layer's Descriptor) hears of the unpacking."""
+    if name is not None:
+        check_name(name)  # before the image is unpacked: a bad name fails at once
     with repo.gc_guard():  # rmi waits for it, so nothing it reads is removed under it
         image = repo.images.find(image_text)
         manifest, config = repo.images.details(image, repo.blobs)
         unpacked = rootfs_store.ensure_unpacked(repo, manifest, image.descriptor.digest,
-                                                on_notice=lambda notice: LOG.debug("%s", notice))
+                                                on_notice=lambda notice: LOG.debug("%s", notice), progress=progress)
         rootfs_store.check_free_space(repo.layout.containers, rootfs_store.copy_size(unpacked, share=share),
                                       "the container's private files")
         record = {"image": image.ref, "manifest": image.descriptor.digest, "image_id": manifest.config.digest,

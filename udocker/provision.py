@@ -92,7 +92,7 @@ class ContainerService:
                 raise NotFound(f"no container or image named {target}", hint="pull it or use --pull=missing") from None
         if local is None:
             self._pull(repo, target, progress)
-        return create(repo, self.store, target, name=name, mode=None)
+        return create(repo, self.store, target, name=name, mode=None, progress=progress)
 
     def _pull(self, repo, target, progress):
         from udocker import pull as pulling
@@ -105,7 +105,7 @@ class ContainerService:
         client = RegistryClient(config, repo.layout)
         try:
             pulling.pull(repo, client, parse(target), platform=wanted, concurrency=config["pull_concurrency"],
-                         progress=progress)
+                         progress=progress, unpack=True)
         finally:
             client.close()
 

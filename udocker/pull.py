@@ -1,6 +1,7 @@
 """Pull an image: manifest (platform chosen from an index) -> config and layers downloaded concurrently,
 each streamed through its digest check into the blob store -> tag. See docs/architecture.md, 'Data flow'."""
 
+import logging
 import threading
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -49,9 +50,14 @@ class _Cancelled(Exception):
 
 
 def pull(repo, client, ref: Reference, *, platform: Platform, concurrency: int,
-         progress: Optional[Progress] = None) -> PullResult:
+         progress: Optional[Progress] = None, unpack: bool = False) -> PullResult:
     """Download `ref` into `repo` and tag it as str(ref). Raises UdockerError subclasses; on any error
-    no name is added or changed, and only verified blobs are left in the store."""
+    no name is added or changed, and only verified blobs are left in the store.
+
+    With `unpack` (a run or create that pulls), the image's unpacked tree is built while the layers
+    download (store/overlap.py) and published, before the tag, once every blob is verified; `progress`
+    then also hears of each layer's extraction (layer_started, layer_advanced, layer_finished)."""
+    unpack_progress = progress if unpack else None
     progress = progress or _Silent()
     with repo.gc_guard():
         response = client.get_manifest(ref)
@@ -75,7 +81,8 @@ def pull(repo, client, ref: Reference, *, platform: Platform, concurrency: int,
         config = load_json(repo.blobs.read(manifest.config.digest), f"config of {ref}")
         if chosen_platform is None:
             chosen_platform = _check_platform(config, platform, ref)
-        layer_counts = _download(repo, client, ref, manifest.layers, concurrency=concurrency, progress=progress)
+        layer_counts = _layers(repo, client, ref, manifest, response.digest, concurrency=concurrency,
+                               progress=progress, unpack=unpack, unpack_progress=unpack_progress)
         descriptor = Descriptor(media_type, response.digest, len(response.data), chosen_platform)
         repo.blobs.put(response.data, descriptor)
         repo.images.tag(str(ref), descriptor, index_digest=index_digest)
@@ -93,10 +100,31 @@ def _check_platform(config: dict, platform: Platform, ref: Reference) -> Dict[st
     return theirs or platform.to_json()
 
 
+def _layers(repo, client, ref, manifest, digest, *, concurrency, progress, unpack, unpack_progress) -> List[int]:
+    """Download the layers; with `unpack`, unpack them meanwhile and publish the tree once all are verified."""
+    if not unpack:
+        return _download(repo, client, ref, manifest.layers, concurrency=concurrency, progress=progress)
+    from udocker.store.overlap import Overlap
+
+    overlap = Overlap(repo, digest, manifest, progress=unpack_progress,
+                      on_notice=lambda notice: logging.getLogger("udocker.create").debug("%s", notice))
+    overlap.start()
+    try:
+        counts = _download(repo, client, ref, manifest.layers, concurrency=concurrency, progress=progress,
+                           offer=overlap.offer)
+    except BaseException:
+        overlap.abort()
+        raise
+    overlap.finish()
+    return counts
+
+
 def _download(repo, client, ref: Reference, descriptors: Sequence[Descriptor], *, concurrency: int,
-              progress: Progress) -> List[int]:
-    """Fetch the blobs not yet stored, `concurrency` at a time; returns [downloaded, present].
+              progress: Progress, offer: Optional[Callable] = None) -> List[int]:
+    """Fetch the blobs not yet stored, `concurrency` at a time; returns [downloaded, present]. `offer`
+    hears of each blob as its download begins (with its Sink; None when it is in the store already).
     The first failure cancels the other transfers and is raised."""
+    offer = offer or (lambda descriptor, sink: None)
     unique = list({d.digest: d for d in descriptors}.values())
     cancel = threading.Event()
     counts = [0, 0]
@@ -104,11 +132,13 @@ def _download(repo, client, ref: Reference, descriptors: Sequence[Descriptor], *
 
     def fetch(descriptor: Descriptor) -> None:
         if repo.blobs.has(descriptor.digest):
+            offer(descriptor, None)
             progress.blob_started(descriptor, present=True)
             with lock:
                 counts[1] += 1
             return
         with repo.blobs.ingest(descriptor) as sink:
+            offer(descriptor, None if sink.present else sink)
             progress.blob_started(descriptor, present=sink.present)
             if not sink.present:
                 client.fetch_blob(ref, descriptor, sink, progress=_advance(descriptor, progress, cancel))

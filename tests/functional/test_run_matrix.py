@@ -42,7 +42,9 @@ def repo(tmp_path_factory, debian_image):
     base = tmp_path_factory.mktemp("matrix")
     (base / "home").mkdir()
     udocker = Repo(base / "repo", base / "home")
-    pulled = udocker("-q", "pull", debian_image.ref)
+    # a first run pulls the image and unpacks it while it downloads (issue 13): every container of the matrix
+    # links to the tree that path built
+    pulled = udocker("-q", "run", "--rm", debian_image.ref, "true")
     assert pulled.returncode == 0, pulled.stderr
     udocker.ref = debian_image.ref
     return udocker

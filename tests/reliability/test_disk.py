@@ -9,6 +9,7 @@ private copies of R modes (called as the library function R-mode preparation cal
 import gzip
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -105,6 +106,8 @@ def _layer(path, members):
 
 def _one_line(result):
     lines = result["err"].splitlines()
+    progress = [line for line in lines if re.fullmatch(r"[0-9a-f]{12}: extracting \S+", line)]
+    lines = lines[len(progress):]  # create says which layer it extracts, then the error
     assert result["rc"] == 1 and lines and lines[0].startswith("error: ") and "Traceback" not in result["err"], result
     assert len(lines) == 1 or (len(lines) == 2 and lines[1].startswith("hint: ")), result
     return lines[0]

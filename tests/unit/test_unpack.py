@@ -387,3 +387,27 @@ def test_error_message_names_layer_and_member(world):
     message = info.value.message
     assert message.startswith("unsafe path in layer sha256:") and message.endswith("…: ../etc/passwd")
     assert info.value.member == "../etc/passwd"
+
+
+def test_progress_hears_each_layer_and_every_compressed_byte(world):
+    sources = [build(world.layers / "a.tar", [F("a", os.urandom(3 << 20))]),
+                build(world.layers / "b.tar", [F("b", b"small")], compress="none")]
+    heard = []
+
+    class Progress:
+        def layer_started(self, layer):
+            heard.append(("started", layer.name))
+
+        def layer_advanced(self, layer, nbytes):
+            heard.append(("advanced", layer.name, nbytes))
+
+        def layer_finished(self, layer):
+            heard.append(("finished", layer.name))
+
+    apply_layers(str(world.root), sources, progress=Progress())
+    for source in sources:
+        mine = [event for event in heard if event[1] == source.name]
+        assert mine[0] == ("started", source.name) and mine[-1] == ("finished", source.name)
+        assert sum(event[2] for event in mine[1:-1]) == os.path.getsize(source.path)
+    assert heard.index(("finished", sources[0].name)) < heard.index(("started", sources[1].name))
+    assert (world.root / "a").stat().st_size == 3 << 20

@@ -22,10 +22,12 @@ def _store(state):
 @click.pass_obj
 def create(state, name, force, image):
     """Create a container from IMAGE (pulled earlier) and print its id."""
+    from udocker.cli.progress import for_stderr
     from udocker.create import create as create_container
 
     containers = _store(state)
-    container = create_container(state.repository(), containers, image, name=name, force=force)
+    container = create_container(state.repository(), containers, image, name=name, force=force,
+                                 progress=for_stderr(quiet=state.quiet))
     click.echo(container.id)
 
 

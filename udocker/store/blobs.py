@@ -2,8 +2,10 @@
 
 import contextlib
 import hashlib
+import io
 import os
-from typing import Iterator, List, Optional
+import threading
+from typing import Callable, Iterator, List, Optional
 
 from udocker import fs
 from udocker.errors import DigestMismatch, NotFound
@@ -14,43 +16,71 @@ from udocker.paths import Layout
 CHUNK = 1 << 20
 
 
+class Restarted(Exception):
+    """A Follower's blob was received again from its first byte: what it read may not be the stored blob."""
+
+
 class Sink:
     """A blob being written: feed write(); `offset` is the byte count so far (for HTTP Range resume).
 
-    `present` is True when the blob was already in the store: then write nothing.
-    """
+    `present` is True when the blob was already in the store: then write nothing. follow() reads the blob
+    while it arrives. The file is written unbuffered, so what `offset` counts is in the file."""
 
-    def __init__(self, descriptor: Descriptor, path: Optional[str]):
+    def __init__(self, descriptor: Descriptor, path: Optional[str], final: Optional[str] = None):
         self.descriptor = descriptor
         self.present = path is None
         self.offset = 0
         self._hash = hashlib.sha256()
         try:
-            self._stream = open(path, "wb") if path else None  # noqa: SIM115 - closed in finish()/abort()
+            self._stream = open(path, "wb", buffering=0) if path else None  # noqa: SIM115 - closed in _finish()
         except OSError as exc:
             raise fs.store_error("write blob", descriptor.digest, exc) from None
-        self.path = path
+        self.path, self.final = path, final
+        self.changed = threading.Condition()  # offset, generation or state changed
+        self.generation = 0  # reset() counts
+        self.state = "writing"  # then "stored" (verified, renamed to final) or "failed"
 
     def write(self, chunk: bytes) -> None:
         if self.offset + len(chunk) > self.descriptor.size:
             raise DigestMismatch(f"blob {self.descriptor.digest} is larger than its descriptor says "
                                  f"({self.descriptor.size} bytes)")
         try:
-            self._stream.write(chunk)
+            view = memoryview(chunk)
+            while view:
+                view = view[self._stream.write(view):]
         except OSError as exc:
             raise fs.store_error("write blob", self.descriptor.digest, exc) from None
         self._hash.update(chunk)
-        self.offset += len(chunk)
+        with self.changed:
+            self.offset += len(chunk)
+            self.changed.notify_all()
 
     def reset(self) -> None:
         """Forget what was written, to receive the blob again from its first byte."""
-        try:
-            self._stream.seek(0)
-            self._stream.truncate()
-        except OSError as exc:
-            raise fs.store_error("write blob", self.descriptor.digest, exc) from None
-        self._hash = hashlib.sha256()
-        self.offset = 0
+        with self.changed:
+            try:
+                self._stream.seek(0)
+                self._stream.truncate()
+            except OSError as exc:
+                raise fs.store_error("write blob", self.descriptor.digest, exc) from None
+            self._hash = hashlib.sha256()
+            self.offset = 0
+            self.generation += 1
+            self.changed.notify_all()
+
+    def follow(self, cancelled: Callable[[], bool]) -> "Follower":
+        """A reader of the blob as it arrives (from the store once stored). Raises OSError when the blob
+        failed (or Restarted, see Follower)."""
+        with self.changed:
+            if self.state == "failed":
+                raise FileNotFoundError(f"blob {self.descriptor.digest} failed")
+            fd = os.open(self.final if self.state == "stored" else self.path, os.O_RDONLY | os.O_CLOEXEC)
+            return Follower(self, fd, cancelled)
+
+    def _ended(self, state: str) -> None:
+        with self.changed:
+            self.state = state
+            self.changed.notify_all()
 
     def _finish(self) -> None:
         try:
@@ -69,6 +99,45 @@ class Sink:
     def _abort(self) -> None:
         with contextlib.suppress(OSError):  # a full disk fails the flush in close() too
             self._stream.close()
+
+
+class Follower(io.RawIOBase):
+    """Reads a Sink's file up to the bytes written so far, waiting for more until the descriptor's size.
+    Raises Restarted when the sink was reset (the bytes already read may differ from the stored blob),
+    OSError when the blob failed or `cancelled()` became true. Readers know its bytes are the stored blob
+    only once the sink's state is "stored": the sink verified exactly what this file holds."""
+
+    def __init__(self, sink: Sink, fd: int, cancelled: Callable[[], bool]):
+        super().__init__()
+        self.sink, self.fd, self.cancelled = sink, fd, cancelled
+        self.position, self.generation = 0, sink.generation
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:  # type: ignore[override]
+        sink = self.sink
+        with sink.changed:
+            while True:
+                if sink.generation != self.generation:
+                    raise Restarted(sink.descriptor.digest)
+                if self.position < sink.offset:
+                    available = sink.offset - self.position
+                    break
+                if self.position >= sink.descriptor.size:
+                    return 0
+                if sink.state == "failed" or self.cancelled():
+                    raise OSError(f"download of blob {sink.descriptor.digest} failed")
+                sink.changed.wait(0.5)
+        view = memoryview(buffer)[:available]
+        count = os.preadv(self.fd, [view], self.position)
+        self.position += count
+        return count
+
+    def close(self) -> None:
+        if not self.closed:
+            os.close(self.fd)
+        super().close()
 
 
 class BlobStore:
@@ -118,17 +187,21 @@ class BlobStore:
             fd, tmp = fs.scratch_file(self.layout.tmp, ".write-blob-", what=f"blob {descriptor.digest}")
             sink = None
             try:
-                sink = Sink(descriptor, tmp)
+                sink = Sink(descriptor, tmp, target)
                 yield sink
                 sink._finish()
                 try:
                     os.chmod(tmp, 0o444)
-                    os.replace(tmp, target)
+                    with sink.changed:  # a follower opens the file by one name or the other
+                        os.replace(tmp, target)
+                        sink.state = "stored"
+                        sink.changed.notify_all()
                 except OSError as exc:
                     raise fs.store_error("write blob", descriptor.digest, exc) from None
             except BaseException:
                 if sink is not None:
                     sink._abort()
+                    sink._ended("failed")
                 with contextlib.suppress(OSError):
                     os.unlink(tmp)
                 raise

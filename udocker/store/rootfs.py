@@ -34,9 +34,26 @@ _WRITE = stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH
 _OPEN = stat.S_IWGRP | stat.S_IWOTH
 
 
-def ensure_unpacked(repo, manifest, manifest_digest, *, on_notice=None):
+class ByDescriptor:
+    """Unpack progress (keyed by LayerSource) told to a progress that knows layers by their Descriptor."""
+
+    def __init__(self, progress, descriptors):
+        self.progress, self.descriptors = progress, descriptors
+
+    def layer_started(self, layer):
+        self.progress.layer_started(self.descriptors[layer.name])
+
+    def layer_advanced(self, layer, nbytes):
+        self.progress.layer_advanced(self.descriptors[layer.name], nbytes)
+
+    def layer_finished(self, layer):
+        self.progress.layer_finished(self.descriptors[layer.name])
+
+
+def ensure_unpacked(repo, manifest, manifest_digest, *, on_notice=None, progress=None):
     """The read-only unpacked tree of an image, applying its layers on first use. Concurrent callers
-    wait for the first; a crash leaves only a scratch directory in tmp/."""
+    wait for the first; a crash leaves only a scratch directory in tmp/. `progress` (layer_started,
+    layer_advanced, layer_finished, each given the layer's Descriptor) hears of each layer unpacked."""
     target = repo.layout.unpacked_tree(manifest_digest)
     if os.path.isdir(target):
         return target
@@ -48,15 +65,21 @@ def ensure_unpacked(repo, manifest, manifest_digest, *, on_notice=None):
         with fs.scratch_dir(repo.layout.tmp, prefix="unpack-") as scratch:
             rootfs = os.path.join(scratch, "rootfs")
             os.mkdir(rootfs, 0o755)
-            layers = [LayerSource(repo.blobs.path(d.digest), d.media_type, d.digest) for d in manifest.layers]
-            apply_layers(rootfs, layers, on_notice=on_notice, max_size=repo.max_layer_size)
-            _make_read_only(rootfs)
-            try:
-                os.rename(rootfs, target)
-            except OSError:
-                if not os.path.isdir(target):  # else published meanwhile by a process whose lock was broken
-                    raise
+            layers = [LayerSource(repo.blobs.path(d.digest), d.media_type, d.digest, d.size) for d in manifest.layers]
+            told = ByDescriptor(progress, {d.digest: d for d in manifest.layers}) if progress else None
+            apply_layers(rootfs, layers, on_notice=on_notice, max_size=repo.max_layer_size, progress=told)
+            publish(rootfs, target)
     return target
+
+
+def publish(rootfs, target):
+    """Make the tree `rootfs` read-only and rename it to `target` (under the image's unpack lock)."""
+    _make_read_only(rootfs)
+    try:
+        os.rename(rootfs, target)
+    except OSError:
+        if not os.path.isdir(target):  # else published meanwhile by a process whose lock was broken
+            raise
 
 
 def _make_read_only(top):

@@ -59,13 +59,25 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Sequence
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from udocker.errors import UnpackError
 from udocker.unpack.changeset import Rootfs
 from udocker.unpack.report import Notice, NoticeCallback, UnpackReport, short
+from udocker.unpack.streams import Counted
 
-__all__ = ["LayerSource", "Notice", "NoticeCallback", "UnpackReport", "apply_layer", "apply_layers"]
+__all__ = ["LayerProgress", "LayerSource", "Notice", "NoticeCallback", "UnpackReport", "apply_layer",
+           "apply_layers"]
+
+
+class LayerProgress(Protocol):
+    """What apply_layers reports of each layer: started, its compressed bytes read so far, finished."""
+
+    def layer_started(self, layer: LayerSource) -> None: ...
+
+    def layer_advanced(self, layer: LayerSource, nbytes: int) -> None: ...
+
+    def layer_finished(self, layer: LayerSource) -> None: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +88,7 @@ class LayerSource:
     path: str
     media_type: str
     name: str = ""
+    size: int = 0  # the blob's size, for progress (0: unknown)
 
     @property
     def label(self) -> str:
@@ -85,27 +98,38 @@ class LayerSource:
         return open(self.path, "rb")
 
 
-def apply_layers(rootfs: str, layers: Sequence[LayerSource], *,
-                 on_notice: NoticeCallback | None = None, max_size: int = 0) -> UnpackReport:
+def apply_layers(rootfs: str, layers: Sequence[LayerSource], *, on_notice: NoticeCallback | None = None,
+                 max_size: int = 0, progress: LayerProgress | None = None) -> UnpackReport:
     """Apply `layers` in order (lowest first) to `rootfs`, created if missing.
 
     Raises UnpackError at the first unsafe or unreadable member, or when a layer's uncompressed tar stream
     exceeds `max_size` bytes (0: no limit); the layers before it stay applied. `on_notice` is called for
-    each notice as it happens; the report lists them all.
+    each notice as it happens; the report lists them all. `progress` hears of each layer as it is read.
     """
     target = Rootfs(rootfs, on_notice, max_size)
     try:
         for layer in layers:
-            try:
-                stream = layer.open()
-            except OSError as exc:
-                raise UnpackError(f"cannot read layer {short(layer.label)}: {exc.strerror}",
-                                  layer=layer.label) from None
-            with stream:
-                target.apply(stream, layer.media_type, layer.label)
+            apply_source(target, layer, progress)
         return target.report()
     finally:
         target.close()
+
+
+def apply_source(target: Rootfs, layer: LayerSource, progress: LayerProgress | None = None) -> None:
+    """Apply one layer of apply_layers (the stream `layer.open()` gives) to `target`."""
+    try:
+        stream = layer.open()
+    except OSError as exc:
+        raise UnpackError(f"cannot read layer {short(layer.label)}: {exc.strerror}", layer=layer.label) from None
+    with stream:
+        if progress is None:
+            target.apply(stream, layer.media_type, layer.label)
+            return
+        progress.layer_started(layer)
+        counted = Counted(stream, lambda nbytes: progress.layer_advanced(layer, nbytes))
+        target.apply(counted, layer.media_type, layer.label)
+        counted.flush_count()
+        progress.layer_finished(layer)
 
 
 def apply_layer(rootfs: str, stream: BinaryIO, media_type: str, *, name: str = "layer",
