@@ -62,6 +62,19 @@ def test_config_per_mode(tmp_path, container, mode, uid, args_start, user):
     assert (ocirt.KIT in [m["destination"] for m in config["mounts"]]) == (mode != "R1")
 
 
+@pytest.mark.parametrize("mode", ["R2", "R3"])
+def test_the_proot_kit_hides_no_injected_bind(tmp_path, container, mode):
+    """The kit's bind came after the run's and covered /.udocker, where the NVIDIA driver is bound (issue 10:
+    nvidia-smi and libcuda were not found in R2/R3): no mount may land on or above an earlier one."""
+    mounts = [Mount("/usr/bin/nvidia-smi", "/.udocker/nvidia/bin/nvidia-smi", readonly=True)]
+    config = RuncEngine(None, Layout(str(tmp_path))).config_json(spec(container, mounts=mounts), mode,
+                                                                 kit=str(tmp_path / "kit"))
+    targets = [m["destination"] for m in config["mounts"]]
+    assert "/.udocker/nvidia/bin/nvidia-smi" in targets
+    for n, later in enumerate(targets):
+        assert not any(earlier.startswith(later.rstrip("/") + "/") for earlier in targets[:n]), (later, targets)
+
+
 def test_mounts(tmp_path, container):
     mounts = [Mount("/proc", "/proc"), Mount("/data", "/mnt"), Mount("/etc/hosts", "/etc/hosts", readonly=True)]
     config = RuncEngine(None, Layout(str(tmp_path))).config_json(spec(container, mounts=mounts, hostname="box"),

@@ -12,10 +12,11 @@ R1  `RUNTIME [GLOBAL...] --root STATE run --bundle BUNDLE ID`, where BUNDLE/conf
 R2  R1 with the container process being PRoot: uid 0 is mapped to the caller and the program runs under
     `proot -0` (or `-i UID:GID`) with `-r /`, which emulates the several owners package managers need
     (a single-id user namespace refuses chown to any other id with EINVAL). The host's PRoot comes in
-    through a read-only bind of a "kit" directory made by prepare() at /.udocker: the binary and, when it is
-    dynamically linked (Debian's needs libtalloc and glibc), its ELF interpreter and libraries; it is then
-    started as `/.udocker/ld.so --library-path /.udocker/lib /.udocker/proot ...` so that it never depends on
-    the container's own libc (busybox, musl, an older glibc). PROOT_TMP_DIR is a tmpfs at /.udocker/tmp.
+    through a read-only bind of a "kit" directory made by prepare() at /.udocker/kit (not /.udocker, which
+    would hide the NVIDIA driver's binds there): the binary and, when it is dynamically linked (Debian's needs
+    libtalloc and glibc), its ELF interpreter and libraries; it is then started as
+    `/.udocker/kit/ld.so --library-path /.udocker/kit/lib /.udocker/kit/proot ...` so that it never depends on
+    the container's own libc (busybox, musl, an older glibc). PROOT_TMP_DIR is a tmpfs at /.udocker/kit/tmp.
     The container's first process is the host's GNU `timeout -k 10 0` (same interpreter, carried in the kit):
     PRoot ignores SIGTERM, SIGINT and SIGHUP, and timeout passes what the runtime forwards to its process
     group; udocker's supervisor does not rely on it: its Launch has signal_depth 3 (runtime -> timeout ->
@@ -43,7 +44,7 @@ from udocker.errors import EngineError, EngineUnavailable
 from udocker.modetable import engine_modes
 from udocker.paths import Layout
 
-KIT = "/.udocker"  # where R2/R3 see the PRoot kit
+KIT = "/.udocker/kit"  # where R2/R3 see the PRoot kit
 KILL_AFTER = "10"  # R2/R3's timeout in the container: seconds between a forwarded signal and SIGKILL
 _PROBES = {}  # (runtime binary, mode, engines folder for R2/R3) -> None or EngineUnavailable
 _SYSTEM_MOUNTS = ("/proc", "/sys", "/dev")  # provided by the runtime itself: host binds of them are dropped
