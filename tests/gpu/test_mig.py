@@ -1,17 +1,18 @@
 """MIG on a fake GPU node with MIG (tests/support/fake-gpu-node.sh --mig, layouts debian-mig and rhel-mig: GPU
-1 split into two MIG devices, GPU instances 1 and 2; GPU 0 whole), in P1 and R1 as the unprivileged user
+1 split into two MIG devices, GPU instances 1 and 2; GPU 0 whole), in P1, R1, R2, F1 as the unprivileged user
 (issue 10 item 5): each way of naming a MIG device - its UUID in NVIDIA_VISIBLE_DEVICES or
 CUDA_VISIBLE_DEVICES, the toolkit's <gpu>:<mig> index, a Slurm gres index (Slurm counts each MIG device of a
 MIG-enabled GPU in place of the GPU) - gives the program that MIG device and no other: the driver API sees one
 device, the instance's UUID; CUDA_VISIBLE_DEVICES names it; in R1 only the parent GPU's node and the instance's
-two nvidia-caps nodes exist. A MIG device that does not exist is a one-line error."""
+two nvidia-caps nodes exist (R2 as R1; P and F modes see the host's /dev). A MIG device that does not exist
+is a one-line error."""
 
 import pytest
 
 from tests.gpu.conftest import make_container
 from tests.support import fake_nvidia
 
-MODES = ["P1", "R1"]
+MODES = ["P1", "R1", "R2", "F1"]
 FIRST, SECOND = (1, 1, 0), (1, 2, 0)  # (GPU minor, GPU instance, compute instance)
 PROBE = ("cudacount -v; echo CUDA_VISIBLE_DEVICES=$CUDA_VISIBLE_DEVICES; "
          "echo caps: $(ls /dev/nvidia-caps 2>/dev/null); echo gpus: $(ls /dev | grep -E '^nvidia[0-9]+$')")
@@ -41,7 +42,7 @@ def _check(lines, mode, instance):
     assert lines[3] == f"CUDA_VISIBLE_DEVICES={uuid}", lines
     if mode.startswith("R"):
         assert lines[4:] == ["caps: " + " ".join(_caps(instance)), "gpus: nvidia1"], lines
-    else:  # P modes see the host's /dev whole
+    else:  # P and F modes see the host's /dev whole
         assert lines[4].split() == ["caps:"] + sorted(
             ["nvidia-cap1", "nvidia-cap2"] + _caps(FIRST) + _caps(SECOND)), lines
         assert lines[5] == "gpus: nvidia0 nvidia1", lines
