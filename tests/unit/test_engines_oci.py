@@ -219,6 +219,23 @@ def test_gpu_extras(tmp_path):
     assert (none.devices, none.binds, none.masked) == ([], [], [])
 
 
+def test_gpu_extras_mask_the_capabilities_of_what_was_not_given(tmp_path):
+    """MIG: the run of one MIG device (its GPU's node and its two caps nodes) sees in
+    /proc/driver/nvidia/capabilities that device's files only: not another GPU's, not another instance's."""
+    from tests.fixtures import hosttree
+
+    root = hosttree.mig_host(tmp_path / "mig", instances=((0, 1, 0), (0, 2, 0), (1, 1, 0)))
+    gi, ci = hosttree.mig_minors(0, 2, 0)
+    devices = [root + d for d in ("/dev/nvidiactl", "/dev/nvidia0", f"/dev/nvidia-caps/nvidia-cap{gi}",
+                                  f"/dev/nvidia-caps/nvidia-cap{ci}")]
+    top = "/proc/driver/nvidia/capabilities"
+    assert ocirt.gpu_extras(devices, root=root).masked == [
+        "/proc/driver/nvidia/gpus/0000:02:00.0", f"{top}/gpu0/mig/gi1", f"{top}/gpu1"]
+    whole = ocirt.gpu_extras([root + "/dev/nvidiactl", root + "/dev/nvidia1"] + [
+        f"{root}/dev/nvidia-caps/nvidia-cap{m}" for m in hosttree.mig_minors(1, 1, 0)], root=root)
+    assert whole.masked == ["/proc/driver/nvidia/gpus/0000:01:00.0", f"{top}/gpu0"]
+
+
 def test_gpu_extras_in_the_bundle(tmp_path, container, monkeypatch):
     root = _gpu_host(tmp_path)
     real = ocirt.gpu_extras

@@ -99,12 +99,13 @@ def gpu_extras(devices, root="/"):
     /dev/gdrdrv (GDRCopy), the IMEX channels /dev/nvidia-caps-imex-channels/* (the host's permissions decide
     who may use them, as in P modes), the running driver's GSP firmware /lib/firmware/nvidia/<version>, and
     maskedPaths hiding /proc/driver/nvidia/gpus/<bus id> of the GPUs not chosen (a runtime refuses other
-    mounts inside /proc)."""
+    mounts inside /proc) and, in /proc/driver/nvidia/capabilities, their gpu<minor> directories and the MIG
+    devices (gi<G>, gi<G>/ci<C>) whose nvidia-caps nodes the run was not given."""
     extra = GpuExtras()
     names = [os.path.basename(d) for d in devices]
     if "nvidiactl" not in names:
         return extra
-    from udocker.inject import nvidia  # a GPU run: the injector has been loaded already
+    from udocker.inject import gpus, nvidia  # a GPU run: the injector has been loaded already
 
     top = root.rstrip("/")
     channels = top + "/dev/nvidia-caps-imex-channels"
@@ -116,9 +117,12 @@ def gpu_extras(devices, root="/"):
             extra.binds.append((f"{top}{firmware}/{version}", f"{firmware}/{version}"))
             break
     chosen = {int(n[6:]) for n in names if n.startswith("nvidia") and n[6:].isdigit()}
-    extra.masked = [f"/proc/driver/nvidia/gpus/{gpu['bus_id']}" for gpu in nvidia.gpus_from_proc(root)
-                    if gpu["minor"] not in chosen]
+    found = nvidia.gpus_from_proc(root)
+    extra.masked = [f"/proc/driver/nvidia/gpus/{gpu['bus_id']}" for gpu in found if gpu["minor"] not in chosen]
+    caps = {int(n[10:]) for n in names if n[:10] == "nvidia-cap" and n[10:].isdigit()}
+    extra.masked += gpus.masked_capabilities(root, found, chosen, caps)
     return extra
+
 
 
 def _listdir(path):

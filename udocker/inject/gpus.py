@@ -325,3 +325,26 @@ def device_paths(selection, all_gpus, root, caps_dir):
     kept.update(m for c in selection.choices if c["mig"] for m in c["mig"]["caps"])
     paths = [f"{caps_dir}/nvidia-cap{minor}" for minor in sorted(kept)]
     return paths + [f"/dev/nvidia{g['minor'] if g['minor'] is not None else g['index']}" for g in present]
+
+
+def masked_capabilities(root, all_gpus, chosen, caps):
+    """/proc/driver/nvidia/capabilities paths to hide from a run given, of `all_gpus`, those of minors
+    `chosen` and the nvidia-caps minors `caps` (R modes, which mount their own /proc): the other GPUs'
+    gpu<minor> directories and the MIG devices (gi<G>, or gi<G>/ci<C>) of the chosen GPUs whose caps nodes
+    the run lacks."""
+    top = "/proc/driver/nvidia/capabilities"
+    masked = []
+    for gpu in all_gpus:
+        if gpu["minor"] not in chosen:
+            if os.path.isdir(f"{root.rstrip('/')}{top}/gpu{gpu['minor']}"):
+                masked.append(f"{top}/gpu{gpu['minor']}")
+            continue
+        instances = migs_of(root, gpu)
+        for gi in sorted({m["gi"] for m in instances}):
+            mine = [m for m in instances if m["gi"] == gi]
+            base = f"{top}/gpu{gpu['minor']}/mig/gi{gi}"
+            if not any(set(m["caps"]) <= caps for m in mine):
+                masked.append(base)
+            else:
+                masked += [f"{base}/ci{m['ci']}" for m in mine if not set(m["caps"]) <= caps]
+    return masked
