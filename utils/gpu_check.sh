@@ -2,10 +2,14 @@
 # GPU check of `udocker run --nvidia` on a real NVIDIA node (CI never needs a GPU; this is run by hand).
 #
 # It installs udocker from this tree into a fresh virtual environment, builds a tiny image from the host's
-# own programs (the node has no internet: nothing is pulled), imports it, and for each mode (P1, R1 and F1 by
-# default) runs with --nvidia: nvidia-smi as the command, a CUDA driver API device query whose count must be
+# own programs (the node has no internet: nothing is pulled), imports it, and for each mode (P1, R1, R2, R3
+# and F1 by default; R2 and R3 are skipped, with a verdict saying so, where their setup fails, e.g. no runc)
+# runs with --nvidia: nvidia-smi as the command, a CUDA driver API device query whose count must be
 # the host's, the same with CUDA_VISIBLE_DEVICES=0 (one device) and without LD_LIBRARY_PATH (libcuda through
-# the container's loader cache; not in F modes). With /dev/infiniband on the node, ibv_devices (the host's,
+# the container's loader cache; not in F modes). Where nvidia-smi -L lists MIG devices, each mode also runs
+# on one MIG device, named by its UUID, by the toolkit's <gpu>:<mig> index and by a Slurm gres index: one
+# device, CUDA_VISIBLE_DEVICES naming it, and in R modes only its two nvidia-caps nodes; a MIG UUID that
+# does not exist must be a one-line error. With /dev/infiniband on the node, ibv_devices (the host's,
 # without its libraries, so that udocker injects rdma-core) must list the adapters with no provider warning.
 # Every step is labelled and time-limited and ends with a one-line verdict (ok / FAILED); the summary lists
 # them all. The whole check takes a minute or two, well under 10 minutes.
@@ -16,7 +20,7 @@
 #                     (without it the system python3 must already import click, requests, yaml)
 #   --engines BUNDLE  an engine bundle from engines/build-bundle.sh, installed with `udocker install --from`
 #                     (without it proot/runc must be installed already, on PATH or in the repository)
-#   --modes LIST      modes to check (default "P1 R1 F1")
+#   --modes LIST      modes to check (default "P1 R1 R2 R3 F1")
 #   --keep            keep the work directory (printed at the start)
 #   --dry-run         no GPU needed: prepare everything, show `udocker info`, print the container commands
 #                     without running them
@@ -24,7 +28,9 @@
 set -u
 TOP=$(cd "$(dirname "$0")/.." && pwd)
 GPUS=1  # the host's GPU count (nvidia-smi -L); 1 in a dry run
-WHEELHOUSE="" ENGINES="" MODES="P1 R1 F1" KEEP=0 DRY=0
+MIGS=""  # the host's MIG devices, "GPU-index MIG-index gres-index UUID" per line (nvidia-smi -L)
+WHEELHOUSE="" ENGINES="" MODES="P1 R1 R2 R3 F1" KEEP=0 DRY=0
+OPTIONAL="R2 R3"  # modes whose setup may fail here (PRoot inside runc/crun): skipped, not failed
 while [ $# -gt 0 ]; do
     case "$1" in
         --wheelhouse) WHEELHOUSE=$(cd "$2" && pwd); shift 2 ;;
@@ -32,7 +38,7 @@ while [ $# -gt 0 ]; do
         --modes) MODES=$2; shift 2 ;;
         --keep) KEEP=1; shift ;;
         --dry-run) DRY=1; shift ;;
-        -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
         *) echo "gpu_check: unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -41,7 +47,9 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/udocker-gpu-check.XXXXXX")
 export UDOCKER_DIR="$WORK/repo"
 FAILED="" VERDICTS=""
 section() { printf '\n===== %s =====\n' "$*"; }
-verdict() {  # verdict NAME STATUS: the one-line verdict of a check
+verdict() {  # verdict NAME STATUS: the one-line verdict of a check (STATUS skipped: not run here, with why)
+    if [ "$2" = skipped ]; then echo "----- skipped: $1"; VERDICTS="$VERDICTS
+skipped $1"; return; fi
     if [ "$2" = 0 ]; then echo "----- ok: $1"; VERDICTS="$VERDICTS
 ok      $1"; else echo "----- FAILED ($2): $1"; FAILED="$FAILED [$1]"; VERDICTS="$VERDICTS
 FAILED  $1"; fi
@@ -68,6 +76,11 @@ if [ -r /proc/driver/nvidia/version ] && command -v nvidia-smi >/dev/null && tim
     head -1 /proc/driver/nvidia/version
     ls -l /dev/nvidia* 2>&1 | head -20
     GPUS=$(timeout 60 nvidia-smi -L | grep -c '^GPU ')
+    # MIG devices: "  MIG 1g.10gb     Device  0: (UUID: MIG-...)" lines under their GPU's line; the Slurm gres
+    # index (AutoDetect=nvml) counts GPUs in order, a MIG-enabled one as its MIG devices
+    MIGS=$(timeout 60 nvidia-smi -L | awk '/^GPU /{if (seen && n == 0) g++; seen = 1; gpu = $2; sub(":", "", gpu); n = 0}
+        /^ +MIG .*UUID: MIG-/{u = $0; sub(/.*UUID: /, "", u); sub(/\).*/, "", u); print gpu, n, g, u; n++; g++}')
+    [ -z "$MIGS" ] || { echo "MIG devices (GPU index, MIG index, Slurm gres index, UUID):"; printf '%s\n' "$MIGS"; }
 else
     echo "no NVIDIA driver or GPU on this node (/proc/driver/nvidia/version, nvidia-smi)"
     [ "$DRY" = 1 ] || exit 2
@@ -151,6 +164,27 @@ fi
 tar -C "$ROOTFS" -cf "$WORK/image.tar" . && du -sh "$WORK/image.tar"
 check "import" 120 "$PY" -m udocker import "$WORK/image.tar" gpucheck:1
 
+mig_checks() {  # mig_checks MODE: the first MIG device, named three ways; a MIG UUID that does not exist
+    local mode=$1 probe want
+    # shellcheck disable=SC2086
+    set -- $(printf '%s\n' "$MIGS" | head -1)  # GPU index, MIG index, gres index, UUID
+    # on one line (echo of an unquoted substitution: the image has sh, ls, cat, env, head), for one regex
+    probe="echo \$(${QUERY:-nvidia-smi -L}; echo CUDA_VISIBLE_DEVICES=\$CUDA_VISIBLE_DEVICES caps: \$(ls /dev/nvidia-caps))"
+    want="UUID: $4"
+    [ -z "$QUERY" ] || want=" 1 device\(s\)"
+    want="$want.*CUDA_VISIBLE_DEVICES=$4"
+    case $mode in R*) want="$want caps: nvidia-cap[0-9]+ nvidia-cap[0-9]+ *\$" ;; esac
+    expect "$mode MIG device by UUID $4" 120 "$want" \
+        "$PY" -m udocker run --nvidia -e NVIDIA_VISIBLE_DEVICES="$4" "gpucheck-$mode" sh -c "$probe"
+    expect "$mode MIG device by index $1:$2" 120 "$want" \
+        "$PY" -m udocker run --nvidia -e NVIDIA_VISIBLE_DEVICES="$1:$2" "gpucheck-$mode" sh -c "$probe"
+    expect "$mode MIG device by Slurm gres index $3" 120 "$want" \
+        env SLURM_JOB_ID=1 SLURM_STEP_GPUS="$3" "$PY" -m udocker run --nvidia "gpucheck-$mode" sh -c "$probe"
+    expect "$mode MIG UUID that does not exist: one error line" 120 '^error: .*no such MIG device' sh -c \
+        '! "$@"' - "$PY" -m udocker run --nvidia -e NVIDIA_VISIBLE_DEVICES=MIG-00000000-0000-0000-0000-000000000000 \
+        "gpucheck-$mode" true
+}
+
 section "4. runs with --nvidia"
 for mode in $MODES; do
     if [ "$DRY" = 1 ]; then
@@ -161,7 +195,14 @@ for mode in $MODES; do
     section "4.$mode"
     run=("$PY" -m udocker run --nvidia "gpucheck-$mode")
     check "create $mode" 120 "$PY" -m udocker create --name "gpucheck-$mode" gpucheck:1
-    check "setup $mode" 180 "$PY" -m udocker setup --execmode="$mode" "gpucheck-$mode"
+    case " $OPTIONAL " in
+        *" $mode "*) if ! why=$(timeout 180 "$PY" -m udocker setup --execmode="$mode" "gpucheck-$mode" 2>&1); then
+                         verdict "$mode cannot run on this node: $(printf '%s' "$why" | head -1)" skipped
+                         continue
+                     fi
+                     verdict "setup $mode" 0 ;;
+        *) check "setup $mode" 180 "$PY" -m udocker setup --execmode="$mode" "gpucheck-$mode" ;;
+    esac
     expect "$mode nvidia-smi as the command" 120 '^GPU 0: ' "${run[@]}" nvidia-smi -L
     if [ -n "$QUERY" ]; then
         expect "$mode driver API counts $GPUS device(s)" 120 " $GPUS device\(s\)" "${run[@]}" "$QUERY"
@@ -177,6 +218,7 @@ for mode in $MODES; do
     fi
     check "$mode environment" 60 "${run[@]}" sh -c \
         'echo LD_LIBRARY_PATH=$LD_LIBRARY_PATH NVIDIA_VISIBLE_DEVICES=$NVIDIA_VISIBLE_DEVICES CUDA_VISIBLE_DEVICES=$CUDA_VISIBLE_DEVICES; test -e /.udocker/nvidia/lib64/libcuda.so.1'
+    [ -z "$MIGS" ] || mig_checks "$mode"
     if [ -n "$IBV" ]; then
         check "$mode Infiniband: ibv_devices lists adapters, every provider loads" 120 \
             "$PY" -m udocker run --ib -e IBV_SHOW_WARNINGS=1 "gpucheck-$mode" sh -c \

@@ -22,13 +22,20 @@ TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))
 
 
 def pytest_collection_modifyitems(config, items):
-    if os.environ.get(NODE_ENV):
-        return
+    """Off the fake node every test here is skipped; on a MIG node (layout debian-mig or rhel-mig, where GPU 1
+    is split into MIG devices) only test_mig.py runs, elsewhere every module but test_mig.py."""
+    node = os.environ.get(NODE_ENV)
     skip = pytest.mark.skip(reason=f"not on a fake GPU node: run as root `tests/support/fake-gpu-node.sh "
                                    f"runuser -u USER -- env {NODE_ENV}=debian ... pytest tests/gpu`")
+    other = pytest.mark.skip(reason="for the other kind of fake GPU node (with or without --mig)")
     for item in items:
-        if "tests/gpu/" in str(item.fspath):
+        path = str(item.fspath)
+        if "tests/gpu/" not in path:
+            continue
+        if not node:
             item.add_marker(skip)
+        elif node.endswith("-mig") != path.endswith("test_mig.py"):
+            item.add_marker(other)
 
 
 @pytest.fixture(scope="session")
@@ -42,8 +49,11 @@ def gpu_node():
     assert os.path.isfile("/proc/driver/nvidia/version"), "no /proc/driver/nvidia/version"
     listed = subprocess.run(["/sbin/ldconfig", "-p"], capture_output=True, text=True).stdout
     layout = os.environ[NODE_ENV]
-    libdir = {"debian": "/lib/x86_64-linux-gnu", "rhel": "/usr/lib64"}[layout]  # Debian: /lib is /usr/lib
+    # Debian: /lib is /usr/lib
+    libdir = {"debian": "/lib/x86_64-linux-gnu", "rhel": "/usr/lib64"}[layout.split("-")[0]]
     assert f"{libdir}/libcuda.so.1\n" in listed, f"{libdir}/libcuda.so.1 is not in the loader cache"
+    mig = os.path.isdir("/proc/driver/nvidia/capabilities/gpu1/mig")
+    assert mig == layout.endswith("-mig"), f"{NODE_ENV}={layout} but the node has {'' if mig else 'no '}MIG"
     return layout
 
 

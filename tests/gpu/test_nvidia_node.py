@@ -1,7 +1,8 @@
 """`udocker run --nvidia` on the fake GPU node (tests/support/fake-gpu-node.sh) as the unprivileged user, in
-P1, P2, R1 and F1: the driver's programs as the command (issue 10 item 1), the driver API's device count in
-an image (cudacount, a CUDA-like program that dlopens libcuda.so.1), libcuda found without LD_LIBRARY_PATH
-(item 6) and two concurrent F1 runs, one without --nvidia (item 7)."""
+every mode (R2/R3 run PRoot inside the OCI runtime, F2-F4 a patched loader): the driver's programs as the
+command (issue 10 item 1), the driver API's device count in an image (cudacount, a CUDA-like program that
+dlopens libcuda.so.1), libcuda found without LD_LIBRARY_PATH (item 6; F2-F4: through it) and two concurrent
+F1 runs, one without --nvidia (item 7)."""
 
 import os
 import subprocess
@@ -12,7 +13,7 @@ import pytest
 from tests.gpu.conftest import make_container
 from tests.support import fake_nvidia
 
-MODES = ["P1", "P2", "R1", "F1"]
+MODES = ["P1", "P2", "R1", "R2", "R3", "F1", "F2", "F3", "F4"]
 GPU_LINES = [f"GPU {i}: {fake_nvidia.MODEL} (UUID: {fake_nvidia.uuid(i)})" for i in range(2)]
 
 
@@ -67,8 +68,12 @@ def test_no_driver_without_nvidia(gpu_container):
 
 def test_libcuda_found_without_ld_library_path(gpu_container):
     """Item 6: a program started with LD_LIBRARY_PATH cleared still loads libcuda.so.1, and `ldconfig -p`
-    in the container lists it, through the container's loader cache."""
-    repo, name, _ = gpu_container
+    in the container lists it, through the container's loader cache. Not in F2-F4 (docs/architecture.md,
+    Injection): their patched loader reads no cache, and F2's finds no library at all without
+    LD_LIBRARY_PATH; test_f_modes_find_the_driver_through_ld_library_path is what holds there."""
+    repo, name, mode = gpu_container
+    if mode in ("F2", "F3", "F4"):
+        pytest.skip("F2-F4: the driver is found through LD_LIBRARY_PATH only (docs/architecture.md, Injection)")
     assert _ok(repo("run", "--nvidia", name, "env", "-u", "LD_LIBRARY_PATH", "cudacount")).strip() == "2"
     listed = _ok(repo("run", "--nvidia", name, "sh", "-c", "/sbin/ldconfig -p"))
     assert "libcuda.so.1 (libc6,x86-64)" in listed, listed
@@ -76,11 +81,24 @@ def test_libcuda_found_without_ld_library_path(gpu_container):
 
 
 def test_image_cache_untouched_without_nvidia(gpu_container):
-    repo, name, _ = gpu_container
+    repo, name, mode = gpu_container
+    if mode in ("F3", "F4"):
+        pytest.skip("F3/F4 replace ldconfig by true (FAKECHROOT_CMD_SUBST, engines/fakechroot.py)")
     listed = _ok(repo("run", "--no-nvidia", name, "sh", "-c", "/sbin/ldconfig -p"))
     assert "libc.so.6 (libc6,x86-64)" in listed, listed
-    if gpu_container[2] != "F1":  # F1's static ldconfig escapes to the host (engines/fakechroot.py)
+    if not mode.startswith("F"):  # F1/F2's static ldconfig escapes to the host (engines/fakechroot.py)
         assert "libcuda" not in listed, listed
+
+
+def test_f_modes_find_the_driver_through_ld_library_path(gpu_container):
+    """F2-F4: what holds of item 6 there: the driver's directory (its host path: F modes give the loader host
+    paths) is in LD_LIBRARY_PATH, and a program exec'd by another (sh -c) with it kept loads libcuda.so.1."""
+    repo, name, mode = gpu_container
+    if not mode.startswith("F"):
+        pytest.skip("P and R modes: test_libcuda_found_without_ld_library_path")
+    shown = _ok(repo("run", "--nvidia", name, "sh", "-c", 'echo "$LD_LIBRARY_PATH"; sh -c cudacount')).split()
+    assert any(d.endswith("/rootfs/.udocker/nvidia/lib64") for d in shown[0].split(":")), shown
+    assert shown[1] == "2", shown
 
 
 def _wait_for(path, process, timeout=120):

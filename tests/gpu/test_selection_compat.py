@@ -1,4 +1,4 @@
-"""On the fake GPU node, in P1, P2, R1 and F1 as the unprivileged user: a Slurm task gets the GPU its
+"""On the fake GPU node, in every mode as the unprivileged user: a Slurm task gets the GPU its
 CUDA_VISIBLE_DEVICES names within the step's GPUs (issue 10 item 2: SLURM_STEP_GPUS used to win and give it
 all of them); an image's cuda-compat libcuda is used only when its driver branch is newer than the host's,
 and NVIDIA_REQUIRE_CUDA is checked against the host's CUDA version or the compat package's (item 4).
@@ -12,7 +12,7 @@ import pytest
 from tests.gpu.conftest import make_container
 from tests.support import fake_nvidia
 
-MODES = ["P1", "P2", "R1", "F1"]
+MODES = ["P1", "P2", "R1", "R2", "R3", "F1", "F2", "F3", "F4"]
 HOST_CUDA = f"driver {fake_nvidia.CUDA_VERSION}"
 COMPAT = "/usr/local/cuda/compat"
 

@@ -9,27 +9,35 @@
 #   /proc      /proc/driver/nvidia/version and gpus/<bus id>/information of N GPUs (--gpus=N, default 2)
 #   /dev       nvidia0..nvidia<N-1> (char 195,minor), nvidiactl (195,255), nvidia-uvm, nvidia-uvm-tools, mode
 #              0666 as udev makes them, in an overlay over /dev (its pts, shm and mqueue mounts put back)
+#   MIG        with --mig, GPU 1 is MIG-enabled with two MIG devices (fake_nvidia.MIG_LAYOUT: GPU instances
+#              1 and 2, compute instance 0 each): /proc/driver/nvidia/capabilities (mig/config, mig/monitor,
+#              gpu1/mig/gi<G>/access, gi<G>/ci0/access) and /dev/nvidia-caps/nvidia-cap<M> (char, mode 0400
+#              for config/monitor, 0444 for the instances, as nvidia-modprobe makes them); needs --gpus >= 2
 #   /media     a plain /proc mount (see below), for R modes
-# COMMAND runs with UDOCKER_TEST_FAKE_GPU=<layout> in its environment (runuser -u USER -- env -i ... drops it:
-# pass it on). tests/gpu needs this variable and checks that the node is really there.
+# COMMAND runs with UDOCKER_TEST_FAKE_GPU=<layout> (<layout>-mig with --mig) in its environment (runuser -u
+# USER -- env -i ... drops it: pass it on). --layout=debian-mig and rhel-mig are the layouts with --mig.
+# tests/gpu needs this variable and checks that the node is really there.
 #
-# usage (as root): tests/support/fake-gpu-node.sh [--layout=debian|rhel] [--gpus=N] COMMAND [ARG...]
+# usage (as root): tests/support/fake-gpu-node.sh [--layout=debian|rhel[-mig]] [--gpus=N] [--mig] COMMAND [ARG...]
 set -eu
-layout=debian gpus=2
+layout=debian gpus=2 mig=no
 while [ $# -gt 0 ]; do
     case $1 in
         --layout=debian|--layout=rhel) layout=${1#--layout=}; shift ;;
+        --layout=debian-mig|--layout=rhel-mig) layout=${1#--layout=}; layout=${layout%-mig} mig=yes; shift ;;
         --gpus=[1-9]|--gpus=1[0-6]) gpus=${1#--gpus=}; shift ;;
+        --mig) mig=yes; shift ;;
         --*) echo "fake-gpu-node: unknown option $1" >&2; exit 2 ;;
         *) break ;;
     esac
 done
-[ $# -gt 0 ] || { sed -n '17p' "$0" >&2; exit 2; }
+[ $# -gt 0 ] || { sed -n '/^# usage/p' "$0" >&2; exit 2; }
+[ "$mig" = no ] || [ "$gpus" -ge 2 ] || { echo "fake-gpu-node: --mig splits GPU 1: needs --gpus >= 2" >&2; exit 2; }
 [ "$(id -u)" -eq 0 ] || { echo "fake-gpu-node: run me as root (I mount and mknod)" >&2; exit 2; }
 here=$(cd "$(dirname "$0")" && pwd)
 exec unshare --mount --propagation private sh -c '
     set -eu
-    here=$1 layout=$2 gpus=$3; shift 3
+    here=$1 layout=$2 gpus=$3 mig=$4; shift 4
     # staging: a tmpfs on an empty directory of the host, detached again once everything is mounted
     stage=/media; [ -d "$stage" ] || stage=/mnt
     mount -t tmpfs -o mode=755 fake-gpu-node "$stage"
@@ -61,10 +69,17 @@ exec unshare --mount --propagation private sh -c '
     mknod -m 666 /dev/nvidiactl c 195 255
     mknod -m 666 /dev/nvidia-uvm c 510 0
     mknod -m 666 /dev/nvidia-uvm-tools c 510 1
+    if [ "$mig" = yes ]; then
+        mkdir -p /dev/nvidia-caps
+        /usr/bin/python3 "$here/fake_nvidia.py" mig / | while read -r name cap mode; do
+            mknod -m "$mode" "/dev/nvidia-caps/$name" c 508 "$cap"
+        done
+    fi
     umount -l "$stage/dev"
     umount -l "$stage"
     # A user namespace (R modes) may mount a new /proc only while some /proc mount is fully visible: the one
     # at /proc has the tmpfs over /proc/driver, so a plain one goes where the staging tmpfs was.
     mount -t proc fake-gpu-node "$stage"
     export UDOCKER_TEST_FAKE_GPU="$layout"
-    exec "$@"' fake-gpu-node "$here" "$layout" "$gpus" "$@"
+    [ "$mig" = no ] || UDOCKER_TEST_FAKE_GPU="$layout-mig"
+    exec "$@"' fake-gpu-node "$here" "$layout" "$gpus" "$mig" "$@"

@@ -62,6 +62,19 @@ def test_config_per_mode(tmp_path, container, mode, uid, args_start, user):
     assert (ocirt.KIT in [m["destination"] for m in config["mounts"]]) == (mode != "R1")
 
 
+@pytest.mark.parametrize("mode", ["R2", "R3"])
+def test_the_proot_kit_hides_no_injected_bind(tmp_path, container, mode):
+    """The kit's bind came after the run's and covered /.udocker, where the NVIDIA driver is bound (issue 10:
+    nvidia-smi and libcuda were not found in R2/R3): no mount may land on or above an earlier one."""
+    mounts = [Mount("/usr/bin/nvidia-smi", "/.udocker/nvidia/bin/nvidia-smi", readonly=True)]
+    config = RuncEngine(None, Layout(str(tmp_path))).config_json(spec(container, mounts=mounts), mode,
+                                                                 kit=str(tmp_path / "kit"))
+    targets = [m["destination"] for m in config["mounts"]]
+    assert "/.udocker/nvidia/bin/nvidia-smi" in targets
+    for n, later in enumerate(targets):
+        assert not any(earlier.startswith(later.rstrip("/") + "/") for earlier in targets[:n]), (later, targets)
+
+
 def test_mounts(tmp_path, container):
     mounts = [Mount("/proc", "/proc"), Mount("/data", "/mnt"), Mount("/etc/hosts", "/etc/hosts", readonly=True)]
     config = RuncEngine(None, Layout(str(tmp_path))).config_json(spec(container, mounts=mounts, hostname="box"),
@@ -204,6 +217,23 @@ def test_gpu_extras(tmp_path):
     assert extra.masked == ["/proc/driver/nvidia/gpus/0000:01:00.0"]  # minor 0: not chosen
     none = ocirt.gpu_extras([root + "/dev/fuse"], root=root)
     assert (none.devices, none.binds, none.masked) == ([], [], [])
+
+
+def test_gpu_extras_mask_the_capabilities_of_what_was_not_given(tmp_path):
+    """MIG: the run of one MIG device (its GPU's node and its two caps nodes) sees in
+    /proc/driver/nvidia/capabilities that device's files only: not another GPU's, not another instance's."""
+    from tests.fixtures import hosttree
+
+    root = hosttree.mig_host(tmp_path / "mig", instances=((0, 1, 0), (0, 2, 0), (1, 1, 0)))
+    gi, ci = hosttree.mig_minors(0, 2, 0)
+    devices = [root + d for d in ("/dev/nvidiactl", "/dev/nvidia0", f"/dev/nvidia-caps/nvidia-cap{gi}",
+                                  f"/dev/nvidia-caps/nvidia-cap{ci}")]
+    top = "/proc/driver/nvidia/capabilities"
+    assert ocirt.gpu_extras(devices, root=root).masked == [
+        "/proc/driver/nvidia/gpus/0000:02:00.0", f"{top}/gpu0/mig/gi1", f"{top}/gpu1"]
+    whole = ocirt.gpu_extras([root + "/dev/nvidiactl", root + "/dev/nvidia1"] + [
+        f"{root}/dev/nvidia-caps/nvidia-cap{m}" for m in hosttree.mig_minors(1, 1, 0)], root=root)
+    assert whole.masked == ["/proc/driver/nvidia/gpus/0000:01:00.0", f"{top}/gpu0"]
 
 
 def test_gpu_extras_in_the_bundle(tmp_path, container, monkeypatch):

@@ -15,7 +15,7 @@ from udocker.runbuild import inject as run_inject
 from udocker.runspec import RunRequest
 
 LIBDIR = "/.udocker/nvidia/lib64"
-BASE_CAPS = ["nvidia-cap1", "nvidia-cap2"]  # mig/config and mig/monitor: not an instance's
+BASE_CAPS = []  # mig/config and mig/monitor (nvidia-cap1, 2) are root's: never given, as under the toolkit
 
 
 def plan_for(root, request=None, image_env=None, **kwargs):

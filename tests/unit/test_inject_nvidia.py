@@ -85,8 +85,9 @@ def test_default_capabilities_compute_and_utility(host):
     assert binds["/etc/OpenCL/vendors/nvidia.icd"] == host + "/etc/OpenCL/vendors/nvidia.icd"
     assert all(os.path.exists(m.source) and m.source.startswith(host) for m in plan.binds)
     assert not any("vulkan" in t or "GLX" in t or "nvcuvid" in t or "lib32" in t for t in binds)
+    # not nvidia-caps/nvidia-cap1 (mig/config, root's): only the caps of the MIG devices given (inject/gpus.py)
     assert plan.devices == [host + "/dev/" + d for d in ("nvidiactl", "nvidia-uvm", "nvidia-uvm-tools",
-                                                         "nvidia-caps/nvidia-cap1", "nvidia0", "nvidia1")]
+                                                         "nvidia0", "nvidia1")]
     assert plan.env_append == {"LD_LIBRARY_PATH": [LIBDIR]}
     assert plan.env_prepend == {"PATH": ["/.udocker/nvidia/bin"]}  # the driver's nvidia-smi wins (issue 10)
     assert plan.env == {"NVIDIA_DRIVER_CAPABILITIES": "utility,compute"}

@@ -60,7 +60,8 @@ Options:
   --network host|private    The host's network (the default: HPC and MPI need it), or, in R modes, a
                             network of its own through slirp4netns, with outbound connectivity, the host's
                             loopback at 10.0.2.2 and the published ports forwarded from the host.
-  --nvidia                  Make the node's NVIDIA driver and GPUs visible (an error without them).
+  --nvidia                  Make the node's NVIDIA driver and GPUs visible (an error without them). In
+                            F2-F4 through LD_LIBRARY_PATH only: a program that clears it misses libcuda.
   --no-nvidia               Do not, even when the job was given GPUs (default: config key nvidia, auto).
   --ib                      Make the node's Infiniband/RDMA devices and libraries visible.
   --no-ib                   Do not, even when the node has them (default: config key infiniband, auto).

@@ -12,10 +12,11 @@ R1  `RUNTIME [GLOBAL...] --root STATE run --bundle BUNDLE ID`, where BUNDLE/conf
 R2  R1 with the container process being PRoot: uid 0 is mapped to the caller and the program runs under
     `proot -0` (or `-i UID:GID`) with `-r /`, which emulates the several owners package managers need
     (a single-id user namespace refuses chown to any other id with EINVAL). The host's PRoot comes in
-    through a read-only bind of a "kit" directory made by prepare() at /.udocker: the binary and, when it is
-    dynamically linked (Debian's needs libtalloc and glibc), its ELF interpreter and libraries; it is then
-    started as `/.udocker/ld.so --library-path /.udocker/lib /.udocker/proot ...` so that it never depends on
-    the container's own libc (busybox, musl, an older glibc). PROOT_TMP_DIR is a tmpfs at /.udocker/tmp.
+    through a read-only bind of a "kit" directory made by prepare() at /.udocker/kit (not /.udocker, which
+    would hide the NVIDIA driver's binds there): the binary and, when it is dynamically linked (Debian's needs
+    libtalloc and glibc), its ELF interpreter and libraries; it is then started as
+    `/.udocker/kit/ld.so --library-path /.udocker/kit/lib /.udocker/kit/proot ...` so that it never depends on
+    the container's own libc (busybox, musl, an older glibc). PROOT_TMP_DIR is a tmpfs at /.udocker/kit/tmp.
     The container's first process is the host's GNU `timeout -k 10 0` (same interpreter, carried in the kit):
     PRoot ignores SIGTERM, SIGINT and SIGHUP, and timeout passes what the runtime forwards to its process
     group; udocker's supervisor does not rely on it: its Launch has signal_depth 3 (runtime -> timeout ->
@@ -43,7 +44,7 @@ from udocker.errors import EngineError, EngineUnavailable
 from udocker.modetable import engine_modes
 from udocker.paths import Layout
 
-KIT = "/.udocker"  # where R2/R3 see the PRoot kit
+KIT = "/.udocker/kit"  # where R2/R3 see the PRoot kit
 KILL_AFTER = "10"  # R2/R3's timeout in the container: seconds between a forwarded signal and SIGKILL
 _PROBES = {}  # (runtime binary, mode, engines folder for R2/R3) -> None or EngineUnavailable
 _SYSTEM_MOUNTS = ("/proc", "/sys", "/dev")  # provided by the runtime itself: host binds of them are dropped
@@ -98,12 +99,13 @@ def gpu_extras(devices, root="/"):
     /dev/gdrdrv (GDRCopy), the IMEX channels /dev/nvidia-caps-imex-channels/* (the host's permissions decide
     who may use them, as in P modes), the running driver's GSP firmware /lib/firmware/nvidia/<version>, and
     maskedPaths hiding /proc/driver/nvidia/gpus/<bus id> of the GPUs not chosen (a runtime refuses other
-    mounts inside /proc)."""
+    mounts inside /proc) and, in /proc/driver/nvidia/capabilities, their gpu<minor> directories and the MIG
+    devices (gi<G>, gi<G>/ci<C>) whose nvidia-caps nodes the run was not given."""
     extra = GpuExtras()
     names = [os.path.basename(d) for d in devices]
     if "nvidiactl" not in names:
         return extra
-    from udocker.inject import nvidia  # a GPU run: the injector has been loaded already
+    from udocker.inject import gpus, nvidia  # a GPU run: the injector has been loaded already
 
     top = root.rstrip("/")
     channels = top + "/dev/nvidia-caps-imex-channels"
@@ -115,9 +117,12 @@ def gpu_extras(devices, root="/"):
             extra.binds.append((f"{top}{firmware}/{version}", f"{firmware}/{version}"))
             break
     chosen = {int(n[6:]) for n in names if n.startswith("nvidia") and n[6:].isdigit()}
-    extra.masked = [f"/proc/driver/nvidia/gpus/{gpu['bus_id']}" for gpu in nvidia.gpus_from_proc(root)
-                    if gpu["minor"] not in chosen]
+    found = nvidia.gpus_from_proc(root)
+    extra.masked = [f"/proc/driver/nvidia/gpus/{gpu['bus_id']}" for gpu in found if gpu["minor"] not in chosen]
+    caps = {int(n[10:]) for n in names if n[:10] == "nvidia-cap" and n[10:].isdigit()}
+    extra.masked += gpus.masked_capabilities(root, found, chosen, caps)
     return extra
+
 
 
 def _listdir(path):

@@ -17,9 +17,10 @@ Slurm itself. UUIDs in CUDA_VISIBLE_DEVICES name devices outright and win.
 
 MIG: /proc/driver/nvidia/capabilities/gpu<minor>/mig/gi<G>/access and .../gi<G>/ci<C>/access name (DeviceFileMinor)
 the /dev/nvidia-caps/nvidia-cap<M> nodes that grant an instance; a MIG device needs its GPU's node and those two.
-MIG indexes are the instances of a GPU in (gi, ci) order; MIG UUIDs are known to NVML only (on the real host);
-where it cannot say, a MIG UUID gets every MIG-enabled GPU with its instances and the driver picks the instance
-from CUDA_VISIBLE_DEVICES.
+MIG indexes are the instances of a GPU in (gi, ci) order; MIG UUIDs are known to NVML only (on the real host):
+a MIG UUID NVML does not list is an error; where NVML cannot say, a MIG UUID gets every MIG-enabled GPU with
+its instances and the driver picks the instance from CUDA_VISIBLE_DEVICES. The container gets the caps nodes
+of its MIG devices only, not mig/config or mig/monitor (root's, as under the toolkit).
 
 The container's names: P and F modes show it every /dev/nvidia* (/dev is bound whole), R modes (`isolated`)
 only the chosen nodes, which the driver inside numbers from 0 in bus order. CUDA_VISIBLE_DEVICES is set to the
@@ -93,20 +94,31 @@ def _minor(path):
     return int(match.group(1)) if match else None
 
 
+_NVML_MIGS = {}
+
+
 def nvml_migs(root):
-    """{MIG UUID: (GPU UUID, gi, ci)} from NVML on the real host; {} elsewhere or when NVML cannot tell."""
+    """{MIG UUID: (GPU UUID, gi, ci)} from NVML on the real host (asked once per process); None elsewhere or
+    when NVML cannot tell (no pynvml, no driver), so that a MIG UUID NVML does not list is an error only
+    where NVML answered."""
     if root != "/":
-        return {}
+        return None
+    if "/" not in _NVML_MIGS:
+        _NVML_MIGS["/"] = _nvml_ask()
+    return _NVML_MIGS["/"]
+
+
+def _nvml_ask():
     try:
         import pynvml
 
         pynvml.nvmlInit()
     except Exception:  # no pynvml, no driver: NVMLError subclasses and ctypes' OSError
-        return {}
+        return None
     try:
         return dict(_nvml_walk(pynvml))
     except Exception:
-        return {}
+        return None
     finally:
         try:
             pynvml.nvmlShutdown()
@@ -117,14 +129,28 @@ def nvml_migs(root):
 def _nvml_walk(pynvml):
     for index in range(pynvml.nvmlDeviceGetCount()):
         handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+        try:  # a GPU without MIG support says NOT_SUPPORTED; one with MIG disabled has no MIG devices
+            if not pynvml.nvmlDeviceGetMigMode(handle)[0]:
+                continue
+            slots = pynvml.nvmlDeviceGetMaxMigDeviceCount(handle)
+        except pynvml.NVMLError:
+            continue
         parent = _text(pynvml.nvmlDeviceGetUUID(handle))
-        for slot in range(pynvml.nvmlDeviceGetMaxMigDeviceCount(handle)):
+        for slot in range(slots):
             try:
                 mig = pynvml.nvmlDeviceGetMigDeviceHandleByIndex(handle, slot)
             except pynvml.NVMLError:
                 continue
             yield (_text(pynvml.nvmlDeviceGetUUID(mig)),
                    (parent, pynvml.nvmlDeviceGetGpuInstanceId(mig), pynvml.nvmlDeviceGetComputeInstanceId(mig)))
+
+
+def _mig_choice(root, gpu, mig):
+    """The choice of MIG device `mig` of `gpu`, with its MIG UUID where NVML knows it (drivers >= 470 take
+    MIG-<uuid> in CUDA_VISIBLE_DEVICES; the legacy MIG-GPU-<uuid>/<gi>/<ci> is the fallback)."""
+    place = (gpu["uuid"], mig["gi"], mig["ci"])
+    uuid = next((u for u, p in (nvml_migs(root) or {}).items() if tuple(p) == place), None)
+    return {"gpu": gpu, "mig": mig, "uuid": uuid}
 
 
 def _text(value):
@@ -196,17 +222,18 @@ def _mig_index(all_gpus, gpu, mig, var, root):
     instances = migs_of(root, parents[0]) if parents else []
     if mig >= len(instances):
         _missing(all_gpus, var, f"{gpu}:{mig}", "no such MIG device on this node")
-    return {"gpu": parents[0], "mig": instances[mig], "uuid": None}
+    return _mig_choice(root, parents[0], instances[mig])
 
 
 def _mig_uuid(all_gpus, token, var, root):
-    place = nvml_migs(root).get(token)
+    known = nvml_migs(root)
+    place = (known or {}).get(token)
     if place:
         for gpu in (g for g in all_gpus if g["uuid"] == place[0]):
             for mig in migs_of(root, gpu):
                 if (mig["gi"], mig["ci"]) == tuple(place[1:]):
                     return {"gpu": gpu, "mig": mig, "uuid": token}
-    if not place and any(migs_of(root, g) for g in all_gpus):
+    if known is None and any(migs_of(root, g) for g in all_gpus):  # NVML cannot tell: the driver will
         return {"gpu": None, "mig": None, "uuid": token}
     return _missing(all_gpus, var, token, "no such MIG device on this node")
 
@@ -233,7 +260,7 @@ def _flat(all_gpus, root):
     """Slurm's gres list (AutoDetect=nvml): each GPU, or the MIG instances of a MIG-enabled GPU in its place."""
     flat = []
     for gpu in all_gpus:
-        flat += [{"gpu": gpu, "mig": m, "uuid": None} for m in migs_of(root, gpu)] or _whole([gpu])
+        flat += [_mig_choice(root, gpu, m) for m in migs_of(root, gpu)] or _whole([gpu])
     return flat
 
 
@@ -285,22 +312,39 @@ def container_env(selection, all_gpus, root, isolated):
 
 
 def device_paths(selection, all_gpus, root, caps_dir):
-    """Container paths of the chosen GPUs' nodes and of the nvidia-caps nodes: every one but those of the
-    MIG instances not chosen."""
+    """Container paths of the chosen GPUs' nodes and of the nvidia-caps nodes of the chosen MIG devices (all
+    of a GPU chosen whole). As under the NVIDIA toolkit, the other caps nodes (mig/config, mig/monitor, which
+    only root may open) are not given; P and F modes see them anyway, with the host's /dev."""
     present = selection.gpus(all_gpus, root)
-    paths = []
-    every, kept = set(), set()
+    kept = set()
     whole = {c["gpu"]["index"] for c in selection.choices if c["gpu"] and not c["mig"]}
     whole |= {g["index"] for g in present if any(not c["gpu"] for c in selection.choices)}
     for gpu in all_gpus:
-        for mig in migs_of(root, gpu):
-            every.update(mig["caps"])
-            if gpu["index"] in whole:
-                kept.update(mig["caps"])
+        if gpu["index"] in whole:
+            kept.update(m for mig in migs_of(root, gpu) for m in mig["caps"])
     kept.update(m for c in selection.choices if c["mig"] for m in c["mig"]["caps"])
-    for name in sorted(os.listdir(libraries.under(root, caps_dir))) if os.path.isdir(
-            libraries.under(root, caps_dir)) else []:
-        minor = name[len("nvidia-cap"):]
-        if not (minor.isdigit() and int(minor) in every - kept):
-            paths.append(f"{caps_dir}/{name}")
+    paths = [f"{caps_dir}/nvidia-cap{minor}" for minor in sorted(kept)]
     return paths + [f"/dev/nvidia{g['minor'] if g['minor'] is not None else g['index']}" for g in present]
+
+
+def masked_capabilities(root, all_gpus, chosen, caps):
+    """/proc/driver/nvidia/capabilities paths to hide from a run given, of `all_gpus`, those of minors
+    `chosen` and the nvidia-caps minors `caps` (R modes, which mount their own /proc): the other GPUs'
+    gpu<minor> directories and the MIG devices (gi<G>, or gi<G>/ci<C>) of the chosen GPUs whose caps nodes
+    the run lacks."""
+    top = "/proc/driver/nvidia/capabilities"
+    masked = []
+    for gpu in all_gpus:
+        if gpu["minor"] not in chosen:
+            if os.path.isdir(f"{root.rstrip('/')}{top}/gpu{gpu['minor']}"):
+                masked.append(f"{top}/gpu{gpu['minor']}")
+            continue
+        instances = migs_of(root, gpu)
+        for gi in sorted({m["gi"] for m in instances}):
+            mine = [m for m in instances if m["gi"] == gi]
+            base = f"{top}/gpu{gpu['minor']}/mig/gi{gi}"
+            if not any(set(m["caps"]) <= caps for m in mine):
+                masked.append(base)
+            else:
+                masked += [f"{base}/ci{m['ci']}" for m in mine if not set(m["caps"]) <= caps]
+    return masked
