@@ -136,18 +136,14 @@ def restore_links(rootfs: str, records: v1.V1Records) -> int:
     a path that means nothing here): they get their container paths back. Returns how many were changed."""
     if records.own is not None:
         return 0
-    changed = 0
-    for parent, dirs, files in os.walk(rootfs):
-        for name in dirs + files:
-            path = os.path.join(parent, name)
-            if not os.path.islink(path):
-                continue
-            match = _V1_HOST_LINK.match(os.readlink(path))
-            if match:
-                os.unlink(path)
-                os.symlink(match.group(1) or "/", path)
-                changed += 1
-    return changed
+    from udocker.store.v1containers import rewrite_links
+
+    return rewrite_links(rootfs, _archive_link_target)
+
+
+def _archive_link_target(target: str):
+    match = _V1_HOST_LINK.match(target)
+    return (match.group(1) or "/") if match else None
 
 
 def write(container, stream: BinaryIO, originals: dict | None = None, member_filter=None) -> None:

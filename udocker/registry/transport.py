@@ -47,6 +47,16 @@ def _address(text: str):
         return None
 
 
+def _in_network(address, entry: str) -> bool:
+    """Whether IP `address` (None: a name) is in the CIDR `entry`; False for a CIDR that is not one."""
+    if address is None:
+        return False
+    try:
+        return address in ipaddress.ip_network(entry, strict=False)
+    except ValueError:
+        return False
+
+
 def no_proxy_matches(entries: str, netloc: str) -> bool:
     """Whether `netloc` is one of the `no_proxy` entries (comma or space separated): `*`, a domain (with or
     without a leading dot: itself and its subdomains), host:port, an IP address or a CIDR."""
@@ -58,11 +68,8 @@ def no_proxy_matches(entries: str, netloc: str) -> bool:
         if entry == "*":
             return True
         if "/" in entry and address is not None:
-            try:
-                if address in ipaddress.ip_network(entry, strict=False):
-                    return True
-            except ValueError:
-                pass
+            if _in_network(address, entry):
+                return True
             continue
         name, want_port = split_host(entry)
         if want_port is not None and want_port != port:
@@ -106,12 +113,8 @@ class Transport:
         for entry in self.insecure:
             if entry == netloc.lower() or ("/" not in entry and ":" not in entry.strip("[]") and entry == host):
                 return True
-            if "/" in entry and address is not None:
-                try:
-                    if address in ipaddress.ip_network(entry, strict=False):
-                        return True
-                except ValueError:
-                    continue
+            if "/" in entry and _in_network(address, entry):
+                return True
         return False
 
     def plain_first(self, netloc: str) -> bool:

@@ -145,13 +145,19 @@ def host_link_target(root: str, target: str, root_path: Optional[str] = None) ->
 def restore_links(tree: str, root: str, root_path: Optional[str] = None) -> int:
     """Turn the host-path links 1.3's F modes left in `tree` (a copy of ROOT: a clone, an export) back into the
     container paths they stood for; returns how many. `root` is the ROOT they point into."""
+    return rewrite_links(tree, lambda target: host_link_target(root, target, root_path))
+
+
+def rewrite_links(tree: str, inner_of) -> int:
+    """Every symbolic link under `tree` whose target `inner_of(target)` maps to a container path (None: keep it)
+    is made to point there; returns how many."""
     changed = 0
     for parent, dirs, files in os.walk(tree):
         for entry in dirs + files:
             path = os.path.join(parent, entry)
             if not os.path.islink(path):
                 continue
-            inner = host_link_target(root, os.readlink(path), root_path)
+            inner = inner_of(os.readlink(path))
             if inner is not None:
                 os.unlink(path)
                 os.symlink(inner, path)
