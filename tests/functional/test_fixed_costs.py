@@ -1,5 +1,7 @@
 """Fixed costs of the commands (issue 13, item 3): `udocker version` (and -V, --version), which scripts run to
-check that udocker is there, is answered before click is imported (~15-30 ms of start-up)."""
+check that udocker is there, is answered before click is imported (~15-30 ms of start-up). `images` and `ps`
+load click and their own command's module only (cli/app.py's LazyGroup), not the other commands', the network
+stack or the unpacker; `ps` not even the image store. Counted with -X importtime (utils/bench_cli times them)."""
 
 import os
 import subprocess
@@ -26,3 +28,59 @@ def test_version_with_more_arguments_is_clicks(udocker):
     assert "Print the version of udocker." in udocker("version", "--help").stdout
     extra = udocker("version", "extra")
     assert extra.returncode == 2 and "unexpected extra argument" in extra.stderr
+
+
+# -- images, ps and a cached pull (issue 13, item 3): what each loads is counted, not timed ---------------------
+CLI_MODULES = {f"udocker.cli.{name}" for name in ("pull", "images", "containers", "services", "archive", "registry",
+                                                    "install", "info", "general")}
+# never needed to list images or containers: the network stack, the unpacker, the writers' json, logging
+NOT_FOR_LISTING = {"requests", "urllib3", "yaml", "tarfile", "gzip", "json", "logging", "concurrent.futures",
+                   "difflib", "udocker.registry", "udocker.pull", "udocker.create", "udocker.unpack",
+                   "udocker.store.adopt", "udocker.store.v1images", "udocker.store.overlap"}
+
+
+def _loaded(udocker, *args):
+    """(stdout, the modules the command imported after the interpreter's site) of `udocker ARGS`."""
+    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "udocker", "--repo", udocker.repo, *args],
+                          capture_output=True, text=True, cwd=udocker.cwd, env=udocker.env, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    names = [line.split("|")[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")]
+    return done.stdout, set(names[names.index("site") + 1:] if "site" in names else names)
+
+
+@pytest.fixture
+def listed(udocker, tmp_path):
+    """A repository with one image and one container of it."""
+    from tests.support.build_test_images import busybox_layer
+
+    layer = tmp_path / "busybox.tar.gz"
+    layer.write_bytes(busybox_layer().data)
+    assert udocker("import", str(layer), "test/fixed:1").returncode == 0
+    assert udocker("create", "--name=c", "test/fixed:1").returncode == 0
+    return udocker
+
+
+def test_images_loads_only_its_command(listed):
+    out, modules = _loaded(listed, "images")
+    assert "docker.io/test/fixed:1" in out
+    assert {"click", "udocker.cli.images", "udocker.store.images"} <= modules
+    assert not modules & (NOT_FOR_LISTING | CLI_MODULES - {"udocker.cli.images"}), sorted(modules)
+
+
+def test_ps_loads_only_its_command_and_not_the_image_store(listed):
+    out, modules = _loaded(listed, "ps")
+    assert "docker.io/test/fixed:1" in out
+    assert {"click", "udocker.cli.containers", "udocker.store.containers"} <= modules
+    image_store = {"udocker.store.images", "udocker.store.blobs", "udocker.oci.manifest", "hashlib"}
+    assert not modules & (NOT_FOR_LISTING | image_store | CLI_MODULES - {"udocker.cli.containers"}), sorted(modules)
+
+
+def test_json_output_still_loads_json(listed):
+    out, modules = _loaded(listed, "ps", "--json")
+    assert "json" in modules and json_names(out) == [["c"]]
+
+
+def json_names(text):
+    import json
+
+    return [row["names"] for row in json.loads(text)]

@@ -4,7 +4,6 @@ import click
 
 from udocker.cli import render
 from udocker.errors import NotFound, UdockerError
-from udocker.store.containers import ContainerStore
 
 
 def _created(config):
@@ -51,11 +50,17 @@ def images(state, long_, platform, no_trunc, all_, as_json):
         render.table(["REPOSITORY", "IMAGE ID", "CREATED", "SIZE"] + (["PLATFORM"] if platform else []), rows)
 
 
+def _containers(state):
+    from udocker.store.containers import ContainerStore  # not for `images`
+
+    return ContainerStore(state.layout, state.config["lock_timeout"])
+
+
 def _container(state, text):
     """The container named or numbered `text`, or None."""
 
     try:
-        return ContainerStore(state.layout, state.config["lock_timeout"]).find(text)
+        return _containers(state).find(text)
     except NotFound:
         return None
 
@@ -132,7 +137,7 @@ def verify(state, image):
 
 def _names(state, container):
 
-    return ContainerStore(state.layout, state.config["lock_timeout"]).names_of(container.id)
+    return _containers(state).names_of(container.id)
 
 
 def _protection(protect: bool):
@@ -144,7 +149,7 @@ def _protection(protect: bool):
         container = _container(state, image)
         if container is not None:
 
-            ContainerStore(state.layout, state.config["lock_timeout"]).update(container, protected=protect)
+            _containers(state).update(container, protected=protect)
             return
         repo.images.set_protected(repo.images.find(image).ref, protect)
 

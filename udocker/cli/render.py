@@ -1,6 +1,5 @@
 """Output of results on stdout: aligned text tables or JSON."""
 
-import json
 from typing import Any, List, Sequence
 
 import click
@@ -15,6 +14,8 @@ def table(headers: Sequence[str], rows: List[Sequence[Any]]) -> None:
 
 
 def as_json(data: Any) -> None:
+    import json  # only for --json
+
     click.echo(json.dumps(data, indent=2, sort_keys=True))
 
 

@@ -4,11 +4,10 @@ Each entry of index.json's `manifests` carries the full reference in the standar
 `org.opencontainers.image.ref.name`, so the store stays readable by skopeo and umoci.
 """
 
-import json
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
-from udocker import fs
+from udocker import fastjson, fs
 from udocker.errors import InvalidReference, NotFound, StoreError, UdockerError
 from udocker.oci.descriptor import Descriptor
 from udocker.oci.manifest import Manifest, load_json, parse_index, parse_manifest
@@ -98,6 +97,8 @@ class ImageStore:
         with fs.locked(self.layout.lock("store", "index"), timeout=self.lock_timeout, what="the image index"):
             index = self._read()
             index["manifests"] = change(list(index.get("manifests") or []))
+            import json  # written with indent=1, which fastjson does not do
+
             fs.atomic_write(self.layout.index_json, json.dumps(index, indent=1).encode(),
                             tmpdir=self.layout.tmp)
 
@@ -153,7 +154,7 @@ class ImageStore:
     def config_digest(self, image: Image) -> Optional[str]:
         try:
             with open(self.layout.blob(image.descriptor.digest), "rb") as stream:
-                return json.load(stream)["config"]["digest"]
+                return fastjson.loads(stream.read())["config"]["digest"]
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
