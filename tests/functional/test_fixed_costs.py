@@ -1,7 +1,8 @@
 """Fixed costs of the commands (issue 13, item 3): `udocker version` (and -V, --version), which scripts run to
 check that udocker is there, is answered before click is imported (~15-30 ms of start-up). `images` and `ps`
 load click and their own command's module only (cli/app.py's LazyGroup), not the other commands', the network
-stack or the unpacker; `ps` not even the image store. Counted with -X importtime (utils/bench_cli times them)."""
+stack or the unpacker; `ps` not even the image store. A pull of an unchanged image makes one manifest request
+and writes nothing. Counted with -X importtime (utils/bench_cli times them)."""
 
 import os
 import subprocess
@@ -84,3 +85,25 @@ def json_names(text):
     import json
 
     return [row["names"] for row in json.loads(text)]
+
+
+def test_a_cached_pull_checks_the_manifest_and_writes_nothing(udocker, registry):
+    """Pulling an image again whose manifest is unchanged: one manifest request, no download threads (nor
+    concurrent.futures), no unpacker, and index.json not rewritten; the output is a pull's as before."""
+    ref = f"{registry.host}/test/busybox:latest"
+    first = udocker("pull", ref)
+    assert first.returncode == 0, first.stderr
+    index = os.path.join(udocker.repo, "store", "index.json")
+    before = os.stat(index)
+    out, modules = _loaded(udocker, "pull", ref)
+    assert out == f"{ref}\n"
+    assert {"requests", "udocker.pull"} <= modules
+    unneeded = {"concurrent.futures", "tarfile", "yaml", "udocker.unpack", "udocker.store.adopt",
+                "udocker.store.overlap"}
+    assert not modules & (unneeded | CLI_MODULES - {"udocker.cli.pull"}), sorted(modules)
+    after = os.stat(index)
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    again = udocker("pull", ref)
+    assert again.returncode == 0 and again.stderr.count("already exists") == 2, again.stderr
+    assert first.stderr.split("Digest: ")[1] == again.stderr.split("Digest: ")[1]
+    assert [n for n in os.listdir(os.path.join(udocker.repo, "locks")) if not n.endswith(".readers")] == []

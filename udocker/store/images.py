@@ -92,11 +92,15 @@ class ImageStore:
             raise refusal
         raise NotFound(f"image not found: {text}", hint="see 'udocker images' or pull it")
 
-    def _update(self, change: Callable[[List[Dict[str, Any]]], List[Dict[str, Any]]]) -> None:
-        """Read-modify-write index.json under its lock, published atomically."""
+    def _update(self, change: Callable[[List[Dict[str, Any]]], Optional[List[Dict[str, Any]]]]) -> None:
+        """Read-modify-write index.json under its lock, published atomically; not written when `change`
+        returns None (nothing to change)."""
         with fs.locked(self.layout.lock("store", "index"), timeout=self.lock_timeout, what="the image index"):
             index = self._read()
-            index["manifests"] = change(list(index.get("manifests") or []))
+            manifests = change(list(index.get("manifests") or []))
+            if manifests is None:
+                return
+            index["manifests"] = manifests
             import json  # written with indent=1, which fastjson does not do
 
             fs.atomic_write(self.layout.index_json, json.dumps(index, indent=1).encode(),
@@ -120,6 +124,8 @@ class ImageStore:
                 notes[INDEX_DIGEST] = index_digest
             entry = Descriptor(descriptor.media_type, descriptor.digest, descriptor.size, descriptor.platform,
                                notes).to_json()
+            if len(entries) - len(kept) == 1 and entry in entries:
+                return None  # `ref` names this already (a pull of an unchanged image): index.json not rewritten
             return kept + [entry]
 
         self._update(change)
