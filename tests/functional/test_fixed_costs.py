@@ -1,7 +1,8 @@
 """Fixed costs of the commands (issue 13, item 3): `udocker version` (and -V, --version), which scripts run to
 check that udocker is there, is answered before click is imported (~15-30 ms of start-up). `images` and `ps`
-load click and their own command's module only (cli/app.py's LazyGroup), not the other commands', the network
-stack or the unpacker; `ps` not even the image store. A pull of an unchanged image makes one manifest request
+with only their flags run without click too (cli/listing.py), and with anything else (help, a mistyped option)
+load click and their own command's module only (cli/app.py's LazyGroup): never the other commands', the network
+stack or the unpacker; `ps` not even the image store or typing. A pull of an unchanged image makes one manifest request
 and writes nothing. Counted with -X importtime (utils/bench_cli times them)."""
 
 import os
@@ -33,7 +34,7 @@ def test_version_with_more_arguments_is_clicks(udocker):
 
 # -- images, ps and a cached pull (issue 13, item 3): what each loads is counted, not timed ---------------------
 CLI_MODULES = {f"udocker.cli.{name}" for name in ("pull", "images", "containers", "services", "archive", "registry",
-                                                    "install", "info", "general")}
+                                                    "install", "info", "general", "app")}
 # never needed to list images or containers: the network stack, the unpacker, the writers' json, logging
 NOT_FOR_LISTING = {"requests", "urllib3", "yaml", "tarfile", "gzip", "json", "logging", "concurrent.futures",
                    "difflib", "udocker.registry", "udocker.pull", "udocker.create", "udocker.unpack",
@@ -61,19 +62,32 @@ def listed(udocker, tmp_path):
     return udocker
 
 
-def test_images_loads_only_its_command(listed):
-    out, modules = _loaded(listed, "images")
+@pytest.mark.parametrize("args", [["images"], ["images", "-l", "-p", "--no-trunc", "-a"], ["--repo=R", "-q", "images"]])
+def test_images_loads_no_click(listed, args):
+    out, modules = _loaded(listed, *[f"--repo={listed.repo}" if arg == "--repo=R" else arg for arg in args])
     assert "docker.io/test/fixed:1" in out
-    assert {"click", "udocker.cli.images", "udocker.store.images"} <= modules
-    assert not modules & (NOT_FOR_LISTING | CLI_MODULES - {"udocker.cli.images"}), sorted(modules)
+    assert {"udocker.cli.listing", "udocker.store.images"} <= modules
+    assert not modules & (NOT_FOR_LISTING | CLI_MODULES | {"click"}), sorted(modules)
 
 
-def test_ps_loads_only_its_command_and_not_the_image_store(listed):
-    out, modules = _loaded(listed, "ps")
+@pytest.mark.parametrize("args", [["ps"], ["ps", "-m", "-p", "--all"]])
+def test_ps_loads_no_click_nor_the_image_store(listed, args):
+    out, modules = _loaded(listed, *args)
     assert "docker.io/test/fixed:1" in out
-    assert {"click", "udocker.cli.containers", "udocker.store.containers"} <= modules
-    image_store = {"udocker.store.images", "udocker.store.blobs", "udocker.oci.manifest", "hashlib"}
-    assert not modules & (NOT_FOR_LISTING | image_store | CLI_MODULES - {"udocker.cli.containers"}), sorted(modules)
+    assert {"udocker.cli.listing", "udocker.store.containers"} <= modules
+    not_for_ps = {"click", "typing", "dataclasses", "udocker.store.images", "udocker.store.blobs", "hashlib"}
+    assert not modules & (NOT_FOR_LISTING | not_for_ps | CLI_MODULES), sorted(modules)
+
+
+@pytest.mark.parametrize("command, module", [("images", "udocker.cli.images"), ("ps", "udocker.cli.containers")])
+def test_anything_but_flags_goes_through_click_and_its_command_only(listed, command, module):
+    """-lp (combined flags) is click's to parse; the output is the same as with the flags apart."""
+    apart, _ = _loaded(listed, command, "-p", "-a")
+    out, modules = _loaded(listed, command, "-pa")
+    assert out == apart
+    assert {"click", module} <= modules
+    clicks = {"difflib"}  # click's parser loads it to read -pa
+    assert not modules & (NOT_FOR_LISTING - clicks | CLI_MODULES - {"udocker.cli.app", module}), sorted(modules)
 
 
 def test_json_output_still_loads_json(listed):
@@ -100,7 +114,7 @@ def test_a_cached_pull_checks_the_manifest_and_writes_nothing(udocker, registry)
     assert {"requests", "udocker.pull"} <= modules
     unneeded = {"concurrent.futures", "tarfile", "yaml", "udocker.unpack", "udocker.store.adopt",
                 "udocker.store.overlap"}
-    assert not modules & (unneeded | CLI_MODULES - {"udocker.cli.pull"}), sorted(modules)
+    assert not modules & (unneeded | CLI_MODULES - {"udocker.cli.app", "udocker.cli.pull"}), sorted(modules)
     after = os.stat(index)
     assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
     again = udocker("pull", ref)

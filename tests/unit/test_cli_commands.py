@@ -52,3 +52,16 @@ def test_one_command_loads_one_module():
     loaded = set(done.stdout.split())
     assert "udocker.cli.containers" in loaded
     assert not loaded & (set(app.COMMANDS.values()) - {"udocker.cli.containers"}), loaded
+
+
+def test_the_fast_listing_knows_the_click_commands_flags():
+    """cli/listing.py runs `images` and `ps` without click when every argument is a flag of FLAGS: the same flags,
+    for the same parameters, as the click commands declare."""
+    from udocker.cli import listing
+
+    with click.Context(app.cli, info_name="udocker") as ctx:
+        for name, flags in listing.FLAGS.items():
+            declared = {opt: param.name for param in app.cli.get_command(ctx, name).params
+                        if isinstance(param, click.Option) and param.is_flag for opt in param.opts}
+            declared.pop("--help", None)
+            assert flags == declared, name

@@ -2,12 +2,8 @@
 
 import click
 
-from udocker.cli import render
+from udocker.cli import listing, render
 from udocker.errors import NotFound, UdockerError
-
-
-def _created(config):
-    return (config.get("created") or "")[:19].replace("T", " ")
 
 
 @click.command()
@@ -20,34 +16,7 @@ def _created(config):
 @click.pass_obj
 def images(state, long_, platform, no_trunc, all_, as_json):
     """List the images in the repository (a broken one is listed as such: remove it with rmi)."""
-
-    repo = state.repository()
-    rows, data = [], []
-    for image in repo.images.list():
-        try:
-            manifest, config = repo.images.details(image, repo.blobs)
-        except UdockerError as exc:
-            data.append({"reference": image.ref, "id": None, "digest": image.descriptor.digest, "size": None,
-                         "created": None, "platform": None, "protected": image.protected, "layers": [],
-                         "broken": exc.message})
-            rows.append([image.ref, "(broken)", "-", "-"] + (["-"] if platform else []))
-            continue
-        plat = "/".join(x for x in (config.get("os"), config.get("architecture"), config.get("variant")) if x)
-        item = {"reference": image.ref, "id": manifest.config.digest, "digest": image.descriptor.digest,
-                "size": manifest.size, "created": config.get("created"), "platform": plat,
-                "protected": image.protected, "layers": [layer.digest for layer in manifest.layers]}
-        data.append(item)
-        row = [image.ref + (" (protected)" if image.protected else ""),
-               manifest.config.digest if no_trunc else manifest.config.short_id,
-               _created(config), render.size(manifest.size)]
-        rows.append(row + ([plat] if platform else []))
-        if long_ and not as_json:
-            rows += [["  " + layer.digest, "", "", render.size(layer.size)] + ([""] if platform else [])
-                     for layer in manifest.layers]
-    if as_json:
-        render.as_json(data)
-    else:
-        render.table(["REPOSITORY", "IMAGE ID", "CREATED", "SIZE"] + (["PLATFORM"] if platform else []), rows)
+    listing.images(state, long_=long_, platform=platform, no_trunc=no_trunc, all_=all_, as_json=as_json)
 
 
 def _containers(state):
