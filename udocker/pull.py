@@ -1,12 +1,11 @@
 """Pull an image: manifest (platform chosen from an index) -> config and layers downloaded concurrently,
 each streamed through its digest check into the blob store -> tag. See docs/architecture.md, 'Data flow'."""
 
-import logging
 import threading
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Protocol, Sequence
 
+from udocker import log
 from udocker.errors import NotFound, UdockerError
 from udocker.oci import mediatypes
 from udocker.oci.descriptor import Descriptor
@@ -107,7 +106,7 @@ def _layers(repo, client, ref, manifest, digest, *, concurrency, progress, unpac
     from udocker.store.overlap import Overlap
 
     overlap = Overlap(repo, digest, manifest, progress=unpack_progress,
-                      on_notice=lambda notice: logging.getLogger("udocker.create").debug("%s", notice))
+                      on_notice=lambda notice: log.get("create").debug("%s", notice))
     overlap.start()
     try:
         counts = _download(repo, client, ref, manifest.layers, concurrency=concurrency, progress=progress,
@@ -126,6 +125,12 @@ def _download(repo, client, ref: Reference, descriptors: Sequence[Descriptor], *
     The first failure cancels the other transfers and is raised."""
     offer = offer or (lambda descriptor, sink: None)
     unique = list({d.digest: d for d in descriptors}.values())
+    if all(repo.blobs.has(d.digest) for d in unique):  # an unchanged image pulled again: no threads
+        for descriptor in unique:
+            offer(descriptor, None)
+            progress.blob_started(descriptor, present=True)
+        return [0, len(unique)]
+    from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait  # and logging, threads: ~5 ms
     cancel = threading.Event()
     counts = [0, 0]
     lock = threading.Lock()

@@ -1,5 +1,9 @@
 """Fixed costs of the commands (issue 13, item 3): `udocker version` (and -V, --version), which scripts run to
-check that udocker is there, is answered before click is imported (~15-30 ms of start-up)."""
+check that udocker is there, is answered before click is imported (~15-30 ms of start-up). `images` and `ps`
+with only their flags run without click too (cli/listing.py), and with anything else (help, a mistyped option)
+load click and their own command's module only (cli/app.py's LazyGroup): never the other commands', the network
+stack or the unpacker; `ps` not even the image store or typing. A pull of an unchanged image makes one manifest request
+and writes nothing. Counted with -X importtime (utils/bench_cli times them)."""
 
 import os
 import subprocess
@@ -26,3 +30,94 @@ def test_version_with_more_arguments_is_clicks(udocker):
     assert "Print the version of udocker." in udocker("version", "--help").stdout
     extra = udocker("version", "extra")
     assert extra.returncode == 2 and "unexpected extra argument" in extra.stderr
+
+
+# -- images, ps and a cached pull (issue 13, item 3): what each loads is counted, not timed ---------------------
+CLI_MODULES = {f"udocker.cli.{name}" for name in ("pull", "images", "containers", "services", "archive", "registry",
+                                                    "install", "info", "general", "app")}
+# never needed to list images or containers: the network stack, the unpacker, the writers' json, logging
+NOT_FOR_LISTING = {"requests", "urllib3", "yaml", "tarfile", "gzip", "json", "logging", "concurrent.futures",
+                   "difflib", "udocker.registry", "udocker.pull", "udocker.create", "udocker.unpack",
+                   "udocker.store.adopt", "udocker.store.v1images", "udocker.store.overlap"}
+
+
+def _loaded(udocker, *args):
+    """(stdout, the modules the command imported after the interpreter's site) of `udocker ARGS`."""
+    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "udocker", "--repo", udocker.repo, *args],
+                          capture_output=True, text=True, cwd=udocker.cwd, env=udocker.env, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    names = [line.split("|")[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")]
+    return done.stdout, set(names[names.index("site") + 1:] if "site" in names else names)
+
+
+@pytest.fixture
+def listed(udocker, tmp_path):
+    """A repository with one image and one container of it."""
+    from tests.support.build_test_images import busybox_layer
+
+    layer = tmp_path / "busybox.tar.gz"
+    layer.write_bytes(busybox_layer().data)
+    assert udocker("import", str(layer), "test/fixed:1").returncode == 0
+    assert udocker("create", "--name=c", "test/fixed:1").returncode == 0
+    return udocker
+
+
+@pytest.mark.parametrize("args", [["images"], ["images", "-l", "-p", "--no-trunc", "-a"], ["--repo=R", "-q", "images"]])
+def test_images_loads_no_click(listed, args):
+    out, modules = _loaded(listed, *[f"--repo={listed.repo}" if arg == "--repo=R" else arg for arg in args])
+    assert "docker.io/test/fixed:1" in out
+    assert {"udocker.cli.listing", "udocker.store.images"} <= modules
+    assert not modules & (NOT_FOR_LISTING | CLI_MODULES | {"click"}), sorted(modules)
+
+
+@pytest.mark.parametrize("args", [["ps"], ["ps", "-m", "-p", "--all"]])
+def test_ps_loads_no_click_nor_the_image_store(listed, args):
+    out, modules = _loaded(listed, *args)
+    assert "docker.io/test/fixed:1" in out
+    assert {"udocker.cli.listing", "udocker.store.containers"} <= modules
+    not_for_ps = {"click", "typing", "dataclasses", "udocker.store.images", "udocker.store.blobs", "hashlib"}
+    assert not modules & (NOT_FOR_LISTING | not_for_ps | CLI_MODULES), sorted(modules)
+
+
+@pytest.mark.parametrize("command, module", [("images", "udocker.cli.images"), ("ps", "udocker.cli.containers")])
+def test_anything_but_flags_goes_through_click_and_its_command_only(listed, command, module):
+    """-lp (combined flags) is click's to parse; the output is the same as with the flags apart."""
+    apart, _ = _loaded(listed, command, "-p", "-a")
+    out, modules = _loaded(listed, command, "-pa")
+    assert out == apart
+    assert {"click", module} <= modules
+    clicks = {"difflib"}  # click's parser loads it to read -pa
+    assert not modules & (NOT_FOR_LISTING - clicks | CLI_MODULES - {"udocker.cli.app", module}), sorted(modules)
+
+
+def test_json_output_still_loads_json(listed):
+    out, modules = _loaded(listed, "ps", "--json")
+    assert "json" in modules and json_names(out) == [["c"]]
+
+
+def json_names(text):
+    import json
+
+    return [row["names"] for row in json.loads(text)]
+
+
+def test_a_cached_pull_checks_the_manifest_and_writes_nothing(udocker, registry):
+    """Pulling an image again whose manifest is unchanged: one manifest request, no download threads (nor
+    concurrent.futures), no unpacker, and index.json not rewritten; the output is a pull's as before."""
+    ref = f"{registry.host}/test/busybox:latest"
+    first = udocker("pull", ref)
+    assert first.returncode == 0, first.stderr
+    index = os.path.join(udocker.repo, "store", "index.json")
+    before = os.stat(index)
+    out, modules = _loaded(udocker, "pull", ref)
+    assert out == f"{ref}\n"
+    assert {"requests", "udocker.pull"} <= modules
+    unneeded = {"concurrent.futures", "tarfile", "yaml", "udocker.unpack", "udocker.store.adopt",
+                "udocker.store.overlap"}
+    assert not modules & (unneeded | CLI_MODULES - {"udocker.cli.app", "udocker.cli.pull"}), sorted(modules)
+    after = os.stat(index)
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    again = udocker("pull", ref)
+    assert again.returncode == 0 and again.stderr.count("already exists") == 2, again.stderr
+    assert first.stderr.split("Digest: ")[1] == again.stderr.split("Digest: ")[1]
+    assert [n for n in os.listdir(os.path.join(udocker.repo, "locks")) if not n.endswith(".readers")] == []

@@ -1,8 +1,8 @@
 """The command line. main() reads the general options itself and sends `udocker run` to a lean parser
 (cli/run.py) that imports neither click nor anything run does not need: `run` of an existing container
 must add as little as possible to the engine's own start-up (tests/functional/test_run_imports.py lists what
-it may import); `version` (and -V) is answered here too. Every other command goes through the click application
-in cli/app.py. Both answer failures
+it may import); `version` (and -V) is answered here too, and `images` and `ps` with only their flags
+(cli/listing.py). Every other command goes through the click application in cli/app.py. All answer failures
 through cli/boundary.py."""
 
 import os
@@ -65,6 +65,12 @@ def main(argv=None):
 
         sys.stdout.write(f"udocker {__version__}\n")
         return
+    if index is not None and index < len(args) and args[index] in ("images", "ps"):
+        from udocker.cli.listing import fast  # without click, when click would only have read flags
+
+        status = fast(general, args[index], args[index + 1:])
+        if status is not None:
+            sys.exit(status)
     from udocker.cli.app import main as app_main
 
     app_main(args)

@@ -8,13 +8,26 @@ import click
 
 from udocker import __version__, log
 from udocker.cli.boundary import guarded, report
-from udocker.cli.group import Group, UnknownCommand
+from udocker.cli.group import LazyGroup, UnknownCommand
 from udocker.cli.state import State
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+# The commands in udocker 1.3's order (help lists them so) and the module whose COMMANDS defines each: a command
+# imports its module only when it runs or help shows it (tests/unit/test_cli_commands.py checks the table).
+_MODULES = {"pull": ["pull"],
+            "images": ["images", "inspect", "tag", "rmi", "verify", "protect", "unprotect"],
+            "containers": ["run", "create", "ps", "rm", "name", "rmname", "rename", "clone", "export", "setup",
+                           "migrate"],
+            "services": ["logs", "stop", "kill", "wait"],
+            "archive": ["load", "save", "import"],
+            "registry": ["login", "logout", "search", "manifest"],
+            "install": ["install"],
+            "info": ["info"],
+            "general": ["showconf", "mkrepo", "version", "help"]}
+COMMANDS = {name: f"udocker.cli.{module}" for module, names in _MODULES.items() for name in names}
 
 
-@click.group(cls=Group, context_settings=CONTEXT, invoke_without_command=True)
+@click.group(cls=LazyGroup, lazy=COMMANDS, context_settings=CONTEXT, invoke_without_command=True)
 @click.option("-V", "--version", "show_version", is_flag=True, help="Print the version and exit.")
 @click.option("-D", "--debug", is_flag=True, help="Log debug messages; show tracebacks.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only errors.")
@@ -33,17 +46,6 @@ def cli(ctx, show_version, debug, quiet, insecure, repo, config_file, allow_root
         ctx.exit(0)
     if ctx.invoked_subcommand is None:
         click.echo(ctx.get_help())
-
-
-def _register() -> None:
-    from udocker.cli import archive, containers, general, images, info, install, pull, registry, services
-
-    for module in (pull, images, containers, services, archive, registry, install, info, general):
-        for command in module.COMMANDS:
-            cli.add_command(command)
-
-
-_register()
 
 
 def _usage(exc: click.UsageError) -> Tuple[str, str]:

@@ -3,16 +3,10 @@ only)."""
 
 import click
 
-from udocker.cli import render
+from udocker.cli import listing, render
+from udocker.cli.listing import container_store
 from udocker.errors import UsageError
 from udocker.modetable import NAMES as MODES
-
-
-def _store(state):
-    from udocker.store.containers import ContainerStore
-
-    state.repository()  # creates the repository and cleans tmp/
-    return ContainerStore(state.layout, state.config["lock_timeout"])
 
 
 @click.command()
@@ -25,57 +19,10 @@ def create(state, name, force, image):
     from udocker.cli.progress import for_stderr
     from udocker.create import create as create_container
 
-    containers = _store(state)
+    containers = container_store(state)
     container = create_container(state.repository(), containers, image, name=name, force=force,
                                  progress=for_stderr(quiet=state.quiet))
     click.echo(container.id)
-
-
-def _platform(platform):
-    return "/".join(platform[k] for k in ("os", "architecture", "variant") if platform.get(k))
-
-
-def _row(containers, container, *, size):
-    from udocker.store import runs
-
-    names = containers.names_of(container.id)
-    state = runs.summary(container.dir)
-    row = {"id": container.id, "names": names, "image": container.record.get("image"),
-           "mode": state.pop("mode") or container.record.get("mode") or "",
-           "protected": bool(container.record.get("protected")),
-           "platform": _platform(container.record.get("platform") or {}),
-           "created": container.record.get("created"), **state}
-    if container.broken:
-        row["broken"] = container.broken  # its record is {"id"}: the other fields are empty
-    if size:
-        from udocker.store.rootfs import private_size
-
-        row["size"] = private_size(container.rootfs)
-    return row
-
-
-def _since(seconds):
-    if seconds < 60:
-        return f"{int(seconds)} seconds"
-    for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
-        if seconds >= size:
-            return f"{int(seconds // size)} {unit if seconds >= 2 * size else unit[:-1]}"
-    return ""
-
-
-def _status(row):
-    """STATUS as docker words it: Up 3 minutes (on HOST, 2 runs), Exited (N) 5 seconds ago, Created."""
-    import time
-
-    now = time.time()
-    if row["status"] == "running":
-        extra = [f"on {row['host']}"] if row.get("host") else []
-        extra += [f"{row['runs']} runs"] if row["runs"] > 1 else []
-        return f"Up {_since(now - row['started'])}" + (f" ({', '.join(extra)})" if extra else "")
-    if row["status"] == "exited":
-        when = f" {_since(now - row['finished'])} ago" if row.get("finished") else " (lost)" if row.get("lost") else ""
-        return f"Exited ({row['exit']}){when}"
-    return "Created"
 
 
 @click.command()
@@ -88,22 +35,7 @@ def _status(row):
 def ps(state, all_, mode, size, platform, as_json):
     """List containers, running or not, with their status (a broken one is listed as such: remove it with rm).
     PID is the `udocker run` process that supervises the container (the oldest, when it runs several times)."""
-    containers = _store(state)
-    listed = containers.list()
-    rows = [_row(containers, c, size=size) for c in listed]
-    if as_json:
-        render.as_json(rows)
-        return
-    headers = ["CONTAINER ID", "P"] + (["M"] if mode else []) + ["NAMES", "IMAGE", "STATUS", "PID", "MODE"]
-    headers += (["SIZE"] if size else []) + (["PLATFORM"] if platform else [])
-    table = []
-    for container, row in zip(listed, rows):
-        line = [row["id"], "R" if row["protected"] else "W"] + ([container.record.get("mode") or "-"] if mode else [])
-        image = f"(broken: {row['broken']})" if row.get("broken") else row["image"] or "-"
-        line += [",".join(row["names"]) or "-", image, _status(row), row["pid"] or "-", row["mode"] or "-"]
-        line += ([render.size(row["size"])] if size else []) + ([row["platform"]] if platform else [])
-        table.append(line)
-    render.table(headers, table)
+    listing.ps(state, all_=all_, mode=mode, size=size, platform=platform, as_json=as_json)
 
 
 @click.command()
@@ -132,7 +64,7 @@ def rm(state, force, names):
 @click.pass_obj
 def name(state, container, name):
     """Give CONTAINER the additional NAME."""
-    containers = _store(state)
+    containers = container_store(state)
     containers.add_name(containers.find(container), name)
 
 
@@ -141,7 +73,7 @@ def name(state, container, name):
 @click.pass_obj
 def rmname(state, name):
     """Remove NAME from its container."""
-    _store(state).remove_name(name)
+    container_store(state).remove_name(name)
 
 
 @click.command()
@@ -150,7 +82,7 @@ def rmname(state, name):
 @click.pass_obj
 def rename(state, old, new):
     """Rename a container from name OLD to NEW."""
-    _store(state).rename(old, new)
+    container_store(state).rename(old, new)
 
 
 @click.command()
@@ -161,7 +93,7 @@ def clone(state, name, container):
     """Copy CONTAINER into a new container and print its id."""
     from udocker.create import clone as clone_container
 
-    containers = _store(state)
+    containers = container_store(state)
     click.echo(clone_container(containers, containers.find(container), name=name).id)
 
 
@@ -174,7 +106,7 @@ def export(state, output, as_clone, container):
     """Write CONTAINER's root file system as a tarball."""
     from udocker.create import export as export_container
 
-    found = _store(state).find(container)
+    found = container_store(state).find(container)
     if output and output != "-":
         from udocker import fs
 
@@ -245,7 +177,7 @@ def migrate(state, dry_run, as_json):
     """Convert udocker 1.x containers into udocker 2 ones for good (udocker 1.3 cannot use them afterwards)."""
     from udocker.migrate import migrate as migrate_containers
 
-    rows = migrate_containers(_store(state), dry_run=dry_run)
+    rows = migrate_containers(container_store(state), dry_run=dry_run)
     if as_json:
         render.as_json(rows)
     else:

@@ -1,7 +1,6 @@
-"""The command group class of udocker's command line, and its error for a command it does not have."""
+"""The command group classes of udocker's command line, and its error for a command it does not have."""
 
-import difflib
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 import click
 
@@ -17,6 +16,8 @@ class UnknownCommand(click.UsageError):
 
 
 def unknown(group: click.Group, ctx: click.Context, name: str) -> UnknownCommand:
+    import difflib  # only for a mistyped command
+
     close = difflib.get_close_matches(name, group.list_commands(ctx), n=1)
     return UnknownCommand(name, close[0] if close else None, ctx)
 
@@ -32,3 +33,23 @@ class Group(click.Group):
         if name and not name.startswith("-") and not ctx.resilient_parsing and self.get_command(ctx, name) is None:
             raise unknown(self, ctx, name)
         return super().resolve_command(ctx, args)
+
+
+class LazyGroup(Group):
+    """A Group whose commands are named up front (`lazy`: command name -> the module that defines it in its
+    COMMANDS list, in the order help lists them) and imported only when one is invoked or help shows them:
+    `udocker images` loads neither the other commands' modules nor what they import."""
+
+    def __init__(self, *args, lazy: Optional[Dict[str, str]] = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lazy = dict(lazy or {})
+
+    def list_commands(self, ctx: click.Context) -> List[str]:
+        return list(self.lazy) + [name for name in self.commands if name not in self.lazy]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> Optional[click.Command]:
+        if cmd_name not in self.commands and cmd_name in self.lazy:
+            # __import__, not importlib.import_module: -X importtime (tests/functional/test_fixed_costs.py) sees it
+            for command in __import__(self.lazy[cmd_name], fromlist=["COMMANDS"]).COMMANDS:
+                self.commands.setdefault(command.name, command)
+        return self.commands.get(cmd_name)

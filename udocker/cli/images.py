@@ -2,13 +2,8 @@
 
 import click
 
-from udocker.cli import render
+from udocker.cli import listing, render
 from udocker.errors import NotFound, UdockerError
-from udocker.store.containers import ContainerStore
-
-
-def _created(config):
-    return (config.get("created") or "")[:19].replace("T", " ")
 
 
 @click.command()
@@ -21,41 +16,20 @@ def _created(config):
 @click.pass_obj
 def images(state, long_, platform, no_trunc, all_, as_json):
     """List the images in the repository (a broken one is listed as such: remove it with rmi)."""
+    listing.images(state, long_=long_, platform=platform, no_trunc=no_trunc, all_=all_, as_json=as_json)
 
-    repo = state.repository()
-    rows, data = [], []
-    for image in repo.images.list():
-        try:
-            manifest, config = repo.images.details(image, repo.blobs)
-        except UdockerError as exc:
-            data.append({"reference": image.ref, "id": None, "digest": image.descriptor.digest, "size": None,
-                         "created": None, "platform": None, "protected": image.protected, "layers": [],
-                         "broken": exc.message})
-            rows.append([image.ref, "(broken)", "-", "-"] + (["-"] if platform else []))
-            continue
-        plat = "/".join(x for x in (config.get("os"), config.get("architecture"), config.get("variant")) if x)
-        item = {"reference": image.ref, "id": manifest.config.digest, "digest": image.descriptor.digest,
-                "size": manifest.size, "created": config.get("created"), "platform": plat,
-                "protected": image.protected, "layers": [layer.digest for layer in manifest.layers]}
-        data.append(item)
-        row = [image.ref + (" (protected)" if image.protected else ""),
-               manifest.config.digest if no_trunc else manifest.config.short_id,
-               _created(config), render.size(manifest.size)]
-        rows.append(row + ([plat] if platform else []))
-        if long_ and not as_json:
-            rows += [["  " + layer.digest, "", "", render.size(layer.size)] + ([""] if platform else [])
-                     for layer in manifest.layers]
-    if as_json:
-        render.as_json(data)
-    else:
-        render.table(["REPOSITORY", "IMAGE ID", "CREATED", "SIZE"] + (["PLATFORM"] if platform else []), rows)
+
+def _containers(state):
+    from udocker.store.containers import ContainerStore  # not for `images`
+
+    return ContainerStore(state.layout, state.config["lock_timeout"])
 
 
 def _container(state, text):
     """The container named or numbered `text`, or None."""
 
     try:
-        return ContainerStore(state.layout, state.config["lock_timeout"]).find(text)
+        return _containers(state).find(text)
     except NotFound:
         return None
 
@@ -132,7 +106,7 @@ def verify(state, image):
 
 def _names(state, container):
 
-    return ContainerStore(state.layout, state.config["lock_timeout"]).names_of(container.id)
+    return _containers(state).names_of(container.id)
 
 
 def _protection(protect: bool):
@@ -144,7 +118,7 @@ def _protection(protect: bool):
         container = _container(state, image)
         if container is not None:
 
-            ContainerStore(state.layout, state.config["lock_timeout"]).update(container, protected=protect)
+            _containers(state).update(container, protected=protect)
             return
         repo.images.set_protected(repo.images.find(image).ref, protect)
 

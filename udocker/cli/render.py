@@ -1,21 +1,21 @@
-"""Output of results on stdout: aligned text tables or JSON."""
+"""Output of results on stdout: aligned text tables or JSON (without click: cli/listing.py runs without it)."""
 
-import json
-from typing import Any, List, Sequence
-
-import click
+import sys
 
 
-def table(headers: Sequence[str], rows: List[Sequence[Any]]) -> None:
+def table(headers: list, rows: list) -> None:  # no typing: `ps` loads none
     """Print rows under headers, columns left-aligned and separated by two spaces."""
     cells = [[str(c) for c in headers]] + [["" if c is None else str(c) for c in row] for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    for row in cells:
-        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+    sys.stdout.write("".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() + "\n" for row in cells))
+    sys.stdout.flush()
 
 
-def as_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, sort_keys=True))
+def as_json(data: object) -> None:
+    import json  # only for --json
+
+    sys.stdout.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    sys.stdout.flush()
 
 
 def size(num: int) -> str:

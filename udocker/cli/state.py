@@ -1,18 +1,18 @@
 """What every command needs: the effective configuration and the repository, built on first use."""
 
-from typing import Any, Dict, Optional
+from __future__ import annotations  # no typing: `images` and `ps` load none
 
 from udocker.config import Config
 from udocker.paths import Layout
 
 
 class State:
-    def __init__(self, *, config_file: Optional[str], overrides: Dict[str, Any], debug: bool, quiet: bool):
+    def __init__(self, *, config_file: str | None, overrides: dict, debug: bool, quiet: bool):
         self.config_file = config_file
         self.overrides = {k: v for k, v in overrides.items() if v is not None}
         self.debug = debug
         self.quiet = quiet
-        self._config: Optional[Config] = None
+        self._config: Config | None = None
 
     @property
     def config(self) -> Config:
@@ -20,7 +20,7 @@ class State:
             self._config = Config.load(config_file=self.config_file, cli=self.overrides)
         return self._config
 
-    def override(self, **values: Any) -> None:
+    def override(self, **values: object) -> None:
         """Command options that are also config keys (e.g. pull --registry) win over everything else."""
         self.overrides.update({k: v for k, v in values.items() if v is not None})
         self._config = None

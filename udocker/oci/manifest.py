@@ -1,9 +1,9 @@
 """Image manifests, image indexes and image configs (OCI image-spec manifest.md, image-index.md, config.md)."""
 
-import json
 from dataclasses import dataclass
 from typing import Any, Dict, List, Tuple
 
+from udocker import fastjson
 from udocker.errors import NotFound, UdockerError
 from udocker.oci import mediatypes
 from udocker.oci.descriptor import Descriptor
@@ -23,7 +23,7 @@ class Manifest:
 
 def load_json(data: bytes, what: str) -> Dict[str, Any]:
     try:
-        value = json.loads(data)
+        value = fastjson.loads(data)  # json itself (re, enum) is not loaded to read a manifest
     except (ValueError, UnicodeDecodeError):
         raise UdockerError(f"malformed JSON in {what}") from None
     if not isinstance(value, dict):

@@ -210,6 +210,8 @@ class BlobStore:
 
     def put(self, data: bytes, descriptor: Descriptor) -> None:
         """Store small content already in memory (manifests, configs), verified against `descriptor`."""
+        if self.has(descriptor.digest):
+            return  # stored blobs were verified and never change: no lock taken (a pull of an unchanged image)
         with self.ingest(descriptor) as sink:
             if not sink.present:
                 sink.write(data)

@@ -154,9 +154,11 @@ class ContainerStore:
     def names(self):
         """{name: id} of every name: udocker 2's containers/.names/<name>, and udocker 1.x's containers/<name>
         links (store/v1containers.py), which 1.x still reads."""
-        from udocker.store.v1containers import v1_names
+        found = {}
+        if self._has_legacy_names():
+            from udocker.store.v1containers import v1_names  # dataclasses, inspect: only for udocker 1.x's names
 
-        found = v1_names(self.layout.containers) if self._has_legacy_names() else {}
+            found = v1_names(self.layout.containers)
         try:
             found.update((name, os.readlink(self.layout.name(name))) for name in os.listdir(self.names_dir))
         except FileNotFoundError:

@@ -4,11 +4,10 @@ Each entry of index.json's `manifests` carries the full reference in the standar
 `org.opencontainers.image.ref.name`, so the store stays readable by skopeo and umoci.
 """
 
-import json
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
-from udocker import fs
+from udocker import fastjson, fs
 from udocker.errors import InvalidReference, NotFound, StoreError, UdockerError
 from udocker.oci.descriptor import Descriptor
 from udocker.oci.manifest import Manifest, load_json, parse_index, parse_manifest
@@ -93,11 +92,17 @@ class ImageStore:
             raise refusal
         raise NotFound(f"image not found: {text}", hint="see 'udocker images' or pull it")
 
-    def _update(self, change: Callable[[List[Dict[str, Any]]], List[Dict[str, Any]]]) -> None:
-        """Read-modify-write index.json under its lock, published atomically."""
+    def _update(self, change: Callable[[List[Dict[str, Any]]], Optional[List[Dict[str, Any]]]]) -> None:
+        """Read-modify-write index.json under its lock, published atomically; not written when `change`
+        returns None (nothing to change)."""
         with fs.locked(self.layout.lock("store", "index"), timeout=self.lock_timeout, what="the image index"):
             index = self._read()
-            index["manifests"] = change(list(index.get("manifests") or []))
+            manifests = change(list(index.get("manifests") or []))
+            if manifests is None:
+                return
+            index["manifests"] = manifests
+            import json  # written with indent=1, which fastjson does not do
+
             fs.atomic_write(self.layout.index_json, json.dumps(index, indent=1).encode(),
                             tmpdir=self.layout.tmp)
 
@@ -119,6 +124,8 @@ class ImageStore:
                 notes[INDEX_DIGEST] = index_digest
             entry = Descriptor(descriptor.media_type, descriptor.digest, descriptor.size, descriptor.platform,
                                notes).to_json()
+            if len(entries) - len(kept) == 1 and entry in entries:
+                return None  # `ref` names this already (a pull of an unchanged image): index.json not rewritten
             return kept + [entry]
 
         self._update(change)
@@ -153,7 +160,7 @@ class ImageStore:
     def config_digest(self, image: Image) -> Optional[str]:
         try:
             with open(self.layout.blob(image.descriptor.digest), "rb") as stream:
-                return json.load(stream)["config"]["digest"]
+                return fastjson.loads(stream.read())["config"]["digest"]
         except (OSError, ValueError, KeyError, TypeError):
             return None
 

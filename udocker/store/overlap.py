@@ -8,17 +8,16 @@ from the file; a blob received again from its first byte makes the overlap give 
 is published and the scratch directory is removed; then create's ensure_unpacked() unpacks from the verified
 blobs as usual (so an UnpackError is reported by create, as without the overlap)."""
 
-import logging
 import os
 import threading
 
-from udocker import fs
+from udocker import fs, log
 from udocker.errors import UdockerError
 from udocker.store.blobs import Restarted
 from udocker.store.rootfs import ByDescriptor, publish
 from udocker.unpack import LayerSource, apply_layers
 
-LOG = logging.getLogger("udocker.overlap")
+LOG = log.get("overlap")
 
 
 class _Aborted(Exception):

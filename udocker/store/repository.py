@@ -1,36 +1,46 @@
 """The repository: an OCI image layout (blobs + index.json) plus containers, with per-object locks."""
 
 import contextlib
-import json
-import logging
 import os
 import stat
-from typing import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence  # not typing (~5-10 ms): `ps` opens the repository
 
 from udocker import fs, log
 from udocker.config import KEYS, USER_FILE_NAME
 from udocker.errors import NotFound, StoreError, UdockerError
 from udocker.paths import FORMAT_VERSION, Layout
-from udocker.store.blobs import BlobStore
-from udocker.store.images import V1_TAG, ImageStore
 
-LOG = log.get("store")
 DEFAULT_MAX_LAYER_SIZE = KEYS["max_layer_size"].default
 
 
 class Repository:
-    """An opened repository. Use Repository.open(); attributes: layout, blobs, images."""
+    """An opened repository. Use Repository.open(); attributes: layout, blobs, images (both made on first use:
+    `ps` opens the repository without loading the image store, hashlib, dataclasses or the OCI modules)."""
 
     def __init__(self, layout: Layout, lock_timeout: float, max_layer_size: int = DEFAULT_MAX_LAYER_SIZE):
         self.layout = layout
         self.lock_timeout = lock_timeout
         self.max_layer_size = max_layer_size  # uncompressed bytes per layer when unpacking; 0: no limit
-        self.blobs = BlobStore(layout, lock_timeout)
-        self.images = ImageStore(layout, lock_timeout, before_list=self._adopt_v1, why_missing=self._v1_refusal)
         self.v1_adopted = 0  # how many udocker 1.x image tags this process adopted
+
+    def __getattr__(self, name: str):
+        if name == "blobs":
+            from udocker.store.blobs import BlobStore
+
+            self.blobs = BlobStore(self.layout, self.lock_timeout)
+            return self.blobs
+        if name == "images":
+            from udocker.store.images import ImageStore
+
+            self.images = ImageStore(self.layout, self.lock_timeout, before_list=self._adopt_v1,
+                                     why_missing=self._v1_refusal)
+            return self.images
+        raise AttributeError(name)
 
     def _adopt_v1(self) -> None:
         """Run by images.prepare(), once: only commands that resolve image names pay for udocker 1.x's."""
+        if not os.path.isdir(self.layout.legacy_repos):
+            return  # no udocker 1.x images: adopt.py (and gzip, logging) not loaded
         from udocker.store import adopt
 
         self.v1_adopted = adopt.sync_v1_images(self)
@@ -116,6 +126,7 @@ class Repository:
         or that a container uses (and no other name keeps) is refused, and a protected one too; with it,
         they are untagged, but nothing a running create needs is deleted under it."""
         from udocker.store import garbage
+        from udocker.store.images import V1_TAG
 
         if not force:
             for text in texts:
@@ -153,16 +164,19 @@ def _warn_if_open(layout: Layout) -> None:
     on purpose (a project's group directory) would otherwise print it in every job's log."""
     try:
         mode = stat.S_IMODE(os.stat(layout.topdir).st_mode)
-        if mode & 0o077 and not LOG.isEnabledFor(logging.WARNING):
-            return  # --quiet: not said, so not remembered as said
         if not mode & 0o077:
             if os.path.lexists(layout.open_warned):
                 os.unlink(layout.open_warned)
             return
+        import logging  # only for a repository open to others
+
+        logger = log.get("store")
+        if not logger.isEnabledFor(logging.WARNING):
+            return  # --quiet: not said, so not remembered as said
         with contextlib.suppress(FileNotFoundError), open(layout.open_warned, encoding="ascii") as stream:
             if stream.read().strip() == f"{mode:04o}":
                 return
-        LOG.warning("warning: repository %s has mode %04o: other users can read%s its images and containers "
+        logger.warning("warning: repository %s has mode %04o: other users can read%s its images and containers "
                     "(chmod 700 %s to make it private; said once)", layout.topdir, mode,
                     " or change" if mode & 0o022 else "", layout.topdir)
         fs.atomic_write(layout.open_warned, f"{mode:04o}\n".encode(), tmpdir=layout.tmp, mode=0o600)
@@ -193,6 +207,8 @@ def _initialise(layout: Layout) -> None:
     _make_private(layout.topdir)
     for path in (layout.tmp, layout.locks, layout.blobs, layout.containers):
         fs.ensure_dir(path)
+    import json
+
     with fs.locked(layout.lock("repo", "init"), timeout=60, what="the repository"):
         if os.path.exists(layout.version_file):
             return
