@@ -26,6 +26,10 @@ def create(repo, containers, image_text, *, name=None, force=False, share=True, 
     (layer_started, layer_advanced, layer_finished with each layer's Descriptor) hears of the unpacking."""
     if name is not None:
         check_name(name)  # before the image is unpacked: a bad name fails at once
+    if not os.access(repo.layout.containers, os.W_OK | os.X_OK):  # likewise: unpacking GBs to fail after it
+        import errno
+
+        raise fs.store_error("write", repo.layout.containers, OSError(errno.EACCES, os.strerror(errno.EACCES)))
     with repo.gc_guard():  # rmi waits for it, so nothing it reads is removed under it
         image = repo.images.find(image_text)
         manifest, config = repo.images.details(image, repo.blobs)

@@ -158,8 +158,8 @@ def test_load_dash_reads_stdin(udocker, busybox, tmp_path):
 def test_bare_pull_means_missing_and_keeps_the_image(udocker, busybox):
     result = udocker("run", "--pull", "--rm", busybox, "echo", "pulled")
     assert (result.returncode, result.stdout) == (0, "pulled\n"), result.stderr
-    result = udocker("run", "--rm", "--pull", busybox, "echo", "again")
-    assert (result.returncode, result.stdout) == (0, "again\n"), result.stderr
+    result = udocker("run", "--rm", "--pull", busybox, "echo", "again")  # as 1.3 and docker: the word is the policy
+    assert result.returncode == 125 and "invalid --pull policy" in result.stderr, result.stderr
     result = udocker("run", "--rm", "--pull", "never", busybox, "echo", "never")
     assert (result.returncode, result.stdout) == (0, "never\n"), result.stderr
 

@@ -68,3 +68,13 @@ def test_neither_imports_json():
     done = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, check=True,
                           env=dict(os.environ, PYTHONPATH=TOP))
     assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("text", ['{"a": [1, 2', "{", '{"a" 1}', "[", "", "{} x", '{"a": nul}'])
+def test_a_bad_document_gets_jsons_own_error(text):
+    """_json's scanner alone leaves some errors unset (a SystemError): the bad document goes to json itself."""
+    with pytest.raises(json.JSONDecodeError) as caught:
+        fastjson.loads(text)
+    with pytest.raises(json.JSONDecodeError) as expected:
+        json.loads(text)
+    assert str(caught.value) == str(expected.value)

@@ -10,11 +10,12 @@ from udocker.runspec import Mount, RunRequest
 
 
 @pytest.mark.parametrize("args, pull, target, command", [
-    (["--pull", "img", "cmd"], "missing", "img", ["cmd"]),
+    (["--pull", "img", "cmd"], "img", "cmd", []),  # as 1.3 and docker: the word is the policy (refused later)
     (["--pull", "always", "img"], "always", "img", []),
     (["--pull=never", "img"], "never", "img", []),
     (["--pull", "--rm", "img"], "missing", "img", []),
-    (["--pull", "reuse"], "missing", "reuse", []),  # a policy word with nothing after it is the target
+    (["--pull", "reuse"], "reuse", None, []),
+    (["--pull"], "missing", None, []),
 ])
 def test_bare_pull(args, pull, target, command):
     values, found, rest = parse(args)

@@ -135,7 +135,7 @@ def setup(state, execmode, force, purge, fixperm, nvidia, container):
 
     if execmode and execmode.upper() not in MODES:
         what = " (Singularity)" if execmode.upper() == "S1" else ""
-        raise UsageError(f"execution mode {execmode[:20]}{what} is not supported by udocker 2: use one of "
+        raise UsageError(f"--execmode {execmode[:20]}{what} is not supported by udocker 2: use one of "
                                + ", ".join(MODES))
 
     state.repository()  # creates the repository and cleans tmp/

@@ -40,7 +40,7 @@ Options:
   --location DIR            Run a root file system directory instead of a container.
   --platform OS/ARCH        Platform of the image to pull.
   --pull[=missing|never|always|reuse]  When to pull IMAGE (reuse: run the container --name if it exists);
-                            a bare --pull means missing.
+                            a bare --pull (before another option) means missing.
   --registry URL            Pull docker.io images from this registry.
   --index URL               Docker Hub index to use.
   --httpproxy URL           Pull through this proxy (http, https, socks4, socks4a, socks5, socks5h).
@@ -117,10 +117,9 @@ def _long(values, args, index, arg):
     name, sep, value = arg[2:].partition("=")
     if name not in _LONG:
         raise _Usage(f"unknown option: --{name}")
-    if name == "pull" and not sep:  # a bare --pull: missing, unless a policy and the target follow
-        policy = index + 1 < len(args) and args[index] in PULL_POLICIES
-        _store(values, name, args[index] if policy else "missing")
-        return index + 1 if policy else index
+    if name == "pull" and not sep and (index >= len(args) or args[index].startswith("-")):
+        _store(values, name, "missing")  # a bare --pull (last, or before another option), as udocker 1.3 reads it
+        return index
     if _LONG[name][1]:
         if not sep:
             if index >= len(args):
