@@ -153,3 +153,24 @@ def test_protected_images_cannot_be_untagged(repo):
     assert repo.images.get("docker.io/library/a:1").protected
     repo.images.set_protected("docker.io/library/a:1", False)
     repo.images.untag("docker.io/library/a:1")
+
+
+def test_an_index_json_half_seen_is_read_again_before_it_is_called_malformed(repo):
+    """Another node's replacement of index.json may reach this node's cache half-seen (two bindfs mounts of one
+    directory: test_shared_fs met it once): a malformed read is retried; one that stays malformed is an error."""
+    import threading
+
+    index = repo.layout.index_json
+    good = open(index, "rb").read()
+    with open(index, "wb") as stream:
+        stream.write(good[: len(good) // 2])
+    mended = threading.Timer(0.15, lambda: open(index, "wb").write(good))
+    mended.start()
+    try:
+        assert repo.images.list() == []
+    finally:
+        mended.join()
+    with open(index, "wb") as stream:
+        stream.write(good[: len(good) // 2])
+    with pytest.raises(UdockerError, match="malformed JSON"):
+        repo.images.list()

@@ -16,6 +16,7 @@ from udocker.paths import Layout
 REF_NAME = "org.opencontainers.image.ref.name"
 PROTECTED = "io.udocker.protected"
 INDEX_DIGEST = "io.udocker.index.digest"
+_REREADS = 10  # of a malformed index.json, 50 ms apart (see ImageStore._read)
 V1_TAG = "io.udocker.v1.tag"  # an image adopted from udocker 1.x: its tag directory under repos/ (store/adopt.py)
 
 
@@ -47,6 +48,21 @@ class ImageStore:
             hook()
 
     def _read(self) -> Dict[str, Any]:
+        """index.json. A read that is not JSON is read again a few times before it is called malformed: on a
+        shared file system another node's replacement can reach this node's cache half-seen (two bindfs
+        mounts of one directory did it in test_shared_fs; NFS's close-to-open consistency allows the same)."""
+        for _ in range(_REREADS - 1):
+            try:
+                return self._read_once()
+            except UdockerError as exc:
+                if not exc.message.startswith("malformed JSON"):
+                    raise
+                import time
+
+                time.sleep(0.05)
+        return self._read_once()
+
+    def _read_once(self) -> Dict[str, Any]:
         try:
             return load_json(fs.read_replaced(self.layout.index_json), self.layout.index_json)
         except FileNotFoundError:
