@@ -16,26 +16,18 @@ import uuid
 
 import pytest
 
-from tests.functional.test_services import DEEPAAS_ENV, TOP, Repo, _free_port, _kill_all, _marked, _until
+from tests.functional.test_services import TOP, Repo, _free_port, _kill_all
+from tests.support.procs import deepaas_archive
+from tests.support.procs import marked as _marked
+from tests.support.procs import tun_usable as _tun_usable
+from tests.support.procs import until as _until
 
 SERVE = ("python3", "-m", "http.server", "--bind", "0.0.0.0", "--directory", "/", "5000")
 
 
-def _tun_usable():
-    try:
-        os.close(os.open("/dev/net/tun", os.O_RDWR))
-        return True
-    except OSError:
-        return False
-
-
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
-    archive = os.environ.get(DEEPAAS_ENV)
-    if not archive:
-        if os.environ.get("CI"):
-            pytest.fail(f"{DEEPAAS_ENV} is not set: .ci/run should have built the DEEPaaS image")
-        pytest.skip(f"no DEEPaaS test image ({DEEPAAS_ENV})")
+    archive = deepaas_archive()
     base = tmp_path_factory.mktemp("network")
     (base / "home").mkdir()
     udocker = Repo(base / "repo", base / "home")

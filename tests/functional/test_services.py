@@ -18,8 +18,11 @@ import uuid
 
 import pytest
 
+from tests.support.procs import deepaas_archive
+from tests.support.procs import marked as _marked
+from tests.support.procs import until as _until
+
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-DEEPAAS_ENV = "UDOCKER_TEST_DEEPAAS"
 MODES = ["P1", "R1"]
 
 
@@ -36,11 +39,7 @@ class Repo:
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
-    archive = os.environ.get(DEEPAAS_ENV)
-    if not archive:
-        if os.environ.get("CI"):
-            pytest.fail(f"{DEEPAAS_ENV} is not set: .ci/run should have built the DEEPaaS image")
-        pytest.skip(f"no DEEPaaS test image ({DEEPAAS_ENV})")
+    archive = deepaas_archive()
     base = tmp_path_factory.mktemp("services")
     (base / "home").mkdir()
     udocker = Repo(base / "repo", base / "home")
@@ -66,30 +65,6 @@ def _container(repo, mode, label):
     setup = repo("setup", f"--execmode={mode}", name)
     assert setup.returncode == 0, setup.stderr
     return name
-
-
-def _marked(token):
-    """Pids of this user's processes with `token` in their environment or command line."""
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        for part in ("environ", "cmdline"):
-            try:
-                with open(f"/proc/{pid}/{part}", "rb") as stream:
-                    if token.encode() in stream.read():
-                        found.append(int(pid))
-                        break
-            except OSError:
-                continue
-    return found
-
-
-def _until(condition, seconds):
-    deadline = time.monotonic() + seconds
-    while True:
-        value = condition()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.1)
 
 
 def _free_port():

@@ -20,6 +20,8 @@ import pytest
 
 from tests.conftest import TOP
 from tests.support import build_debian_image as debian
+from tests.support.procs import marked as _marked
+from tests.support.procs import until as _until
 
 CI = bool(os.environ.get("CI"))
 IMAGE = "test/busybox:latest"
@@ -156,28 +158,6 @@ def test_tasks_reuse_one_prepared_container(cluster, registry):
     assert len(containers) == 1, containers
     log = cluster.udocker("run", "shared", "cat", "/tasks.log").stdout
     assert sorted(log.split()) == sorted(f"task={n}" for n in range(8))
-
-
-def _marked(token):
-    """Pids of this user's processes with `token` in their environment or command line."""
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        for part in ("environ", "cmdline"):
-            try:
-                with open(f"/proc/{pid}/{part}", "rb") as stream:
-                    if token.encode() in stream.read():
-                        found.append(int(pid))
-                        break
-            except OSError:
-                continue
-    return found
-
-
-def _until(condition, seconds):
-    deadline = time.monotonic() + seconds
-    while not condition() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    return condition()
 
 
 def test_a_detached_service_ends_with_its_job(cluster, registry):

@@ -13,6 +13,7 @@ import threading
 
 import pytest
 
+from tests.support.procs import tun_usable as _tun_usable
 from udocker.modetable import NAMES as MODES
 
 
@@ -45,14 +46,6 @@ def _container(udocker, image, mode="P1", name="c"):
 def _record(udocker, name):
     rootfs = ok(udocker("inspect", "-p", name)).strip()
     return os.path.join(os.path.dirname(rootfs), "container.json")
-
-
-def _tun_usable():
-    try:
-        os.close(os.open("/dev/net/tun", os.O_RDWR))
-        return True
-    except OSError:
-        return False
 
 
 # -- setup -------------------------------------------------------------------------------------------------

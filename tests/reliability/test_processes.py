@@ -19,10 +19,19 @@ import uuid
 
 import pytest
 
+from tests.support.procs import deepaas_archive, until
+from tests.support.procs import marked as _marked
+
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MODES = ["P1", "P2", "F1", "F2", "F3", "F4", "R1", "R2", "R3"]
 GONE_WITHIN = 2.0  # seconds: the issue's bound for "nothing of the container is left"
 READY_WITHIN = 30.0
+
+
+def _until(condition, seconds):
+    return until(condition, seconds, pause=0.05)  # polled finely: GONE_WITHIN is a tight bound
+
+
 SERVICE = """#!/bin/sh
 # A stand-in for DEEPaaS (aiohttp/gunicorn): a main process that forks workers; on SIGTERM it signals its
 # workers, waits for them and exits 0. Each worker stops its own child and exits 0 on SIGTERM.
@@ -87,22 +96,6 @@ def container(request, repo):
     return repo, name
 
 
-def _marked(token):
-    """Pids of this user's processes with `token` in their environment or command line (zombies have none)."""
-    found = []
-    needle = token.encode()
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        for part in ("environ", "cmdline"):
-            try:
-                with open(f"/proc/{pid}/{part}", "rb") as stream:
-                    if needle in stream.read():
-                        found.append(int(pid))
-                        break
-            except OSError:
-                continue
-    return found
-
-
 def _sleeps(token):
     """How many of the container's processes are `sleep` (F1/F2 run programs through the loader: by argv)."""
     count = 0
@@ -122,16 +115,6 @@ def _comm(pid):
             return stream.read().strip()
     except OSError:
         return ""
-
-
-def _until(condition, seconds):
-    """Poll `condition` for at most `seconds`; its last value."""
-    deadline = time.monotonic() + seconds
-    while True:
-        value = condition()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.05)
 
 
 class Run:
@@ -311,16 +294,10 @@ def test_the_program_gets_sigpipe_and_sigxfsz_at_their_defaults(container):
 # --- the DEEPaaS case (issue 8, item 3): a real DEEPaaS API (PyPI's deepaas in a Debian 12 image with
 # python3, built by .ci/run) serving its test model, stopped by SIGTERM to `udocker run` in P1 and R1.
 
-DEEPAAS_ENV = "UDOCKER_TEST_DEEPAAS"
-
 
 @pytest.fixture(scope="module")
 def deepaas_image(repo):
-    archive = os.environ.get(DEEPAAS_ENV)
-    if not archive:
-        if os.environ.get("CI"):
-            pytest.fail(f"{DEEPAAS_ENV} is not set: .ci/run should have built the DEEPaaS image")
-        pytest.skip(f"no DEEPaaS test image ({DEEPAAS_ENV})")
+    archive = deepaas_archive()
     loaded = repo("-q", "load", "-i", archive, "test/deepaas")
     assert loaded.returncode == 0, loaded.stderr
     return "test/deepaas:12"
