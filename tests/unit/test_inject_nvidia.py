@@ -312,3 +312,14 @@ def test_fakechroot_links_the_driver_into_the_rootfs(tmp_path, host):
     excluded = fakechroot.exclude_path(spec.mounts).split(":")
     assert host + f"{LIB64}/libcuda.so.1" in excluded
     assert spec.env["LD_LIBRARY_PATH"].split(":")[-1] == LIBDIR
+
+
+def test_a_wrapper_script_loses_to_the_driver_program(host):
+    """Seen on a real GPU node (2026-11-30): /usr/bin/nvidia-smi was a shell script that execs the driver's
+    /usr/local/nvidia/bin/nvidia-smi, a host path the container does not have (exit 127 in every mode). The
+    ELF program wins over a script found earlier; a script is bound only when no ELF program exists."""
+    hosttree.write(host, "/usr/bin/nvidia-smi", "#!/bin/sh\nexec /usr/local/nvidia/bin/nvidia-smi \"$@\"\n", 0o755)
+    hosttree.write(host, "/usr/local/nvidia/bin/nvidia-smi", b"\x7fELF\x02\x01\x01" + bytes(64), 0o755)
+    assert targets(plan_for(host))["/.udocker/nvidia/bin/nvidia-smi"] == host + "/usr/local/nvidia/bin/nvidia-smi"
+    os.remove(host + "/usr/local/nvidia/bin/nvidia-smi")
+    assert targets(plan_for(host))["/.udocker/nvidia/bin/nvidia-smi"] == host + "/usr/bin/nvidia-smi"

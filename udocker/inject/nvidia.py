@@ -233,12 +233,28 @@ def _add_binaries(result, root, caps):
     target_dir = data()["container_dirs"]["bin"]
     for cap in caps:
         for name in data()["capabilities"][cap].get("binaries", ()):
-            for directory in data()["binary_dirs"]:
-                path = libraries.under(root, f"{directory}/{name}")
-                if os.path.isfile(path) and os.access(path, os.X_OK):
-                    result.bind(path, f"{target_dir}/{name}")
-                    result.env_prepend["PATH"] = [target_dir]
-                    break
+            path = _driver_program(root, name)
+            if path:
+                result.bind(path, f"{target_dir}/{name}")
+                result.env_prepend["PATH"] = [target_dir]
+
+
+def _driver_program(root, name):
+    """The host's program `name` from binary_dirs: the first ELF executable, else the first executable.
+    A script (a site's wrapper that execs the driver's program at a host path, as GPU sandboxes and some
+    module systems install in /usr/bin) would run in the container without that path: the ELF one wins."""
+    found = []
+    for directory in data()["binary_dirs"]:
+        path = libraries.under(root, f"{directory}/{name}")
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            try:
+                with open(path, "rb") as stream:
+                    if stream.read(4) == b"\x7fELF":
+                        return path
+            except OSError:
+                continue
+            found.append(path)
+    return found[0] if found else None
 
 
 def _add_files(result, root, caps):
