@@ -247,3 +247,19 @@ def test_gpu_extras_in_the_bundle(tmp_path, container, monkeypatch):
     assert mounts["/lib/firmware/nvidia/550.54.15"] == ocirt.bind(root + "/lib/firmware/nvidia/550.54.15",
                                                                   "/lib/firmware/nvidia/550.54.15", readonly=True)
     assert "/proc/driver/nvidia/gpus/0000:02:00.0" in config["linux"]["maskedPaths"]
+
+
+def test_a_range_without_newgidmap_is_one_error_line(tmp_path, monkeypatch):
+    """Seen on a real GPU node (Ubuntu 24.04, 2026-11-30): useradd gave the user a range in /etc/subgid but
+    newgidmap was not installed, and every R2/R3 run failed with runc's "writing file /proc/N/gid_map: Invalid
+    argument". Without the helper on PATH the mapping of a range is refused before runc starts."""
+    monkeypatch.setattr(ocirt, "subordinate_range", lambda kind: (200000, 65536))
+    monkeypatch.setattr(os, "geteuid", lambda: 1234)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(EngineError, match="needs newgidmap, which is not on PATH"):
+        ocirt.id_mappings(0, "gid", proot=True, euid=1234)
+    helper = tmp_path / "newgidmap"
+    helper.write_text("#!/bin/sh\n")
+    helper.chmod(0o755)
+    assert ocirt.id_mappings(0, "gid", proot=True, euid=1234)[1] == {"containerID": 1, "hostID": 200000,
+                                                                    "size": 65536}

@@ -303,8 +303,22 @@ def id_mappings(inside, kind, *, proot, euid=None, subordinate=None):
         return [{"containerID": 0, "hostID": 0, "size": 65536}]
     if inside == 0 and not proot:
         return [{"containerID": 0, "hostID": euid, "size": 1}]
-    start, count = subordinate or subordinate_range(kind)
+    if subordinate is None:
+        subordinate = subordinate_range(kind)
+        mapping_helper(kind)
+    start, count = subordinate
     return [{"containerID": 0, "hostID": euid, "size": 1}, {"containerID": 1, "hostID": start, "size": count}]
+
+
+def mapping_helper(kind):
+    """The newuidmap/newgidmap the runtime calls (from this PATH) to map a range: without it the kernel refuses
+    (Ubuntu's useradd gives every user a range, but its uidmap package is optional)."""
+    name = f"new{kind}map"
+    for directory in os.environ.get("PATH", "/usr/bin:/bin").split(":"):
+        if directory.startswith("/") and os.access(os.path.join(directory, name), os.X_OK):
+            return
+    raise EngineError(f"a rootless container with more than one {kind} needs {name}, which is not on PATH",
+                      hint="ask an administrator to install it (package uidmap or shadow-utils), or run in R1")
 
 
 def subordinate_range(kind):
