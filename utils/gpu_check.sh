@@ -3,7 +3,7 @@
 #
 # It installs udocker from this tree into a fresh virtual environment, builds a tiny image from the host's
 # own programs (the node has no internet: nothing is pulled), imports it, and for each mode (P1, R1, R2, R3
-# and F1 by default; R2 and R3 are skipped, with a verdict saying so, where their setup fails, e.g. no runc)
+# and F1 by default; R2 and R3 are skipped, with a verdict saying why, where their setup or a plain run fails)
 # runs with --nvidia: nvidia-smi as the command, a CUDA driver API device query whose count must be
 # the host's, the same with CUDA_VISIBLE_DEVICES=0 (one device) and without LD_LIBRARY_PATH (libcuda through
 # the container's loader cache; not in F modes). Where nvidia-smi -L lists MIG devices, each mode also runs
@@ -30,7 +30,8 @@ TOP=$(cd "$(dirname "$0")/.." && pwd)
 GPUS=1  # the host's GPU count (nvidia-smi -L); 1 in a dry run
 MIGS=""  # the host's MIG devices, "GPU-index MIG-index gres-index UUID" per line (nvidia-smi -L)
 WHEELHOUSE="" ENGINES="" MODES="P1 R1 R2 R3 F1" KEEP=0 DRY=0
-OPTIONAL="R2 R3"  # modes whose setup may fail here (PRoot inside runc/crun): skipped, not failed
+OPTIONAL="R2 R3"  # modes whose setup or first plain run may fail here (PRoot inside runc/crun, a uid range
+                  # without newuidmap): skipped, with the reason, not failed
 while [ $# -gt 0 ]; do
     case "$1" in
         --wheelhouse) WHEELHOUSE=$(cd "$2" && pwd); shift 2 ;;
@@ -118,6 +119,13 @@ for tool in sh ls cat env head; do
     path=$(command -v "$tool") && copy_with_libs "$(readlink -f "$path")" && \
         [ -e "$ROOTFS/bin/$tool" ] || ln -sf "$(readlink -f "$path")" "$ROOTFS/bin/$tool" 2>/dev/null
 done
+# the C library's companions that the driver's libcuda.so.1 needs (libm, libdl, libpthread, librt): every real
+# image has them, a rootfs of a few programs may not (seen on a GPU node: dlopen failed on libm.so.6)
+LDCONFIG=$(command -v ldconfig || echo /sbin/ldconfig)
+for lib in libm.so.6 libdl.so.2 libpthread.so.0 librt.so.1; do
+    path=$("$LDCONFIG" -p 2>/dev/null | awk -v name="$lib" '$1 == name && /x86-64|64bit/ {print $NF; exit}')
+    [ -z "$path" ] || [ -e "$ROOTFS$path" ] || copy_with_libs "$path"
+done
 echo "root:x:0:0:root:/root:/bin/sh" > "$ROOTFS/etc/passwd"; echo "root:x:0:" > "$ROOTFS/etc/group"
 QUERY=""
 if command -v gcc >/dev/null || command -v cc >/dev/null; then
@@ -196,7 +204,8 @@ for mode in $MODES; do
     run=("$PY" -m udocker run --nvidia "gpucheck-$mode")
     check "create $mode" 120 "$PY" -m udocker create --name "gpucheck-$mode" gpucheck:1
     case " $OPTIONAL " in
-        *" $mode "*) if ! why=$(timeout 180 "$PY" -m udocker setup --execmode="$mode" "gpucheck-$mode" 2>&1); then
+        *" $mode "*) if ! why=$(timeout 180 "$PY" -m udocker setup --execmode="$mode" "gpucheck-$mode" 2>&1) ||
+                        ! why=$(timeout 120 "$PY" -m udocker run "gpucheck-$mode" sh -c : 2>&1); then
                          verdict "$mode cannot run on this node: $(printf '%s' "$why" | head -1)" skipped
                          continue
                      fi
