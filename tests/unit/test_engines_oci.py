@@ -6,7 +6,7 @@ import os
 import pytest
 
 from tests.fixtures.rootfs import make_container
-from udocker.engines import modes, ocirt
+from udocker.engines import idmap, modes, ocirt
 from udocker.engines.common import DEFAULT_PATH, userns_unavailable
 from udocker.engines.crun import CrunEngine, hybrid_controllers
 from udocker.engines.runc import RuncEngine
@@ -95,7 +95,7 @@ def test_mounts(tmp_path, container):
 ])
 def test_id_mappings(monkeypatch, inside, proot, expected):
     monkeypatch.setattr(os, "geteuid", lambda: 1234)
-    assert ocirt.id_mappings(inside, "uid", proot=proot, euid=1234, subordinate=(200000, 65536)) == expected
+    assert idmap.id_mappings(inside, "uid", proot=proot, euid=1234, subordinate=(200000, 65536)) == expected
 
 
 def test_crun_refuses_hybrid_cgroups_with_controllers(tmp_path, monkeypatch):
@@ -253,13 +253,26 @@ def test_a_range_without_newgidmap_is_one_error_line(tmp_path, monkeypatch):
     """Seen on a real GPU node (Ubuntu 24.04, 2026-11-30): useradd gave the user a range in /etc/subgid but
     newgidmap was not installed, and every R2/R3 run failed with runc's "writing file /proc/N/gid_map: Invalid
     argument". Without the helper on PATH the mapping of a range is refused before runc starts."""
-    monkeypatch.setattr(ocirt, "subordinate_range", lambda kind: (200000, 65536))
+    monkeypatch.setattr(idmap, "subordinate_range", lambda kind: (200000, 65536))
     monkeypatch.setattr(os, "geteuid", lambda: 1234)
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(EngineError, match="needs newgidmap, which is not on PATH"):
-        ocirt.id_mappings(0, "gid", proot=True, euid=1234)
+        idmap.id_mappings(0, "gid", proot=True, euid=1234)
     helper = tmp_path / "newgidmap"
     helper.write_text("#!/bin/sh\n")
     helper.chmod(0o755)
-    assert ocirt.id_mappings(0, "gid", proot=True, euid=1234)[1] == {"containerID": 1, "hostID": 200000,
+    assert idmap.id_mappings(0, "gid", proot=True, euid=1234)[1] == {"containerID": 1, "hostID": 200000,
                                                                     "size": 65536}
+
+
+def test_r2_probe_names_the_missing_mapping_helper(tmp_path, monkeypatch):
+    """`info` and `setup --execmode=R2` say why R2/R3 cannot run where the range cannot be mapped."""
+    monkeypatch.setattr(os, "geteuid", lambda: 1234)
+    monkeypatch.setattr(idmap, "subordinate_range", lambda kind: (200000, 65536))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert idmap.mapping_problem() == ("a rootless container with more than one uid needs newuidmap, which is "
+                                       "not on PATH")
+    monkeypatch.setattr(ocirt, "userns_unavailable", lambda: None)
+    monkeypatch.setattr(ocirt, "kit_sources", lambda layout: None)
+    error = RuncEngine(None, Layout(str(tmp_path / "repo")))._probe("/bin/false", "R2")
+    assert isinstance(error, EngineUnavailable) and error.message.startswith("runc cannot run R2: a rootless")
