@@ -40,7 +40,7 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def gpu_node():
-    """The layout (debian, rhel) of the fake node; fails unless its driver is really installed."""
+    """The layout (debian, rhel, sandbox) of the fake node; fails unless its driver is really installed."""
     try:
         mode = os.stat("/dev/nvidiactl").st_mode
     except OSError:
@@ -50,7 +50,8 @@ def gpu_node():
     listed = subprocess.run(["/sbin/ldconfig", "-p"], capture_output=True, text=True).stdout
     layout = os.environ[NODE_ENV]
     # Debian: /lib is /usr/lib
-    libdir = {"debian": "/lib/x86_64-linux-gnu", "rhel": "/usr/lib64"}[layout.split("-")[0]]
+    libdir = {"debian": "/lib/x86_64-linux-gnu", "rhel": "/usr/lib64",
+              "sandbox": "/usr/local/nvidia/lib64"}[layout.split("-")[0]]
     assert f"{libdir}/libcuda.so.1\n" in listed, f"{libdir}/libcuda.so.1 is not in the loader cache"
     mig = os.path.isdir("/proc/driver/nvidia/capabilities/gpu1/mig")
     assert mig == layout.endswith("-mig"), f"{NODE_ENV}={layout} but the node has {'' if mig else 'no '}MIG"

@@ -6,6 +6,9 @@
 #              layout, the default) or /usr/lib64 (RHEL 8 layout: --layout=rhel), entered in the loader cache
 #              (ldconfig writes a cache that is bound over /etc/ld.so.cache; /usr/lib64 added to its search)
 #   binaries   /usr/bin/nvidia-smi
+#   sandbox    --layout=sandbox: a GPU sandbox's layout, as seen on a real H200 node (Ubuntu 24.04): the driver in
+#              /usr/local/nvidia/lib64 (entered in the loader cache) and /usr/local/nvidia/bin, and
+#              /usr/bin/nvidia-smi a wrapper script that execs /usr/local/nvidia/bin/nvidia-smi
 #   /proc      /proc/driver/nvidia/version and gpus/<bus id>/information of N GPUs (--gpus=N, default 2)
 #   /dev       nvidia0..nvidia<N-1> (char 195,minor), nvidiactl (195,255), nvidia-uvm, nvidia-uvm-tools, mode
 #              0666 as udev makes them, in an overlay over /dev (its pts, shm and mqueue mounts put back)
@@ -18,12 +21,12 @@
 # USER -- env -i ... drops it: pass it on). --layout=debian-mig and rhel-mig are the layouts with --mig.
 # tests/gpu needs this variable and checks that the node is really there.
 #
-# usage (as root): tests/support/fake-gpu-node.sh [--layout=debian|rhel[-mig]] [--gpus=N] [--mig] COMMAND [ARG...]
+# usage (as root): tests/support/fake-gpu-node.sh [--layout=debian|rhel[-mig]|sandbox] [--gpus=N] [--mig] COMMAND...
 set -eu
 layout=debian gpus=2 mig=no
 while [ $# -gt 0 ]; do
     case $1 in
-        --layout=debian|--layout=rhel) layout=${1#--layout=}; shift ;;
+        --layout=debian|--layout=rhel|--layout=sandbox) layout=${1#--layout=}; shift ;;
         --layout=debian-mig|--layout=rhel-mig) layout=${1#--layout=}; layout=${layout%-mig} mig=yes; shift ;;
         --gpus=[1-9]|--gpus=1[0-6]) gpus=${1#--gpus=}; shift ;;
         --mig) mig=yes; shift ;;
@@ -46,12 +49,24 @@ exec unshare --mount --propagation private sh -c '
         mount -t overlay fake-gpu-node -o "lowerdir=$1,upperdir=$stage/upper$1,workdir=$stage/work$1" "$1"
     }
     /usr/bin/python3 "$here/fake_nvidia.py" build "$stage/build" >/dev/null
-    case $layout in debian) libdir=/usr/lib/x86_64-linux-gnu ;; rhel) libdir=/usr/lib64 ;; esac
-    overlay "$libdir"
+    case $layout in
+        debian) libdir=/usr/lib/x86_64-linux-gnu ;;
+        rhel) libdir=/usr/lib64 ;;
+        sandbox) libdir=/usr/local/nvidia/lib64 ;;
+    esac
+    if [ "$layout" = sandbox ]; then overlay /usr/local; mkdir -p "$libdir" /usr/local/nvidia/bin; else overlay "$libdir"; fi
     cp -P "$stage"/build/libcuda.so* "$stage"/build/libnvidia-ml.so* "$libdir/"
     overlay /usr/bin
-    cp "$stage/build/nvidia-smi" /usr/bin/nvidia-smi
-    { echo "include /etc/ld.so.conf.d/*.conf"; [ "$layout" = debian ] || echo /usr/lib64; } >"$stage/ld.so.conf"
+    if [ "$layout" = sandbox ]; then
+        cp "$stage/build/nvidia-smi" /usr/local/nvidia/bin/nvidia-smi
+        printf "%s\n" "#!/bin/sh" "# the sandbox'"'"'s wrapper: the driver'"'"'s programs are in /usr/local/nvidia/bin" \
+            "export LD_LIBRARY_PATH=\"\${LD_LIBRARY_PATH:+\$LD_LIBRARY_PATH:}/usr/local/nvidia/lib64\"" \
+            "exec /usr/local/nvidia/bin/nvidia-smi \"\$@\"" >/usr/bin/nvidia-smi
+        chmod 755 /usr/bin/nvidia-smi
+    else
+        cp "$stage/build/nvidia-smi" /usr/bin/nvidia-smi
+    fi
+    { echo "include /etc/ld.so.conf.d/*.conf"; [ "$layout" = debian ] || echo "$libdir"; } >"$stage/ld.so.conf"
     # -X: no soname links made in the scanned directories (they are the host'"'"'s)
     ldconfig -X -f "$stage/ld.so.conf" -C "$stage/ld.so.cache"
     mount --bind "$stage/ld.so.cache" /etc/ld.so.cache
