@@ -2,8 +2,8 @@
 check that udocker is there, is answered before click is imported (~15-30 ms of start-up). `images` and `ps`
 with only their flags run without click too (cli/listing.py), and with anything else (help, a mistyped option)
 load click and their own command's module only (cli/app.py's LazyGroup): never the other commands', the network
-stack or the unpacker; neither dataclasses, typing, re, hashlib nor contextlib (NOT_FOR_READING);
-`ps` not even the image store. A pull of an unchanged image makes one manifest request
+stack or the unpacker; neither dataclasses, typing, re, hashlib nor contextlib (NOT_FOR_READING), on a udocker 1.x
+repository too; `ps` not even the image store. A pull of an unchanged image makes one manifest request
 and writes nothing. Counted with -X importtime (utils/bench_cli times them)."""
 
 import os
@@ -96,6 +96,25 @@ def test_ps_loads_no_click_nor_the_image_store(listed, args):
     bare, modules = _loaded(listed, *args, bare=True)
     assert bare == out
     assert not modules & NOT_FOR_READING, sorted(modules & NOT_FOR_READING)
+
+
+def test_images_of_a_udocker13_repository_loads_only_the_check_of_its_tags(udocker, udocker13, registry):
+    """On a repository of udocker 1.x (repos/ beside udocker 2's store), every `images` checks whether 1.3 changed
+    its tags (store/adopt.py): once they are adopted, that check reads directories and one small JSON file, and
+    loads neither json, gzip, logging nor the readers' heavy modules; the listing is the same."""
+    v13 = udocker13()
+    done = v13("pull", f"--registry=http://{registry.host}", "test/busybox:latest")
+    assert done.returncode == 0, done.stdout + done.stderr
+    os.chmod(v13.topdir, 0o755)  # as 1.3 leaves ~/.udocker under umask 022: the warning is said once, then not
+    first = udocker("images")
+    assert first.returncode == 0 and "adopted udocker 1 image test/busybox:latest" in first.stderr, first.stderr
+    for args in (["images"], ["images", "--no-trunc", "-a"]):
+        out, modules = _loaded(udocker, *args, bare=True)
+        assert "docker.io/test/busybox:latest" in out
+        assert {"udocker.store.adopt", "udocker.store.v1images"} <= modules
+        heavy = NOT_FOR_LISTING - {"udocker.store.adopt", "udocker.store.v1images"} | NOT_FOR_READING
+        assert not modules & heavy, sorted(modules & heavy)
+    assert _loaded(udocker, "images")[0] == first.stdout
 
 
 @pytest.mark.parametrize("command, module", [("images", "udocker.cli.images"), ("ps", "udocker.cli.containers")])
