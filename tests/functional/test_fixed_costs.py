@@ -2,7 +2,8 @@
 check that udocker is there, is answered before click is imported (~15-30 ms of start-up). `images` and `ps`
 with only their flags run without click too (cli/listing.py), and with anything else (help, a mistyped option)
 load click and their own command's module only (cli/app.py's LazyGroup): never the other commands', the network
-stack or the unpacker; `ps` not even the image store or typing. A pull of an unchanged image makes one manifest request
+stack or the unpacker; neither dataclasses, typing, re, hashlib nor contextlib (NOT_FOR_READING), on a udocker 1.x
+repository too; `ps` not even the image store. A pull of an unchanged image makes one manifest request
 and writes nothing. Counted with -X importtime (utils/bench_cli times them)."""
 
 import os
@@ -14,6 +15,7 @@ import pytest
 from udocker import __version__
 
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SCRIPT = os.path.join(TOP, "scripts", "udocker")
 
 
 @pytest.mark.parametrize("args", [["version"], ["-V"], ["--version"], ["--repo", "/nonexistent/repo", "version"]])
@@ -41,9 +43,12 @@ NOT_FOR_LISTING = {"requests", "urllib3", "yaml", "tarfile", "gzip", "json", "lo
                    "udocker.store.adopt", "udocker.store.v1images", "udocker.store.overlap"}
 
 
-def _loaded(udocker, *args):
-    """(stdout, the modules the command imported after the interpreter's site) of `udocker ARGS`."""
-    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "udocker", "--repo", udocker.repo, *args],
+def _loaded(udocker, *args, bare=False):
+    """(stdout, the modules the command imported after the interpreter's site) of `udocker ARGS`. `bare`: through
+    the script pip installs, without site (-S), whose imports (an editable install's finder loads re, enum,
+    contextlib) would hide the command's own."""
+    start = ["-S", SCRIPT] if bare else ["-m", "udocker"]
+    done = subprocess.run([sys.executable, "-X", "importtime", *start, "--repo", udocker.repo, *args],
                           capture_output=True, text=True, cwd=udocker.cwd, env=udocker.env, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     names = [line.split("|")[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")]
@@ -62,12 +67,23 @@ def listed(udocker, tmp_path):
     return udocker
 
 
+# Nor what the store's writers need (issue 13: `images` took 65 ms, 50 of them imports): dataclasses (inspect, ast,
+# dis), typing, re, hashlib (OpenSSL), threading, contextlib and collections. The store's modules load them where
+# they write, hash a layer or parse a reference; the listing reads index.json and a few small JSON blobs.
+NOT_FOR_READING = {"dataclasses", "inspect", "typing", "re", "enum", "hashlib", "_hashlib", "threading",
+                   "contextlib", "collections", "functools"}
+
+
 @pytest.mark.parametrize("args", [["images"], ["images", "-l", "-p", "--no-trunc", "-a"], ["--repo=R", "-q", "images"]])
 def test_images_loads_no_click(listed, args):
-    out, modules = _loaded(listed, *[f"--repo={listed.repo}" if arg == "--repo=R" else arg for arg in args])
+    args = [f"--repo={listed.repo}" if arg == "--repo=R" else arg for arg in args]
+    out, modules = _loaded(listed, *args)
     assert "docker.io/test/fixed:1" in out
     assert {"udocker.cli.listing", "udocker.store.images"} <= modules
     assert not modules & (NOT_FOR_LISTING | CLI_MODULES | {"click"}), sorted(modules)
+    bare, modules = _loaded(listed, *args, bare=True)
+    assert bare == out
+    assert not modules & NOT_FOR_READING, sorted(modules & NOT_FOR_READING)
 
 
 @pytest.mark.parametrize("args", [["ps"], ["ps", "-m", "-p", "--all"]])
@@ -75,8 +91,30 @@ def test_ps_loads_no_click_nor_the_image_store(listed, args):
     out, modules = _loaded(listed, *args)
     assert "docker.io/test/fixed:1" in out
     assert {"udocker.cli.listing", "udocker.store.containers"} <= modules
-    not_for_ps = {"click", "typing", "dataclasses", "udocker.store.images", "udocker.store.blobs", "hashlib"}
+    not_for_ps = {"click", "udocker.store.images", "udocker.store.blobs"}
     assert not modules & (NOT_FOR_LISTING | not_for_ps | CLI_MODULES), sorted(modules)
+    bare, modules = _loaded(listed, *args, bare=True)
+    assert bare == out
+    assert not modules & NOT_FOR_READING, sorted(modules & NOT_FOR_READING)
+
+
+def test_images_of_a_udocker13_repository_loads_only_the_check_of_its_tags(udocker, udocker13, registry):
+    """On a repository of udocker 1.x (repos/ beside udocker 2's store), every `images` checks whether 1.3 changed
+    its tags (store/adopt.py): once they are adopted, that check reads directories and one small JSON file, and
+    loads neither json, gzip, logging nor the readers' heavy modules; the listing is the same."""
+    v13 = udocker13()
+    done = v13("pull", f"--registry=http://{registry.host}", "test/busybox:latest")
+    assert done.returncode == 0, done.stdout + done.stderr
+    os.chmod(v13.topdir, 0o755)  # as 1.3 leaves ~/.udocker under umask 022: the warning is said once, then not
+    first = udocker("images")
+    assert first.returncode == 0 and "adopted udocker 1 image test/busybox:latest" in first.stderr, first.stderr
+    for args in (["images"], ["images", "--no-trunc", "-a"]):
+        out, modules = _loaded(udocker, *args, bare=True)
+        assert "docker.io/test/busybox:latest" in out
+        assert {"udocker.store.adopt", "udocker.store.v1images"} <= modules
+        heavy = NOT_FOR_LISTING - {"udocker.store.adopt", "udocker.store.v1images"} | NOT_FOR_READING
+        assert not modules & heavy, sorted(modules & heavy)
+    assert _loaded(udocker, "images")[0] == first.stdout
 
 
 @pytest.mark.parametrize("command, module", [("images", "udocker.cli.images"), ("ps", "udocker.cli.containers")])

@@ -1,27 +1,46 @@
-"""Image manifests, image indexes and image configs (OCI image-spec manifest.md, image-index.md, config.md)."""
+"""Image manifests, image indexes and image configs (OCI image-spec manifest.md, image-index.md, config.md).
 
-from dataclasses import dataclass
-from typing import Any, Dict, List, Tuple
+Without dataclasses, typing or the platform module (oci/descriptor.py says why): `udocker images` parses
+index.json and the manifests with this module."""
+
+from __future__ import annotations
 
 from udocker import fastjson
 from udocker.errors import NotFound, UdockerError
 from udocker.oci import mediatypes
 from udocker.oci.descriptor import Descriptor
-from udocker.oci.platform import Platform
 
 
-@dataclass(frozen=True)
 class Manifest:
-    media_type: str
-    config: Descriptor
-    layers: Tuple[Descriptor, ...]
+    """An image manifest: its media type, config descriptor and layer descriptors (a tuple); immutable."""
+
+    __slots__ = ("media_type", "config", "layers")
+
+    def __init__(self, media_type: str, config: Descriptor, layers: tuple):
+        object.__setattr__(self, "media_type", media_type)
+        object.__setattr__(self, "config", config)
+        object.__setattr__(self, "layers", layers)
+
+    def __setattr__(self, name, value):
+        raise AttributeError(f"cannot assign to field {name!r}: a Manifest is immutable")
+
+    def __eq__(self, other):
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return (self.media_type, self.config, self.layers) == (other.media_type, other.config, other.layers)
+
+    def __hash__(self):
+        return hash((self.media_type, self.config, self.layers))
+
+    def __repr__(self):
+        return f"Manifest(media_type={self.media_type!r}, config={self.config!r}, layers={self.layers!r})"
 
     @property
     def size(self) -> int:
         return self.config.size + sum(layer.size for layer in self.layers)
 
 
-def load_json(data: bytes, what: str) -> Dict[str, Any]:
+def load_json(data: bytes, what: str) -> dict:
     try:
         value = fastjson.loads(data)  # json itself (re, enum) is not loaded to read a manifest
     except (ValueError, UnicodeDecodeError):
@@ -31,7 +50,7 @@ def load_json(data: bytes, what: str) -> Dict[str, Any]:
     return value
 
 
-def media_type_of(data: Dict[str, Any], header: str = "") -> str:
+def media_type_of(data: dict, header: str = "") -> str:
     """The manifest's own mediaType wins; else the Content-Type; else guess from the fields."""
     media_type = data.get("mediaType") or header.split(";")[0].strip()
     if media_type in mediatypes.MANIFESTS + mediatypes.INDEXES + mediatypes.SCHEMA1:
@@ -45,7 +64,7 @@ def media_type_of(data: Dict[str, Any], header: str = "") -> str:
     return media_type
 
 
-def parse_manifest(data: Dict[str, Any], what: str) -> Manifest:
+def parse_manifest(data: dict, what: str) -> Manifest:
     layers = data.get("layers")
     if not isinstance(layers, list):
         raise UdockerError(f"malformed manifest {what}: no layers")
@@ -54,15 +73,18 @@ def parse_manifest(data: Dict[str, Any], what: str) -> Manifest:
                     tuple(Descriptor.from_json(layer, what) for layer in layers))
 
 
-def parse_index(data: Dict[str, Any], what: str) -> List[Descriptor]:
+def parse_index(data: dict, what: str) -> list[Descriptor]:
     entries = data.get("manifests")
     if not isinstance(entries, list):
         raise UdockerError(f"malformed image index {what}")
     return [Descriptor.from_json(entry, what) for entry in entries]
 
 
-def select(entries: List[Descriptor], platform: Platform, what: str) -> Descriptor:
-    """The index entry for `platform`; raises NotFound listing what the index offers (no fallback)."""
+def select(entries: list[Descriptor], platform, what: str) -> Descriptor:
+    """The index entry for `platform` (an oci.platform.Platform); raises NotFound listing what the index
+    offers (no fallback)."""
+    from udocker.oci.platform import Platform
+
     for entry in entries:
         if entry.media_type in mediatypes.MANIFESTS + ("",) and platform.matches(entry.platform or {}):
             return entry

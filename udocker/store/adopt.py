@@ -12,20 +12,24 @@ Locks: `v1-adopt` (one adopter at a time), then `repo-gc` shared (like a pull: t
 once tagged), then the blob and store-index locks.
 """
 
-import hashlib
-import json
-import os
-from typing import Any, Dict
+from __future__ import annotations
 
-from udocker import fs, log
+import os
+
+from udocker import fastjson, fs, log
 from udocker.errors import InvalidReference, UdockerError
+from udocker.oci import digest as digests
 from udocker.oci.descriptor import Descriptor
 from udocker.oci.manifest import load_json, parse_manifest
 from udocker.oci.mediatypes import OCI_CONFIG
 from udocker.store import v1images as v1
 from udocker.store.images import PROTECTED, V1_TAG
 
-LOG = log.get("store")
+
+def _log():
+    """The store's logger, made when something is said (logging is not loaded by an `images` that adopts
+    nothing: the check of an unchanged repos/ loads no more than json's C scanner; nor are json, hashlib)."""
+    return log.get("store")
 
 
 def sync_v1_images(repo) -> int:
@@ -51,34 +55,36 @@ def sync_v1_images(repo) -> int:
                     adopted += "digest" in entries[key]
             for key in [key for key in entries if key not in tags]:
                 _forget(repo, key, entries.pop(key))
+        import json  # written with indent=1, which fastjson does not do
+
         fs.atomic_write(layout.v1_images, json.dumps({"tags": entries}, indent=1).encode(), tmpdir=layout.tmp,
                         mode=0o600)
     return adopted
 
 
-def _scan(layout) -> Dict[str, Any]:
+def _scan(layout) -> dict:
     return {tag.key: v1.v1_tag_signature(tag) for tag in v1.v1_image_tags(layout.legacy_repos)}
 
 
-def _unchanged(stamp: Dict[str, Any], seen: Dict[str, Any]) -> bool:
+def _unchanged(stamp: dict, seen: dict) -> bool:
     entries = stamp.get("tags") or {}
     return set(entries) == set(seen) and all((entries[key] or {}).get("signature") == seen[key] for key in seen)
 
 
-def _read_stamp(path: str) -> Dict[str, Any]:
+def _read_stamp(path: str) -> dict:
     try:
-        data = json.loads(fs.read_replaced(path))
+        data = fastjson.loads(fs.read_replaced(path))
     except (OSError, ValueError):
         return {}  # absent or unreadable: adopt again (idempotent)
     return data if isinstance(data, dict) else {}
 
 
-def _adopt(repo, tag: "v1.V1Tag", signature) -> Dict[str, Any]:
+def _adopt(repo, tag: v1.V1Tag, signature) -> dict:
     """Adopt one 1.x tag; its stamp entry. A tag that cannot be adopted gets one warning line (said again
     only when the tag changes) and an entry with the error, which find() reports for its name."""
     from udocker.reference import parse
 
-    entry: Dict[str, Any] = {"signature": signature}
+    entry: dict = {"signature": signature}
     try:
         ref = str(parse(tag.text))
         entry["ref"] = ref
@@ -88,7 +94,7 @@ def _adopt(repo, tag: "v1.V1Tag", signature) -> Dict[str, Any]:
             repo.blobs.adopt(path, digest)
         for digest, data in image.made.items():
             repo.blobs.put(data, Descriptor(OCI_CONFIG, digest, len(data)))
-        manifest = Descriptor(image.media_type, "sha256:" + hashlib.sha256(image.manifest).hexdigest(),
+        manifest = Descriptor(image.media_type, digests.of(image.manifest),
                               len(image.manifest), None, {V1_TAG: tag.key})
         repo.blobs.put(image.manifest, manifest)
         load_json(repo.blobs.read(parse_manifest(load_json(image.manifest, ref), ref).config.digest), ref)
@@ -100,13 +106,13 @@ def _adopt(repo, tag: "v1.V1Tag", signature) -> Dict[str, Any]:
             f"udocker 1 image {tag.text} cannot be used: {exc.message}"
     else:
         entry["digest"] = manifest.digest
-        LOG.info("adopted udocker 1 image %s as %s", tag.text, ref)
+        _log().info("adopted udocker 1 image %s as %s", tag.text, ref)
         return entry
-    LOG.warning("warning: %s", entry["error"])
+    _log().warning("warning: %s", entry["error"])
     return entry
 
 
-def _forget(repo, key: str, entry: Dict[str, Any]) -> None:
+def _forget(repo, key: str, entry: dict) -> None:
     """1.x's tag `key` is gone: its adopted name goes too, if it still names what was adopted and is not
     protected."""
     for image in repo.images.list():
@@ -141,10 +147,10 @@ def remove_v1_origin(repo, image) -> None:
     if entry.get("digest") != image.descriptor.digest or entry.get("ref") != image.ref:
         return  # 1.3 pulled it again since, or this is another name (`udocker tag`) of the image
     if os.path.exists(os.path.join(tag.directory, "PROTECT")):
-        LOG.warning("warning: udocker 1's %s is protected (udocker 1.3's protect): kept for udocker 1.3", tag.text)
+        _log().warning("warning: udocker 1's %s is protected (udocker 1.3's protect): kept for udocker 1.3", tag.text)
         return
     try:
         v1.v1_remove_image(repo.layout.legacy_repos, tag)
     except OSError as exc:
-        LOG.warning("warning: cannot remove udocker 1's %s: %s", tag.directory, exc.strerror)
+        _log().warning("warning: cannot remove udocker 1's %s: %s", tag.directory, exc.strerror)
 

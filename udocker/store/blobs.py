@@ -1,17 +1,20 @@
 """Content-addressed blobs: verified while streaming in, published atomically, re-verifiable."""
 
-import contextlib
-import hashlib
+from __future__ import annotations
+
 import io
 import os
-import threading
-from typing import Callable, Iterator, List, Optional
 
 from udocker import fs
 from udocker.errors import DigestMismatch, NotFound
 from udocker.oci import digest as digests
 from udocker.oci.descriptor import Descriptor
 from udocker.paths import Layout
+
+TYPE_CHECKING = False  # typing's constant, without typing (nor contextlib, collections: `images` reads blobs)
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from contextlib import AbstractContextManager
 
 CHUNK = 1 << 20
 
@@ -26,10 +29,13 @@ class Sink:
     `present` is True when the blob was already in the store: then write nothing. follow() reads the blob
     while it arrives. The file is written unbuffered, so what `offset` counts is in the file."""
 
-    def __init__(self, descriptor: Descriptor, path: Optional[str], final: Optional[str] = None):
+    def __init__(self, descriptor: Descriptor, path: str | None, final: str | None = None):
         self.descriptor = descriptor
         self.present = path is None
         self.offset = 0
+        import hashlib
+        import threading
+
         self._hash = hashlib.sha256()
         try:
             self._stream = open(path, "wb", buffering=0) if path else None  # noqa: SIM115 - closed in _finish()
@@ -63,12 +69,14 @@ class Sink:
                 self._stream.truncate()
             except OSError as exc:
                 raise fs.store_error("write blob", self.descriptor.digest, exc) from None
+            import hashlib
+
             self._hash = hashlib.sha256()
             self.offset = 0
             self.generation += 1
             self.changed.notify_all()
 
-    def follow(self, cancelled: Callable[[], bool]) -> "Follower":
+    def follow(self, cancelled: Callable[[], bool]) -> Follower:
         """A reader of the blob as it arrives (from the store once stored). Raises OSError when the blob
         failed (or Restarted, see Follower)."""
         with self.changed:
@@ -97,8 +105,10 @@ class Sink:
             raise DigestMismatch(f"digest mismatch for blob {self.descriptor.digest}: got {actual}")
 
     def _abort(self) -> None:
-        with contextlib.suppress(OSError):  # a full disk fails the flush in close() too
+        try:  # a full disk fails the flush in close() too
             self._stream.close()
+        except OSError:
+            pass
 
 
 class Follower(io.RawIOBase):
@@ -166,18 +176,22 @@ class BlobStore:
         digests.check(data, digest, f"stored blob {digest}")
         return data
 
-    def list(self) -> List[str]:
+    def list(self) -> list[str]:
         try:
             names = os.listdir(self.layout.blobs)
         except OSError as exc:
             raise fs.store_error("list", self.layout.blobs, exc) from None
         return sorted("sha256:" + name for name in names if len(name) == 64)
 
-    @contextlib.contextmanager
-    def ingest(self, descriptor: Descriptor) -> Iterator[Sink]:
+    def ingest(self, descriptor: Descriptor) -> AbstractContextManager[Sink]:
         """Lock the digest and yield a Sink. On normal exit the content is verified (size and sha256),
         fsynced and renamed into place; on error (DigestMismatch included) nothing is published and the
         temp file is removed. Concurrent ingests of one digest wait for the first: then `present` is True."""
+        from contextlib import contextmanager  # not at import: `udocker images` reads blobs without it
+
+        return contextmanager(self._ingest)(descriptor)
+
+    def _ingest(self, descriptor: Descriptor):
         target = self.layout.blob(descriptor.digest)
         with fs.locked(self.layout.lock("blob", descriptor.digest), timeout=self.lock_timeout,
                        what=f"blob {descriptor.short_id}"):
@@ -202,8 +216,10 @@ class BlobStore:
                 if sink is not None:
                     sink._abort()
                     sink._ended("failed")
-                with contextlib.suppress(OSError):
+                try:
                     os.unlink(tmp)
+                except OSError:
+                    pass
                 raise
             finally:
                 os.close(fd)
@@ -232,31 +248,26 @@ class BlobStore:
                     os.link(source, scratch)
                 except OSError:  # EXDEV, EPERM (protected_hardlinks), a file system without links
                     fs.copy_file(source, scratch, 0o444)
-                hasher = hashlib.sha256()
-                with open(scratch, "rb") as stream:
-                    for chunk in iter(lambda: stream.read(CHUNK), b""):
-                        hasher.update(chunk)
-                if "sha256:" + hasher.hexdigest() != digest:
+                if "sha256:" + digests.sha256_file(scratch) != digest:
                     raise DigestMismatch(f"{source} is corrupt or incomplete (its sha256 is not its name's)")
                 os.replace(scratch, target)
             except OSError as exc:
                 raise fs.store_error("adopt blob", source, exc) from None
             finally:
-                with contextlib.suppress(OSError):
+                try:
                     os.unlink(scratch)
+                except OSError:
+                    pass
 
     def verify(self, digest: str) -> None:
         """Re-hash a stored blob; raises DigestMismatch or NotFound."""
-        hasher = hashlib.sha256()
         try:
-            with open(self.layout.blob(digest), "rb") as stream:
-                for chunk in iter(lambda: stream.read(CHUNK), b""):
-                    hasher.update(chunk)
+            actual = digests.sha256_file(self.layout.blob(digest))
         except FileNotFoundError:
             raise NotFound(f"blob missing from the store: {digest}", hint="pull the image again") from None
         except OSError as exc:
             raise fs.store_error("read blob", digest, exc) from None
-        if "sha256:" + hasher.hexdigest() != digest:
+        if "sha256:" + actual != digest:
             raise DigestMismatch(f"stored blob {digest} is corrupt", hint="remove the image and pull it again")
 
     def remove(self, digest: str) -> None:

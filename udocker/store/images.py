@@ -2,16 +2,22 @@
 
 Each entry of index.json's `manifests` carries the full reference in the standard annotation
 `org.opencontainers.image.ref.name`, so the store stays readable by skopeo and umoci.
+
+`udocker images` lists through this module: it imports neither dataclasses, typing nor the blob store's
+writing machinery (tests/functional/test_listing_imports.py lists what the listing may load).
 """
 
-from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Set, Tuple
+from __future__ import annotations
 
 from udocker import fastjson, fs
 from udocker.errors import InvalidReference, NotFound, StoreError, UdockerError
 from udocker.oci.descriptor import Descriptor
 from udocker.oci.manifest import Manifest, load_json, parse_index, parse_manifest
 from udocker.paths import Layout
+
+TYPE_CHECKING = False  # typing's constant, without typing (nor collections)
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 REF_NAME = "org.opencontainers.image.ref.name"
 PROTECTED = "io.udocker.protected"
@@ -20,10 +26,28 @@ _REREADS = 10  # of a malformed index.json, 50 ms apart (see ImageStore._read)
 V1_TAG = "io.udocker.v1.tag"  # an image adopted from udocker 1.x: its tag directory under repos/ (store/adopt.py)
 
 
-@dataclass(frozen=True)
 class Image:
-    ref: str
-    descriptor: Descriptor
+    """An image name and the descriptor of its manifest; immutable, equal when both are."""
+
+    __slots__ = ("ref", "descriptor")
+
+    def __init__(self, ref: str, descriptor: Descriptor):
+        object.__setattr__(self, "ref", ref)
+        object.__setattr__(self, "descriptor", descriptor)
+
+    def __setattr__(self, name, value):
+        raise AttributeError(f"cannot assign to field {name!r}: an Image is immutable")
+
+    def __eq__(self, other):
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return (self.ref, self.descriptor) == (other.ref, other.descriptor)
+
+    def __hash__(self):
+        return hash((self.ref, self.descriptor))
+
+    def __repr__(self):
+        return f"Image(ref={self.ref!r}, descriptor={self.descriptor!r})"
 
     @property
     def protected(self) -> bool:
@@ -34,8 +58,8 @@ class ImageStore:
     """`before_list`: run once, before the first list() (the adoption of udocker 1.x's images);
     `why_missing(text)`: an error to raise instead of "image not found" (a 1.x image that was refused)."""
 
-    def __init__(self, layout: Layout, lock_timeout: float, *, before_list: Optional[Callable[[], None]] = None,
-                 why_missing: Optional[Callable[[str], Optional[UdockerError]]] = None):
+    def __init__(self, layout: Layout, lock_timeout: float, *, before_list: Callable[[], None] | None = None,
+                 why_missing: Callable[[str], UdockerError | None] | None = None):
         self.layout = layout
         self.lock_timeout = lock_timeout
         self._before_list = before_list
@@ -47,7 +71,7 @@ class ImageStore:
         if hook is not None:
             hook()
 
-    def _read(self) -> Dict[str, Any]:
+    def _read(self) -> dict:
         """index.json. A read that is not JSON is read again a few times before it is called malformed: on a
         shared file system another node's replacement can reach this node's cache half-seen (two bindfs
         mounts of one directory did it in test_shared_fs; NFS's close-to-open consistency allows the same)."""
@@ -62,7 +86,7 @@ class ImageStore:
                 time.sleep(0.05)
         return self._read_once()
 
-    def _read_once(self) -> Dict[str, Any]:
+    def _read_once(self) -> dict:
         try:
             return load_json(fs.read_replaced(self.layout.index_json), self.layout.index_json)
         except FileNotFoundError:
@@ -70,7 +94,7 @@ class ImageStore:
         except OSError as exc:
             raise fs.store_error("read", self.layout.index_json, exc) from None
 
-    def list(self) -> List[Image]:
+    def list(self) -> list[Image]:
         self.prepare()
         images = []
         for entry in parse_index(self._read(), self.layout.index_json):
@@ -108,7 +132,7 @@ class ImageStore:
             raise refusal
         raise NotFound(f"image not found: {text}", hint="see 'udocker images' or pull it")
 
-    def _update(self, change: Callable[[List[Dict[str, Any]]], Optional[List[Dict[str, Any]]]]) -> None:
+    def _update(self, change: Callable[[list[dict]], list[dict] | None]) -> None:
         """Read-modify-write index.json under its lock, published atomically; not written when `change`
         returns None (nothing to change)."""
         with fs.locked(self.layout.lock("store", "index"), timeout=self.lock_timeout, what="the image index"):
@@ -122,7 +146,7 @@ class ImageStore:
             fs.atomic_write(self.layout.index_json, json.dumps(index, indent=1).encode(),
                             tmpdir=self.layout.tmp)
 
-    def tag(self, ref: str, descriptor: Descriptor, *, index_digest: Optional[str] = None) -> None:
+    def tag(self, ref: str, descriptor: Descriptor, *, index_digest: str | None = None) -> None:
         """Point `ref` at `descriptor` (replacing what it named); keeps the protected mark of `ref`."""
         def change(entries):
             kept, protected = [], None
@@ -170,17 +194,17 @@ class ImageStore:
     def manifest(self, image: Image, blobs) -> Manifest:
         return parse_manifest(load_json(blobs.read(image.descriptor.digest), image.ref), image.ref)
 
-    def config(self, image: Image, blobs) -> Dict[str, Any]:
+    def config(self, image: Image, blobs) -> dict:
         return load_json(blobs.read(self.manifest(image, blobs).config.digest), f"config of {image.ref}")
 
-    def config_digest(self, image: Image) -> Optional[str]:
+    def config_digest(self, image: Image) -> str | None:
         try:
             with open(self.layout.blob(image.descriptor.digest), "rb") as stream:
                 return fastjson.loads(stream.read())["config"]["digest"]
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
-    def details(self, image: Image, blobs) -> Tuple[Manifest, Dict[str, Any]]:
+    def details(self, image: Image, blobs) -> tuple[Manifest, dict]:
         """The image's manifest and configuration; StoreError naming the image when either is broken."""
         try:
             manifest = self.manifest(image, blobs)
@@ -188,11 +212,11 @@ class ImageStore:
         except UdockerError as exc:
             raise broken(image, exc) from None
 
-    def referenced_blobs(self, blobs) -> Set[str]:
+    def referenced_blobs(self, blobs) -> set[str]:
         """Every digest an image needs: its manifest, config and layers, and the index it came from.
         Fails closed: an image whose manifest cannot be read raises StoreError naming it (its layers are
         unknown, so no blob may be called unused)."""
-        keep: Set[str] = set()
+        keep: set[str] = set()
         for image in self.list():
             keep.add(image.descriptor.digest)
             if image.descriptor.annotations.get(INDEX_DIGEST):

@@ -1,14 +1,18 @@
 """The repository: an OCI image layout (blobs + index.json) plus containers, with per-object locks."""
 
-import contextlib
+from __future__ import annotations
+
 import os
 import stat
-from collections.abc import Callable, Iterator, Sequence  # not typing (~5-10 ms): `ps` opens the repository
 
 from udocker import fs, log
 from udocker.config import KEYS, USER_FILE_NAME
 from udocker.errors import NotFound, StoreError, UdockerError
 from udocker.paths import FORMAT_VERSION, Layout
+
+TYPE_CHECKING = False  # typing's constant without typing, contextlib or collections: `ps` opens the repository
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
 
 DEFAULT_MAX_LAYER_SIZE = KEYS["max_layer_size"].default
 
@@ -54,7 +58,7 @@ class Repository:
 
     @classmethod
     def open(cls, layout: Layout, *, create: bool = True, lock_timeout: float = 3600,
-             max_layer_size: int = DEFAULT_MAX_LAYER_SIZE) -> "Repository":
+             max_layer_size: int = DEFAULT_MAX_LAYER_SIZE) -> Repository:
         """Check the format version (creating the layout, private, when `create`), clean tmp/ leftovers of
         dead processes, warn once if other users may enter it. Raises StoreError if the directory is not a
         udocker repository of this format."""
@@ -85,21 +89,18 @@ class Repository:
         _warn_if_open(layout)
         return cls(layout, lock_timeout, max_layer_size)
 
-    @contextlib.contextmanager
-    def gc_guard(self) -> Iterator[None]:
-        """Held (shared) by anything that adds blobs not yet referenced by index.json, so that a
-        concurrent garbage collection (held exclusively) never deletes them."""
+    def gc_guard(self):
+        """Held (shared, in a with block) by anything that adds blobs not yet referenced by index.json, so that
+        a concurrent garbage collection (held exclusively) never deletes them."""
         self.images.prepare()  # udocker 1.x's images are adopted before, never under, the repository's lock
-        with fs.locked(self.layout.lock("repo", "gc"), timeout=self.lock_timeout, shared=True,
-                       what="the repository"):
-            yield
+        return fs.locked(self.layout.lock("repo", "gc"), timeout=self.lock_timeout, shared=True,
+                         what="the repository")
 
-    @contextlib.contextmanager
-    def exclusive(self) -> Iterator[None]:
-        """Held while garbage is collected: waits for every gc_guard holder (pulls, imports, creates)."""
+    def exclusive(self):
+        """Held (in a with block) while garbage is collected: waits for every gc_guard holder (pulls, imports,
+        creates)."""
         self.images.prepare()
-        with fs.locked(self.layout.lock("repo", "gc"), timeout=self.lock_timeout, what="the repository"):
-            yield
+        return fs.locked(self.layout.lock("repo", "gc"), timeout=self.lock_timeout, what="the repository")
 
     def collect_garbage(self) -> int:
         """Delete blobs that no image references and unpacked trees that no image and no container uses;
@@ -130,8 +131,10 @@ class Repository:
 
         if not force:
             for text in texts:
-                with contextlib.suppress(NotFound):  # said in its turn below, after the names before it
+                try:
                     garbage.refuse_if_unpacking(self, self.images.find(text))
+                except NotFound:
+                    pass  # said in its turn below, after the names before it
         error = None
         with self.exclusive():
             try:
@@ -168,14 +171,17 @@ def _warn_if_open(layout: Layout) -> None:
             if os.path.lexists(layout.open_warned):
                 os.unlink(layout.open_warned)
             return
-        import logging  # only for a repository open to others
+        try:
+            with open(layout.open_warned, encoding="ascii") as stream:
+                if stream.read().strip() == f"{mode:04o}":
+                    return  # said before (a 1.x ~/.udocker is often 0755): logging is not loaded
+        except FileNotFoundError:
+            pass
+        import logging  # only for a repository open to others, until said
 
         logger = log.get("store")
         if not logger.isEnabledFor(logging.WARNING):
             return  # --quiet: not said, so not remembered as said
-        with contextlib.suppress(FileNotFoundError), open(layout.open_warned, encoding="ascii") as stream:
-            if stream.read().strip() == f"{mode:04o}":
-                return
         logger.warning("warning: repository %s has mode %04o: other users can read%s its images and containers "
                     "(chmod 700 %s to make it private; said once)", layout.topdir, mode,
                     " or change" if mode & 0o022 else "", layout.topdir)
@@ -192,6 +198,8 @@ def _make_private(topdir: str) -> None:
     while not os.path.lexists(path):
         missing.append(path)
         path = os.path.dirname(path)
+    import contextlib  # only when a repository is made
+
     try:
         for path in reversed(missing):
             with contextlib.suppress(FileExistsError):

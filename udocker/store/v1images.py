@@ -4,16 +4,14 @@ v2), and symbolic links into layers/ named by blob: `sha256:<hex>` for a v2 imag
 `manifest` is the registry's manifest as 1.3 re-serialised it, so its digest is not the registry's), or
 `<id>.layer`/`<id>.json` for the v1 format (`ancestry`: the layer ids, top first; `container.json`: the
 image's config), which 1.3 writes for images it loaded from `docker save` archives and for Docker's v1 API.
+
+Listing the tags (v1_image_tags, v1_tag_signature: what `udocker images` checks on every call, store/adopt.py)
+loads nothing more than os: no dataclasses, typing, json, gzip or hashlib (imported where an image is read).
 """
 
 from __future__ import annotations
 
-import gzip
-import hashlib
-import json
 import os
-from dataclasses import dataclass, field
-from typing import Any, Dict, List, Tuple
 
 from udocker.errors import UdockerError
 from udocker.oci import mediatypes
@@ -26,13 +24,30 @@ class V1Unsupported(UdockerError):
     """A udocker 1.x image that udocker 2 cannot read: the message says why, in one line."""
 
 
-@dataclass(frozen=True)
 class V1Tag:
-    """One image tag of udocker 1.x: `name` as 1.3 names it ("test/debian"), `tag` ("12"), its directory."""
+    """One image tag of udocker 1.x: `name` as 1.3 names it ("test/debian"), `tag` ("12"), its directory.
+    Immutable, equal when all three are."""
 
-    name: str
-    tag: str
-    directory: str
+    __slots__ = ("name", "tag", "directory")
+
+    def __init__(self, name: str, tag: str, directory: str):
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "tag", tag)
+        object.__setattr__(self, "directory", directory)
+
+    def __setattr__(self, name, value):
+        raise AttributeError(f"cannot assign to field {name!r}: a V1Tag is immutable")
+
+    def __eq__(self, other):
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return (self.name, self.tag, self.directory) == (other.name, other.tag, other.directory)
+
+    def __hash__(self):
+        return hash((self.name, self.tag, self.directory))
+
+    def __repr__(self):
+        return f"V1Tag(name={self.name!r}, tag={self.tag!r}, directory={self.directory!r})"
 
     @property
     def key(self) -> str:
@@ -44,21 +59,30 @@ class V1Tag:
         return f"{self.name}:{self.tag}"
 
 
-@dataclass
 class V1Image:
     """A 1.x image in OCI terms: the manifest's bytes and media type, and for each blob it names the file
     holding it (a layer or config in layers/) or, for content made here (a v1 image's config), its bytes."""
 
-    manifest: bytes
-    media_type: str
-    files: Dict[str, str] = field(default_factory=dict)  # digest -> path
-    made: Dict[str, bytes] = field(default_factory=dict)  # digest -> bytes
+    def __init__(self, manifest: bytes, media_type: str, files: dict[str, str] | None = None,
+                 made: dict[str, bytes] | None = None):
+        self.manifest = manifest
+        self.media_type = media_type
+        self.files = {} if files is None else files  # digest -> path
+        self.made = {} if made is None else made  # digest -> bytes
+
+    def __eq__(self, other):
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return (self.manifest, self.media_type, self.files, self.made) == \
+            (other.manifest, other.media_type, other.files, other.made)
+
+    __hash__ = None  # mutable, as a dataclass without frozen is
 
 
-def v1_image_tags(repos: str) -> List[V1Tag]:
+def v1_image_tags(repos: str) -> list[V1Tag]:
     """Every tag directory below udocker 1.x's repos/ (1.3's _get_tags: a directory holding a TAG file; its
     parents, however deep, are the image's name). Symbolic links are not followed. [] when repos/ is absent."""
-    found: List[V1Tag] = []
+    found: list[V1Tag] = []
     for top, dirs, files in os.walk(repos, onerror=lambda error: None):
         if "TAG" in files and top != repos:
             name = os.path.relpath(os.path.dirname(top), repos)
@@ -68,10 +92,10 @@ def v1_image_tags(repos: str) -> List[V1Tag]:
     return sorted(found, key=lambda tag: tag.key)
 
 
-def v1_tag_signature(tag: V1Tag) -> List[List[Any]]:
+def v1_tag_signature(tag: V1Tag) -> list[list]:
     """What changes when 1.3 pulls, re-pulls or finishes a download into `tag`: each entry's name, size and
     mtime (links followed; [-1, 0] for a dangling one). A listdir and a stat per entry: cheap."""
-    signature: List[List[Any]] = []
+    signature: list[list] = []
     try:
         names = sorted(os.listdir(tag.directory))
     except OSError:
@@ -90,6 +114,8 @@ def v1_image(tag: V1Tag) -> V1Image:
     before using it). Raises V1Unsupported with the reason."""
     if os.path.exists(os.path.join(tag.directory, "v1")) or os.path.exists(os.path.join(tag.directory, "ancestry")):
         return _image_v1(tag)
+    import json
+
     manifest_path = os.path.join(tag.directory, "manifest")
     try:
         with open(manifest_path, "rb") as stream:
@@ -115,6 +141,9 @@ def v1_image(tag: V1Tag) -> V1Image:
 def _image_v1(tag: V1Tag) -> V1Image:
     """A v1-format tag (1.3's load of a `docker save` archive, or Docker's v1 API): layer files named by id
     in `ancestry`, the config in container.json (else the top layer's json). Made into an OCI manifest."""
+    import hashlib
+    import json
+
     try:
         with open(os.path.join(tag.directory, "ancestry"), "rb") as stream:
             ancestry = json.load(stream)
@@ -141,7 +170,9 @@ def _image_v1(tag: V1Tag) -> V1Image:
                    {config_digest: config_bytes})
 
 
-def _v1_config(tag: V1Tag, top_id: str) -> Dict[str, Any]:
+def _v1_config(tag: V1Tag, top_id: str) -> dict:
+    import json
+
     for name in ("container.json", f"{top_id}.json"):
         try:
             with open(os.path.join(tag.directory, name), "rb") as stream:
@@ -157,8 +188,10 @@ def _v1_config(tag: V1Tag, top_id: str) -> Dict[str, Any]:
     raise V1Unsupported(f"udocker 1 image {tag.text}: no readable image configuration")
 
 
-def _hash_layer(path: str, tag: V1Tag) -> Tuple[str, str, int, bool]:
+def _hash_layer(path: str, tag: V1Tag) -> tuple[str, str, int, bool]:
     """A v1 layer file's digest, its diff_id (digest of the uncompressed tar), size and compression."""
+    import gzip
+
     try:
         with open(path, "rb") as stream:
             gzipped = stream.read(2) == _GZIP_MAGIC
@@ -169,7 +202,9 @@ def _hash_layer(path: str, tag: V1Tag) -> Tuple[str, str, int, bool]:
     return digest, diff_id, size, gzipped
 
 
-def _sha256(path: str, opener) -> Tuple[str, int]:
+def _sha256(path: str, opener) -> tuple[str, int]:
+    import hashlib
+
     hasher, size = hashlib.sha256(), 0
     with opener(path, "rb") as stream:
         for chunk in iter(lambda: stream.read(CHUNK), b""):
@@ -216,7 +251,7 @@ def v1_remove_image(repos: str, tag: V1Tag) -> None:
         parent = os.path.dirname(parent)
 
 
-def _tag_links(repos: str) -> List[str]:
+def _tag_links(repos: str) -> list[str]:
     links = []
     for top, _dirs, files in os.walk(repos, onerror=lambda error: None):
         links += [os.path.join(top, name) for name in files if os.path.islink(os.path.join(top, name))]
