@@ -46,12 +46,10 @@ def create(repo, containers, image_text, *, name=None, force=False, share=True, 
 
 
 def clone(containers, source, *, name=None):
-    """A new container with a copy of `source`'s rootfs (shared image files stay shared) and record."""
+    """A new container with a copy of `source`'s rootfs (shared image files stay shared) and record. A udocker
+    1.x source is copied as udocker 2's: its F-mode links and R-mode files put back, 1.3's F2-F4 patches undone
+    (store/v1patches.py) so that the clone sets its mode up again in udocker 2's own way."""
     legacy = source.legacy
-    if legacy is not None:
-        from udocker.store import v1containers as v1
-
-        v1.check_runnable(legacy, "clone")
     record = {k: v for k, v in source.record.items() if k not in ("id", "protected", "nvidia")}
     record["created"] = _now()
     record["cloned_from"] = source.id
@@ -62,19 +60,36 @@ def clone(containers, source, *, name=None):
     def populate(rootfs):
         rootfs_store.link_tree(source.rootfs, rootfs, share=True, keep_shared_only=True)
         if legacy is not None:  # udocker 1.3's F modes made absolute links host paths into its ROOT
+            from udocker.store import v1containers as v1
+            from udocker.store import v1patches
+
             v1.restore_links(rootfs, legacy.root, legacy.root_path)
             v1.restore_bind_files(rootfs, legacy.bind_orig)
+            if legacy.patched:
+                v1patches.undo_in_place(rootfs, v1patches.of_container(legacy), containers.layout, "clone it")
 
     return containers.create(record, populate, name=name)
 
 
-def export(container, stream, *, with_record=False):
+def export(container, stream, *, with_record=False, layout=None):
     """Write the container's rootfs as a flat tarball to `stream` (binary, not seekable is fine); with
     `with_record` (export --clone), as a clone archive that udocker 1.3 and 2 import (archive/clone.py).
-    Programs that F3/F4 patched for this container are written as they were before the patch."""
+    Programs that F3/F4 patched for this container are written as they were before the patch, those of a
+    udocker 1.3 F2-F4 container too (unpatched copies made under `layout`'s tmp/, store/v1patches.py)."""
+    legacy = container.legacy
+    if legacy is None or not legacy.patched:
+        _export(container, stream, with_record, _originals(container))
+        return
+    from udocker.store import v1patches
+
+    with fs.scratch_dir(layout.tmp, prefix="export-") as scratch:
+        originals = v1patches.unpatched_copies(legacy.root, v1patches.of_container(legacy), scratch, layout)
+        _export(container, stream, with_record, originals)
+
+
+def _export(container, stream, with_record, originals):
     from udocker.archive import clone as clone_archive
 
-    originals = _originals(container)
     links = _legacy_links(container)
     if with_record:
         clone_archive.write(container, stream, originals, member_filter=links)
@@ -85,14 +100,11 @@ def export(container, stream, *, with_record=False):
 
 def _legacy_links(container):
     """For a udocker 1.x container, a tarfile filter that turns the host-path links its F modes left back into
-    the container paths they stand for (store/v1containers.py); None for others. Refuses (UdockerError) one
-    whose programs 1.3 patched (F2-F4): they would not run from the archive."""
+    the container paths they stand for (store/v1containers.py); None for others."""
     legacy = container.legacy
     if legacy is None:
         return None
     from udocker.store import v1containers as v1
-
-    v1.check_runnable(legacy, "export")
 
     def restore(member):
         if member.issym():
@@ -152,7 +164,7 @@ def import_tarball(containers, path, *, name=None, clone_record=False):
             os.rmdir(rootfs)
             os.rename(inner, rootfs)
             os.chmod(rootfs, 0o755)
-        clone_archive.restore_loader(rootfs, found.records)
         clone_archive.restore_links(rootfs, found.records)
+        clone_archive.restore_patches(rootfs, found.records, containers.layout)
 
     return containers.create(record, populate_clone, name=name)

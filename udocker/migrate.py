@@ -3,14 +3,16 @@ their ids, names, modes and protection. udocker 1.3 cannot use a converted conta
 explicit step; without it udocker 2 uses 1.x containers as they are.
 
 Each conversion keeps a usable container at every step (a kill leaves it runnable by udocker 2):
-  1. the host-path links 1.3's F modes left in ROOT become container paths again, and the files its R modes
-     moved aside go back over their links;
+  1. 1.3's F2-F4 patches are undone (store/v1patches.py: the loader's original bytes back, the programs'
+     interpreters and RPATHs without the host path of ROOT; udocker 2 runs the container in F1 meanwhile, which
+     needs neither), the host-path links its F modes left in ROOT become container paths again, and the files
+     its R modes moved aside go back over their links;
   2. container.json (1.3's copy of the image config) is replaced by udocker 2's record (atomically): the
      directory is still read as a 1.x one, whose configuration is the record's;
   3. ROOT/ is renamed rootfs/: from here on it is a udocker 2 container;
   4. its names move from containers/<name> to containers/.names/<name>, and 1.3's other files are removed.
-Containers whose programs 1.3 patched (F2-F4) are skipped: only 1.3 undoes the patches (setup --execmode=F1);
-so are containers that udocker 2 runs now. udocker 1.3 records none of its runs: stop its jobs first."""
+An F2-F4 container keeps its mode and is set up again by udocker 2's own fakechroot engine at its first run.
+Containers that udocker 2 runs now are skipped. udocker 1.3 records none of its runs: stop its jobs first."""
 
 import contextlib
 import datetime
@@ -37,7 +39,10 @@ def migrate(containers, *, dry_run=False):
             continue
         row = {"id": container.id, "names": list(legacy.names), "mode": legacy.mode}
         try:
-            v1.check_runnable(legacy, "migrate")
+            if legacy.patched:  # undoing 1.3's patches needs patchelf: a dry run tells when it is missing
+                from udocker.engines import locate
+
+                locate.find("patchelf", containers.layout)
             services.ensure_stopped(container, False)  # udocker 2's runs; 1.3 records none of its own
             if not dry_run:
                 with fs.locked(containers.layout.lock("prepare", container.id), timeout=containers.lock_timeout,
@@ -53,6 +58,10 @@ def migrate(containers, *, dry_run=False):
 def _convert(containers, container):
     legacy = container.legacy
     root = legacy.root
+    if legacy.patched:
+        from udocker.store import v1patches
+
+        v1patches.undo_in_place(root, v1patches.of_container(legacy), containers.layout, "migrate it")
     v1.restore_links(root, root, legacy.root_path)
     v1.restore_bind_files(root, legacy.bind_orig)
     with contextlib.suppress(OSError):

@@ -98,10 +98,10 @@ def test_udocker2_inspects_exports_clones_names_and_removes_them(v1repo, udocker
         _ok(udocker("setup", "--execmode=P1", f"{name}-2"))
         done = udocker("run", f"{name}-2", "sh", "-c", "cat /etc/debian_version; grep -c root /etc/passwd")
         assert done.returncode == 0 and done.stdout.startswith("12."), (name, done.stdout + done.stderr)
-    for refused in (udocker("clone", "f3"), udocker("setup", "--execmode=F1", "f3")):
-        assert refused.returncode == 1, refused.stderr
-        assert refused.stderr.splitlines()[-2:][0].startswith("error: cannot ")
-        assert f"udocker setup --execmode=F1 {ids['f3']}" in refused.stderr
+    refused = udocker("setup", "--execmode=F1", "f3")  # 1.3's patched container: its mode is 1.3's to change
+    assert refused.returncode == 1, refused.stderr
+    assert refused.stderr.splitlines()[-2:][0].startswith("error: cannot ")
+    assert f"udocker setup --execmode=F1 {ids['f3']}" in refused.stderr
     _ok(udocker("setup", "--execmode=P2", "p1"))  # P1 <-> P2 changes nothing in ROOT: recorded as 1.3 does
     assert " P2 ['p1']" in v13("ps", "-m").stdout
     refused = udocker("setup", "--execmode=P1", "f1")
@@ -124,20 +124,65 @@ def test_udocker2_inspects_exports_clones_names_and_removes_them(v1repo, udocker
     assert names == {"p1", "f3", "p1-2", "f1-2", "r1-2"}
 
 
+def _interp(data, tmp_path):
+    from udocker.engines.elfpatch import read_elf
+
+    (tmp_path / "elf").write_bytes(data)
+    return read_elf(str(tmp_path / "elf")).interp
+
+
+def test_udocker13_f3_container_exported_and_cloned_by_udocker2_runs_anywhere(v1repo, udocker, tmp_path):
+    """1.3's F3 patched every program's interpreter with the host path of its ROOT and its loader in place: udocker
+    2's export gives the image's tree back, its clone and its export --clone run away from that ROOT (1.3's own
+    archive of it runs only while the original container is there: see test_v1_archives.py)."""
+    v13, ids = v1repo
+    before = _v1_files(udocker.repo, ids)
+    f3_dir = os.path.join(udocker.repo, "containers", ids["f3"])
+    with open(os.path.join(f3_dir, "ld.so.orig"), "rb") as stream:
+        loader_orig = stream.read()
+    flat = tmp_path / "f3.tar"
+    _ok(udocker("export", "-o", str(flat), "f3"))
+    with tarfile.open(flat) as tar:
+        assert _interp(tar.extractfile("./usr/bin/cat").read(), tmp_path) == "/lib64/ld-linux-x86-64.so.2"
+        assert tar.extractfile("./usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2").read() == loader_orig
+        assert not any(f3_dir.encode() in (m.linkname or "").encode() for m in tar.getmembers())
+    _ok(udocker("import", "--tocontainer", "--name=flat", str(flat)))
+    clone = _ok(udocker("clone", "--name=f3-2", "f3")).strip()
+    assert json.loads(_ok(udocker("inspect", "--json", "f3-2")))["mode"] == "F3"
+    for name in ("flat", "f3-2"):
+        _ok(udocker("setup", "--execmode=F3", name))  # udocker 2's own F3, on the unpatched tree
+        done = udocker("run", name, "sh", "-c", "cat /etc/debian_version; ls -d /usr")
+        lines = done.stdout.split()
+        assert done.returncode == 0 and lines[0].startswith("12.") and lines[1:] == ["/usr"], done.stdout + done.stderr
+    with open(os.path.join(udocker.repo, "containers", clone, "rootfs", "usr", "bin", "cat"), "rb") as stream:
+        assert f3_dir.encode() not in stream.read()  # patched for udocker 2's clone only
+    archive = tmp_path / "f3-clone.tar"
+    _ok(udocker("export", "--clone", "-o", str(archive), "f3"))
+    with tarfile.open(archive) as tar:
+        assert _interp(tar.extractfile("ROOT/usr/bin/cat").read(), tmp_path) == "/lib64/ld-linux-x86-64.so.2"
+        assert tar.extractfile("execmode").read() == b"F1"  # 1.3 runs it without a setup of its own
+    assert _v1_files(udocker.repo, ids) == before  # 1.3's container is as it was, and 1.3 still runs it
+    _v13_ran(v13("run", "--nobanner", "f3", "cat", "/etc/debian_version"))
+    _ok(v13("import", "--clone", "--name=f3-back", str(archive)))
+    assert v13("rm", "f3").returncode == 0  # the archive does not need the container it came from
+    _v13_ran(v13("run", "--nobanner", "f3-back", "cat", "/etc/debian_version"))
+    _ok(udocker("import", "--clone", "--name=f3-again", str(archive)))  # udocker 2 gets the mode back
+    assert json.loads(_ok(udocker("inspect", "--json", "f3-again")))["mode"] == "F3"
+    done = udocker("run", "f3-again", "cat", "/etc/debian_version")
+    assert done.returncode == 0 and done.stdout.startswith("12."), done.stdout + done.stderr
+
+
 def test_migrate_converts_them_for_good_with_a_dry_run_and_a_report(v1repo, udocker):
     v13, ids = v1repo
     before = _v1_files(udocker.repo, ids)
     dry = udocker("migrate", "--dry-run")
-    assert dry.returncode == 1 and f"1 udocker 1 container(s) not converted: {ids['f3']}" in dry.stderr, dry.stderr
+    assert dry.returncode == 0, dry.stdout + dry.stderr
     rows = {line.split()[0]: line for line in dry.stdout.splitlines()[1:]}
-    assert all(rows[ids[n]].endswith("would convert") for n in ("p1", "f1", "r1")), dry.stdout
-    assert "skipped: cannot migrate container" in rows[ids["f3"]]
+    assert all(rows[ids[n]].endswith("would convert") for n in ids), dry.stdout
     assert _v1_files(udocker.repo, ids) == before  # the dry run changed nothing
     report = json.loads(udocker("migrate", "--json").stdout)
-    results = {row["id"]: row["result"] for row in report}
-    assert results.pop(ids["f3"]).startswith("skipped: cannot migrate container")
-    assert results == {ids["p1"]: "converted", ids["f1"]: "converted", ids["r1"]: "converted"}
-    for name in ("p1", "f1", "r1"):
+    assert {row["id"]: row["result"] for row in report} == {cid: "converted" for cid in ids.values()}
+    for name in ids:
         directory = os.path.join(udocker.repo, "containers", ids[name])
         assert "rootfs" in os.listdir(directory)
         assert set(os.listdir(directory)) <= {"container.json", "engine", "rootfs", "runs"}, os.listdir(directory)
@@ -146,7 +191,11 @@ def test_migrate_converts_them_for_good_with_a_dry_run_and_a_report(v1repo, udoc
         assert done.returncode == 3 and done.stdout.startswith("12."), (name, done.stdout + done.stderr)
         if name != "p1":  # 1.3 recorded no mode for it: the configured default applies, as in 1.3
             assert _ok(udocker("setup", name)).splitlines()[0] == "execmode: " + name.upper()
+    # F3: 1.3's patches undone, then set up by udocker 2's own F3 (its loader copy, not 1.3's ROOT prefix)
+    f3_cat = os.path.join(udocker.repo, "containers", ids["f3"], "rootfs", "usr", "bin", "cat")
+    with open(f3_cat, "rb") as stream:
+        data = stream.read()
+    assert b"/ROOT/" not in data and os.path.join(udocker.repo, "containers", ids["f3"], "engine").encode() in data
     assert {row["names"][0] for row in json.loads(_ok(udocker("ps", "--json")))} == set(ids)
-    # the converted containers are udocker 2's: 1.3 still runs the one it kept
-    _v13_ran(v13("run", "--nobanner", "f3", "cat", "/etc/debian_version"))
-    assert "['p1']" not in v13("ps").stdout
+    # the converted containers are udocker 2's: 1.3 no longer lists them
+    assert "['p1']" not in v13("ps").stdout and "['f3']" not in v13("ps").stdout

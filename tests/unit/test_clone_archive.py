@@ -8,6 +8,8 @@ import pytest
 
 from udocker.archive import clone
 from udocker.errors import UdockerError
+from udocker.paths import Layout
+from udocker.store import v1patches
 from udocker.store import v1records as v1
 
 IMAGE_CONFIG = {"architecture": "amd64", "os": "linux",
@@ -123,7 +125,6 @@ def test_deep_relative_symlinks_inside_root_are_fine(tmp_path):
     ([("./ROOT", "sym", "/")], "ROOT is not a directory"),
     ([("./ROOT", "dir", None), ("./container.json", "sym", "/etc/passwd")], "container.json is not a regular"),
     ([("./ROOT", "dir", None), ("./rootfs", "dir", None)], "both"),
-    ([("./ROOT", "dir", None), ("./execmode", "file", b"F3"), ("./root.path", "file", b"/x/c")], "mode F3"),
 ])
 def test_archives_that_are_not_clones_are_refused(tmp_path, entries, why):
     with pytest.raises(UdockerError) as error:
@@ -138,13 +139,21 @@ def test_garbage_is_one_error(tmp_path):
         clone.scan(str(path))
 
 
+def test_13_f3_archive_is_read_with_what_its_patches_were_made_for(tmp_path):
+    found = clone.scan(_archive(tmp_path / "f3.tar", [
+        ("./ROOT", "dir", None), ("./execmode", "file", b"F3"), ("./root.path", "file", b"/x/c/ROOT"),
+        ("./patch.path", "file", b"/x/c"), ("./ld.so.path", "file", b"/lib64/ld.so")]))
+    assert found.record["mode"] == "F3" and found.records.patch_path == "/x/c"
+    assert v1patches.of_records(found.records).prefixes == ("/x/c/ROOT",)
+
+
 def test_f2_loader_is_restored_from_ld_so_orig(tmp_path):
     rootfs = tmp_path / "rootfs"
     (rootfs / "lib64").mkdir(parents=True)
     (rootfs / "lib64" / "ld.so").write_bytes(b"patched")
     (rootfs / "lib64" / "ld.so").chmod(0o555)
     records = v1.read_v1_records({"execmode": b"F2", "ld.so.path": b"/lib64/ld.so", "ld.so.orig": b"original"})
-    clone.restore_loader(str(rootfs), records)
+    clone.restore_patches(str(rootfs), records, Layout(str(tmp_path / "repo")))
     assert (rootfs / "lib64" / "ld.so").read_bytes() == b"original"
     assert (rootfs / "lib64" / "ld.so").stat().st_mode & 0o777 == 0o555
 
@@ -156,9 +165,9 @@ def test_f2_loader_path_cannot_leave_the_rootfs(tmp_path):
     outside.write_bytes(b"keep")
     (rootfs / "lnk").symlink_to(str(outside))
     records = v1.read_v1_records({"execmode": b"F2", "ld.so.path": b"/../../outside", "ld.so.orig": b"x"})
-    clone.restore_loader(str(rootfs), records)
+    clone.restore_patches(str(rootfs), records, Layout(str(tmp_path / "repo")))
     records = v1.read_v1_records({"execmode": b"F2", "ld.so.path": b"/lnk", "ld.so.orig": b"x"})
-    clone.restore_loader(str(rootfs), records)
+    clone.restore_patches(str(rootfs), records, Layout(str(tmp_path / "repo")))
     assert outside.read_bytes() == b"keep"
 
 

@@ -29,7 +29,7 @@ _READ = frozenset(v1.CONTROL_FILES)
 @dataclass
 class CloneArchive:
     """What scan() found: `root` ("ROOT" or "rootfs"), the container `record` for udocker 2 (without id) and
-    the 1.x `records` (F-mode state to undo)."""
+    the 1.x `records` (F-mode state to undo: restore_links, restore_patches)."""
 
     root: str
     record: dict
@@ -102,29 +102,17 @@ def scan(path: str) -> CloneArchive:
     root = roots.pop()
     if root == "rootfs" and records.own is None:  # udocker 2's first format: container.json is its record
         records.own = records.image_config
-    if records.own is None and records.mode in ("F3", "F4"):
-        raise UdockerError(f"{path} is a udocker 1.x container in mode {records.mode}, whose programs are patched "
-                           "for the directory it was made in",
-                           hint="in udocker 1.3, 'udocker setup --execmode=P1' it (undoing the patches) and "
-                                "export it again")
     return CloneArchive(root, v1.to_record(records), records)
 
 
-def restore_loader(rootfs: str, records: v1.V1Records) -> None:
-    """Undo udocker 1.3's F2 patch: its loader (ld.so.path) was rewritten in place, the original kept in
-    ld.so.orig. udocker 2's F2 patches a copy of its own, so the tree gets the original back."""
-    from udocker import rootpath
+def restore_patches(rootfs: str, records: v1.V1Records, layout) -> None:
+    """Undo udocker 1.3's F2-F4 patches (its loader rewritten in place, F3/F4's programs prefixed with the host
+    path of its ROOT) in the imported `rootfs` (store/v1patches.py): udocker 2 sets the mode up again its own way."""
+    from udocker.store import v1patches
 
-    if records.own is not None or records.mode != "F2" or not records.loader or not records.loader_orig:
-        return
-    target = rootpath.resolve(rootfs, records.loader)
-    if not os.path.isfile(target) or os.path.islink(target):
-        return  # no loader there: nothing was patched
-    mode = os.stat(target).st_mode & 0o755
-    os.chmod(target, mode | 0o200)
-    with open(target, "wb") as stream:
-        stream.write(records.loader_orig)
-    os.chmod(target, mode)
+    patches = v1patches.of_records(records)
+    if patches.loader or patches.prefixes:
+        v1patches.undo_in_place(rootfs, patches, layout, "import it")
 
 
 # udocker 1.3's F modes point every absolute symbolic link of ROOT at the host path of the container it was made in

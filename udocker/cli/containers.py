@@ -106,17 +106,18 @@ def export(state, output, as_clone, container):
     """Write CONTAINER's root file system as a tarball."""
     from udocker.create import export as export_container
 
-    found = container_store(state).find(container)
+    containers = container_store(state)
+    found = containers.find(container)
     if output and output != "-":
         from udocker import fs
 
         with fs.atomic_output(output) as stream:
-            export_container(found, stream, with_record=as_clone)
+            export_container(found, stream, with_record=as_clone, layout=containers.layout)
         return
     stream = click.get_binary_stream("stdout")
     if stream.isatty():
         raise click.UsageError("refusing to write a tarball to a terminal: use -o FILE")
-    export_container(found, stream, with_record=as_clone)
+    export_container(found, stream, with_record=as_clone, layout=containers.layout)
 
 
 @click.command()

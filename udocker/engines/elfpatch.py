@@ -296,15 +296,21 @@ def patch_tree(rootfs, *, store, patchelf, interpreters, libdirs, newer_than=Non
     """Patch every ELF file under `rootfs` that plan_patch() selects, in parallel, following THE RULE.
     Returns ({rel: inode of the patched copy}, [(rel, error message)]): a file patchelf cannot handle is
     left as it was and reported, the others are still patched."""
-    import subprocess
-    from concurrent.futures import ThreadPoolExecutor
-
     tasks = []
     for rel in find_elf_files(rootfs, newer_than=newer_than, skip=skip):
         args = plan_patch(read_elf(os.path.join(rootfs, rel)), rootfs=rootfs, interpreters=interpreters,
                           libdirs=libdirs)
         if args:
             tasks.append((rel, args))
+    return _run_tasks(rootfs, tasks, patchelf, lambda rel, patch: replace_with_patched(rootfs, rel, store, patch))
+
+
+def _run_tasks(rootfs, tasks, patchelf, apply):
+    """Run `apply(rel, patch)` for each (rel, patchelf arguments) of `tasks` in parallel, `patch(path)` running
+    patchelf with those arguments on `path`, the files' directories under `rootfs` made writable meanwhile (None:
+    apply changes nothing there); returns ({rel: what apply returned}, [(rel, error message)])."""
+    import subprocess
+    from concurrent.futures import ThreadPoolExecutor
 
     def one(task):
         rel, args = task
@@ -316,20 +322,89 @@ def patch_tree(rootfs, *, store, patchelf, interpreters, libdirs, newer_than=Non
                 raise OSError(result.stdout.decode("utf-8", "replace").strip() or f"exit {result.returncode}")
 
         try:
-            return rel, replace_with_patched(rootfs, rel, store, run_patchelf), None
+            return rel, apply(rel, run_patchelf), None
         except OSError as exc:
             return rel, None, str(exc)
 
-    patched, errors = {}, []
-    directories = sorted({os.path.dirname(os.path.join(rootfs, rel)) for rel, _ in tasks})
+    done, errors = {}, []
+    directories = sorted({os.path.dirname(os.path.join(rootfs, rel)) for rel, _ in tasks}) if rootfs else []
     with writable(directories):
         with ThreadPoolExecutor(max_workers=min(32, (os.cpu_count() or 1) * 2)) as pool:
-            for rel, inode, error in pool.map(one, tasks):
+            for rel, result, error in pool.map(one, tasks):
                 if error is None:
-                    patched[rel] = inode
+                    done[rel] = result
                 else:
                     errors.append((rel, error))
-    return patched, errors
+    return done, errors
+
+
+# --- udocker 1.3's F3/F4 patches, undone ------------------------------------------------------------------
+# 1.3's patchelf (--set-root-prefix) put the host path of the container's ROOT in front of each program's
+# PT_INTERP and of each absolute DT_RPATH/DT_RUNPATH entry ("ROOT" + "/" + path): taking it off again gives
+# the paths the image had, which is what an export, a clone or udocker 2's own modes need.
+
+
+def strip_prefix(path, prefixes):
+    """The container path that `path` stands for when it starts with one of `prefixes` (host paths of a
+    container's root), else None."""
+    for prefix in prefixes:
+        prefix = prefix.rstrip("/")
+        if prefix and (path == prefix or path.startswith(prefix + "/")):
+            return "/" + path[len(prefix):].lstrip("/")
+    return None
+
+
+def plan_unprefix(info, prefixes):
+    """The patchelf arguments that give one ELF file back the PT_INTERP and DT_RPATH/DT_RUNPATH it had before
+    udocker 1.3 prefixed them with one of `prefixes`; empty when neither carries one."""
+    if info is None or not info.dynamic:
+        return []
+    args = []
+    if info.interp:
+        inner = strip_prefix(info.interp, prefixes)
+        if inner is not None:
+            args += ["--set-interpreter", inner]
+    own = info.runpath if info.runpath is not None else info.rpath
+    if own:
+        entries = [strip_prefix(entry, prefixes) or entry for entry in own.split(":")]
+        if ":".join(entries) != own:
+            args += ([] if info.runpath is not None else ["--force-rpath"]) + ["--set-rpath", ":".join(entries)]
+    return args
+
+
+def unprefix_plan(rootfs, prefixes):
+    """[(rel, patchelf arguments)] for the ELF files under `rootfs` that carry one of `prefixes`."""
+    tasks = []
+    for rel in find_elf_files(rootfs):
+        args = plan_unprefix(read_elf(os.path.join(rootfs, rel)), prefixes)
+        if args:
+            tasks.append((rel, args))
+    return tasks
+
+
+def unprefix_tree(rootfs, tasks, *, patchelf, store):
+    """Carry out unprefix_plan()'s `tasks` in place, following THE RULE (the originals go to `store`, which the
+    caller removes). Returns [(rel, error message)] of the files patchelf could not fix."""
+    return _run_tasks(rootfs, tasks, patchelf, lambda rel, patch: replace_with_patched(rootfs, rel, store, patch))[1]
+
+
+def unprefixed_copies(rootfs, tasks, *, patchelf, scratch):
+    """Carry out unprefix_plan()'s `tasks` on copies: `scratch`/<rel> gets each file with its prefix taken off;
+    `rootfs` is not changed. Returns ({rel: the copy's path}, [(rel, error message)])."""
+    import shutil
+
+    from udocker import fs
+
+    def copy(rel, patch):
+        target = os.path.join(scratch, rel)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        mode = os.lstat(os.path.join(rootfs, rel)).st_mode & 0o7777
+        fs.copy_file(os.path.join(rootfs, rel), target, mode | 0o600)
+        patch(target)
+        shutil.copystat(os.path.join(rootfs, rel), target, follow_symlinks=False)
+        return target
+
+    return _run_tasks(None, tasks, patchelf, copy)
 
 
 def restore_tree(rootfs, store, patched):

@@ -10,7 +10,8 @@ A udocker 1.x container is a directory containers/<uuid>/ (or an unpacked `expor
   root.path, ld.so.path, ld.lib.dirs     F modes: 1.3 changed ROOT's absolute symbolic links into host paths
                     below root.path's directory (the ROOT it was set up in)
   ld.so.orig, patch.path, patch.time      F2-F4: 1.3 patched the loader in place, and (F3/F4) every ELF file's
-                    interpreter and RPATH with the ROOT prefix: only udocker 1.3 can undo that
+                    interpreter and RPATH with the ROOT prefix: udocker 2 runs them as they are and undoes
+                    them only on copies (export, clone) or by migrate (store/v1patches.py)
   .bind_orig_files/ R modes: files of ROOT (/etc/passwd, ...) moved aside and replaced by links into
                     /.bind_host_files, which 1.3 binds at run time
 Its names are symbolic links containers/<name> -> <uuid> (relative, or an absolute path ending in the uuid).
@@ -26,7 +27,7 @@ from typing import Dict, List, Optional
 
 ROOT = "ROOT"
 DEFAULT_MODE = "P1"
-PATCHED_MODES = ("F2", "F3", "F4")  # modes whose ELF patches only udocker 1.3 can undo
+PATCHED_MODES = ("F2", "F3", "F4")  # modes whose loader (F2-F4) and programs (F3/F4) 1.3 patched
 BIND_ORIG = ".bind_orig_files"
 BIND_TARGET = "/.bind_host_files"
 
@@ -46,6 +47,8 @@ class V1Container:
     protected: bool = False
     root_path: Optional[str] = None  # the ROOT 1.3's F modes converted links for (root.path)
     bind_orig: Optional[str] = None  # R modes: the directory of ROOT's files 1.3 moved aside
+    loader: Optional[str] = None  # F2-F4: the container path of the loader 1.3 patched in place (ld.so.path)
+    patch_path: Optional[str] = None  # F3/F4: the container directory 1.3 patched the programs for (patch.path)
 
     @property
     def root(self) -> str:
@@ -53,7 +56,8 @@ class V1Container:
 
     @property
     def patched(self) -> bool:
-        """True when 1.3 patched ELF files or the loader of ROOT (F2-F4): udocker 2 cannot undo that."""
+        """True when 1.3 patched ELF files or the loader of ROOT (F2-F4): udocker 2 runs it as it is (run_mode) and
+        undoes the patches on copies (store/v1patches.py)."""
         return self.mode in PATCHED_MODES or os.path.exists(os.path.join(self.dir, "patch.path"))
 
 
@@ -86,7 +90,8 @@ def read_v1_container(directory: str, names: Optional[List[str]] = None) -> V1Co
         mode_recorded=records.mode is not None, image=shown.get("image"), config=shown.get("config") or {},
         platform=shown.get("platform") or {}, names=sorted(names or []),
         protected=os.path.exists(os.path.join(directory, "PROTECT")), root_path=records.root_path,
-        bind_orig=bind_orig if os.path.isdir(bind_orig) else None)
+        bind_orig=bind_orig if os.path.isdir(bind_orig) else None, loader=records.loader,
+        patch_path=records.patch_path)
 
 
 def v1_names(containers_dir: str) -> Dict[str, str]:

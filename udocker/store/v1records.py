@@ -3,7 +3,8 @@
 udocker 1.3 keeps a container as containers/<id>/ holding ROOT/ (the root file system) and small files:
 container.json (the image's configuration JSON: architecture, os, config {Env, Cmd, Entrypoint, ...}),
 imagerepo.name ("repo:tag"), execmode (the mode; absent means P1), and engine state (root.path: the container
-directory an F3/F4 patch was made for; ld.so.path and ld.so.orig: the loader and its original bytes, F2-F4).
+directory's ROOT 1.3 set the mode up in; patch.path: the container directory an F3/F4 patch was made for;
+ld.so.path and ld.so.orig: the loader and its original bytes, F2-F4).
 Its `export --clone` archives that directory as it is. This module reads and writes those records as bytes,
 from and to udocker 2's container record; it does no I/O (the archive code and the repository code do).
 """
@@ -16,7 +17,8 @@ MODES = ("P1", "P2", "F1", "F2", "F3", "F4", "R1", "R2", "R3")
 # What udocker 1.3 runs without a setup of its own: F2-F4 need 1.3's patches of the tree, so a container in
 # one of them is handed to 1.3 as F1 (same engine, no patch); its udocker 2 record keeps the real mode.
 PORTABLE_MODES = ("P1", "P2", "F1", "R1", "R2", "R3")
-CONTROL_FILES = ("container.json", "imagerepo.name", "execmode", "root.path", "ld.so.path", "ld.so.orig")
+CONTROL_FILES = ("container.json", "imagerepo.name", "execmode", "root.path", "ld.so.path", "ld.so.orig",
+                 "patch.path")
 RECORD_KEY = "io.udocker.record"  # udocker 2's own record, kept inside a 1.x container.json
 _PLATFORM_KEYS = ("os", "architecture", "variant")
 _PLACEHOLDERS = ("CLONING:inprogress",)  # what 1.3 writes in imagerepo.name before a clone's files arrive
@@ -26,7 +28,8 @@ _PLACEHOLDERS = ("CLONING:inprogress",)  # what 1.3 writes in imagerepo.name bef
 class V1Records:
     """A 1.x container's records. `image`: imagerepo.name ("repo:tag") or None; `mode`: execmode (None when
     absent: 1.3 runs P1); `image_config`: container.json; `own`: udocker 2's record found in it, if any;
-    `root_path`, `loader`, `loader_orig`: F-mode state (root.path, ld.so.path, ld.so.orig)."""
+    `root_path`, `loader`, `loader_orig`, `patch_path`: F-mode state (root.path, ld.so.path, ld.so.orig,
+    patch.path: the container directory F3/F4's patches were made for)."""
 
     image: Optional[str] = None
     mode: Optional[str] = None
@@ -35,6 +38,7 @@ class V1Records:
     root_path: Optional[str] = None
     loader: Optional[str] = None
     loader_orig: Optional[bytes] = None
+    patch_path: Optional[str] = None
 
 
 class V1FormatError(ValueError):
@@ -75,7 +79,8 @@ def read_v1_records(files: Mapping[str, bytes]) -> V1Records:
     image = _text(files.get("imagerepo.name"), "imagerepo.name")
     return V1Records(image=None if image in _PLACEHOLDERS else image, mode=mode, image_config=config, own=own,
                      root_path=_text(files.get("root.path"), "root.path"),
-                     loader=_text(files.get("ld.so.path"), "ld.so.path"), loader_orig=files.get("ld.so.orig"))
+                     loader=_text(files.get("ld.so.path"), "ld.so.path"), loader_orig=files.get("ld.so.orig"),
+                     patch_path=_text(files.get("patch.path"), "patch.path"))
 
 
 def to_record(records: V1Records) -> dict:
