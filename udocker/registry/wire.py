@@ -95,7 +95,7 @@ class LightResponse:
     def chunks(self, amount: int, *, decode: bool):
         encoding = self.headers.get("Content-Encoding", "").strip().lower() if decode else ""
         inflate = zlib.decompressobj(zlib.MAX_WBITS | 32) if encoding in ("gzip", "deflate") else None
-        while True:
+        while self._conn is not None:  # a closed response reads as empty
             try:
                 data = self._response.read1(amount)
             except (OSError, http.client.HTTPException) as exc:
@@ -232,8 +232,9 @@ class Wire:
                     continue
                 raise _net_error(exc) from None
             result = LightResponse(self, key, conn, response, url)
-            if method == "HEAD" or not stream:
-                _ = result.content  # read now, as requests does without stream=True; frees the connection
+            if method == "HEAD" or not stream or response.status >= 300:
+                # read now, as requests does without stream=True; an error's body (its message) too
+                _ = result.content
             return result
         raise NetError("the connection closed early")  # not reached: the fresh attempt returns or raises
 
