@@ -232,9 +232,8 @@ class Wire:
                     continue
                 raise _net_error(exc) from None
             result = LightResponse(self, key, conn, response, url)
-            if method == "HEAD" or not stream or response.status >= 300:
-                # read now, as requests does without stream=True; an error's body (its message) too
-                _ = result.content
+            if method == "HEAD" or not stream:
+                _ = result.content  # read now, as requests does without stream=True; frees the connection
             return result
         raise NetError("the connection closed early")  # not reached: the fresh attempt returns or raises
 
