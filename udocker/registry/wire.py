@@ -152,7 +152,9 @@ class LightResponse:
     def close(self) -> None:
         if self._conn is None:
             return
-        if self._response.isclosed() and not self._response.will_close:
+        done = self._response.isclosed() or self._response.length == 0  # read1 leaves a finished one open
+        if done and not self._response.will_close:
+            self._response.close()  # its file only (http.client keeps the socket): the connection may send again
             self._wire.release(self._key, self._conn)
             self._conn = None
         else:
