@@ -53,6 +53,15 @@ def test_a_proxy_takes_requests(udocker, plain_registry):
     assert "through proxy http://127.0.0.1:9" in done.stderr
 
 
+def test_a_netrc_takes_requests(udocker, plain_registry):
+    """requests reads ~/.netrc for credentials: with one there, requests sends the requests, as before."""
+    with open(f"{udocker.home}/.netrc", "w", encoding="ascii") as stream:
+        stream.write("machine example.invalid login a password b\n")
+    done = udocker("-q", "pull", plain_registry.ref, env={"PYTHONPROFILEIMPORTTIME": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "requests" in imported(done.stderr)
+
+
 def test_token_realm_redirect_keep_alive_and_gzip(tmp_path, servers):  # noqa: F811
     """A Bearer challenge whose realm redirects (the credentials go to the realm's host only), a gzip-encoded
     manifest (decoded; its digest is of the decoded bytes), and one kept-alive connection for all of it."""
