@@ -1,7 +1,7 @@
 """Logging to stderr: one logger for the package, verbosity set once by the CLI.
 
-logging itself (~3 ms to import) is loaded by the first module that asks for a logger (the registry client),
-never by the commands that log nothing (version, images, ps): setup() only notes the verbosity until then."""
+logging itself (~3 ms to import) is loaded by the first record to be shown, never by the commands that show
+nothing (version, images, ps, a cached `pull -q`): setup() only notes the verbosity until then."""
 
 import sys
 
@@ -17,8 +17,51 @@ def setup(*, debug: bool = False, quiet: bool = False) -> None:
 
 
 def get(name: str):
-    """The logging.Logger `udocker.NAME`."""
-    return _package().getChild(name)
+    """The logger `udocker.NAME`: a stand-in that imports logging only for the first record that would be shown
+    (every record when setup() was not called: tests, library use), so that a module may take its logger at
+    import time and a command that logs nothing visible (a cached `pull -q`, debug lines without --debug) never
+    pays for logging."""
+    return _Lazy(name)
+
+
+class _Lazy:
+    """debug/info/warning/error/exception as logging.Logger's; anything else makes the real logger."""
+
+    def __init__(self, name: str):
+        self._name = name
+        self._logger = None
+
+    def real(self):
+        """The logging.Logger `udocker.NAME`."""
+        if self._logger is None:
+            self._logger = _package().getChild(self._name)
+        return self._logger
+
+    def _shown(self, level: int) -> bool:
+        if self._logger is not None or not _VERBOSITY:
+            return True
+        return level >= (10 if _VERBOSITY["debug"] else 40 if _VERBOSITY["quiet"] else 20)  # _configure's
+
+    def debug(self, *args, **kwargs) -> None:
+        if self._shown(10):
+            self.real().debug(*args, **kwargs)
+
+    def info(self, *args, **kwargs) -> None:
+        if self._shown(20):
+            self.real().info(*args, **kwargs)
+
+    def warning(self, *args, **kwargs) -> None:
+        if self._shown(30):
+            self.real().warning(*args, **kwargs)
+
+    def error(self, *args, **kwargs) -> None:
+        self.real().error(*args, **kwargs)
+
+    def exception(self, *args, **kwargs) -> None:
+        self.real().exception(*args, **kwargs)
+
+    def __getattr__(self, name: str):
+        return getattr(self.real(), name)
 
 
 def _package():

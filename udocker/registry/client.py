@@ -1,4 +1,5 @@
-"""The registry client: one requests.Session speaking the OCI distribution spec's pull side.
+"""The registry client: one Wire (registry/wire.py: http.client, or requests through a proxy) speaking the OCI
+distribution spec's pull side.
 
 Every request goes through `_send`, which adds the cached Authorization header, answers one 401 with the
 auth module, follows redirects itself (the registry's Authorization header is never sent to another host,
@@ -18,9 +19,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Optional
 
-import requests
-import urllib3
-
 from udocker import __version__, log
 from udocker.errors import AuthError, DigestMismatch, NotFound, RegistryError
 from udocker.oci import mediatypes
@@ -30,6 +28,7 @@ from udocker.reference import DOCKER_HUB, Reference
 from udocker.registry.auth import Authenticator
 from udocker.registry.credentials import CredentialStore, registry_host
 from udocker.registry.transport import Transport, shown
+from udocker.registry.wire import InvalidURL, NetError, TLSError, Wire, transient
 from udocker.transfer import NetProgress
 
 LOG = log.get("registry")
@@ -39,8 +38,6 @@ REDIRECTS_MAX = 10
 BACKOFF_FIRST = 0.5
 BACKOFF_MAX = 30.0
 _REDIRECTS = (301, 302, 303, 307, 308)
-_TRANSIENT = (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
-              requests.exceptions.ChunkedEncodingError, urllib3.exceptions.HTTPError)
 
 
 @dataclass(frozen=True)
@@ -76,14 +73,14 @@ def _reason(exc: BaseException) -> str:
     found = re.search(r"connection: (0x[0-9a-fA-F]{2}: [^'\")]+)", text)  # a SOCKS proxy's refusal
     if found:
         return f"the proxy refused the connection ({found.group(1).strip().lower()})"
-    if isinstance(exc, requests.exceptions.Timeout) or "timed out" in text:
+    if getattr(exc, "timeout", False) or "Timeout" in type(exc).__name__ or "timed out" in text:
         return "timed out"
     if "RemoteDisconnected" in text or "Connection aborted" in text:
         return "connection closed by the server"
     return text.splitlines()[0][:200].lower() if text else type(exc).__name__
 
 
-def _oci_error(response: requests.Response) -> tuple:
+def _oci_error(response) -> tuple:
     """(code, message) from an OCI error body ({"errors": [{"code", "message"}]}), else (None, None)."""
     try:
         errors = response.json().get("errors")
@@ -93,7 +90,7 @@ def _oci_error(response: requests.Response) -> tuple:
         return None, None
 
 
-def _retry_after(response: Optional[requests.Response], attempt: int) -> float:
+def _retry_after(response, attempt: int) -> float:
     delay = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** attempt)
     header = response.headers.get("Retry-After", "") if response is not None else ""
     return min(BACKOFF_MAX, float(header)) if header.isdigit() else delay
@@ -109,16 +106,13 @@ class RegistryClient:
         # plain_http: hosts the user named with an http:// URL; environ: where proxy variables are read
         self.transport = Transport(config, os.environ if environ is None else environ, plain_http=plain_http)
         self.credentials = credentials or CredentialStore(layout)
-        self.session = requests.Session()
-        self.session.headers["User-Agent"] = f"udocker/{__version__}"
-        if config["insecure"]:
-            urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+        self.wire = Wire(f"udocker/{__version__}", quiet_insecure=bool(config["insecure"]))
         self.timeout = (config["connect_timeout"] or None, config["stall_timeout"] or None)
         self._login: dict = {}  # host -> credentials being checked by check_login
         self.auth = Authenticator(self._credentials_for, self._fetch_token)
 
     def close(self) -> None:
-        self.session.close()
+        self.wire.close()
 
     # -- endpoints -------------------------------------------------------------------------------------
     def endpoint(self, ref: Reference) -> str:
@@ -240,14 +234,14 @@ class RegistryClient:
 
     # -- manifests -------------------------------------------------------------------------------------
     @staticmethod
-    def _read_limited(response: requests.Response, what: str) -> bytes:
+    def _read_limited(response, what: str) -> bytes:
         data = bytearray()
         try:
             for chunk in response.iter_content(CHUNK):
                 data += chunk
                 if len(data) > MANIFEST_MAX:
                     raise RegistryError(f"manifest {what} is larger than {MANIFEST_MAX} bytes")
-        except _TRANSIENT as exc:
+        except transient() as exc:
             raise RegistryError(f"download of manifest {what} failed: {_reason(exc)}") from None
         return bytes(data)
 
@@ -263,7 +257,7 @@ class RegistryClient:
     def _scope(ref: Reference) -> str:
         return f"repository:{ref.path}:pull"
 
-    def _on_targets(self, ref: Reference, method: str, path: str, *, what: tuple, **kwargs) -> requests.Response:
+    def _on_targets(self, ref: Reference, method: str, path: str, *, what: tuple, **kwargs):
         """_send to the mirrors of ref.domain in order, then to the registry itself."""
         targets = self._targets(ref.domain, mirrors=True)
         for target in targets[:-1]:
@@ -295,7 +289,7 @@ class RegistryClient:
                         if progress:
                             progress(len(chunk))
                     cut = None
-                except _TRANSIENT as exc:
+                except transient() as exc:
                     cut = _reason(exc)
             if cut is None and sink.offset >= sink.descriptor.size:
                 return
@@ -328,7 +322,7 @@ class RegistryClient:
     # -- the one request path --------------------------------------------------------------------------
     def _send(self, target: _Target, method: str, path: str, *, scope: Optional[str], what: tuple,
               headers: Optional[dict] = None, stream: bool = False, ok: tuple = (200,), url: Optional[str] = None,
-              login: bool = False) -> requests.Response:
+              login: bool = False):
         """One logical request: auth escalation, redirects, retries. Returns a response whose status is in
         `ok` (the caller closes it); raises the mapped error otherwise. `what` is (noun, name) for messages."""
         url = url or target.base + path
@@ -358,7 +352,7 @@ class RegistryClient:
             raise self._error(target, response, what, login=login)
 
     def _follow(self, target: _Target, method: str, url: str, headers: dict, authorization: Optional[str],
-                *, stream: bool) -> requests.Response:
+                *, stream: bool):
         """Send, following redirects by hand: Authorization goes only to the registry's own origin. Each URL
         (a redirect's too) gets its own proxy and TLS verification from the transport."""
         origin = urllib.parse.urlsplit(self.transport.upgrade(target.base))[:2]
@@ -370,15 +364,13 @@ class RegistryClient:
                 sent["Authorization"] = authorization
             proxy = self.transport.proxy_for(url)
             try:
-                response = self.session.request(method, url, headers=sent, stream=stream, timeout=self.timeout,
-                                                verify=self.transport.verify(url), allow_redirects=False,
-                                                proxies=self.transport.proxies(url))
-            except (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema,
-                    requests.exceptions.MissingSchema, urllib3.exceptions.LocationParseError, ValueError) as exc:
+                response = self.wire.request(method, url, headers=sent, stream=stream, timeout=self.timeout,
+                                             verify=self.transport.verify(url), proxy=proxy)
+            except InvalidURL as exc:
                 raise self._invalid(url, proxy, exc) from None
-            except requests.exceptions.SSLError as exc:
+            except TLSError as exc:
                 raise self._tls_failed(urllib.parse.urlsplit(url).netloc, exc, proxy) from None
-            except _TRANSIENT as exc:
+            except NetError as exc:
                 reason = _reason(exc)
                 if attempt >= self.config["retries"] or "name or service not known" in reason:
                     raise self._unreachable("registry", url, proxy, reason) from None
@@ -437,7 +429,7 @@ class RegistryClient:
         return AuthError(f"authentication required for {what[0]} {what[1]}",
                          hint=f"run 'udocker login --registry={target.cred_host}'", status=401)
 
-    def _error(self, target: _Target, response: requests.Response, what: tuple, *, login: bool) -> Exception:
+    def _error(self, target: _Target, response, what: tuple, *, login: bool) -> Exception:
         status = response.status_code
         code, message = _oci_error(response)
         detail = message or code or f"HTTP {status}"
@@ -463,19 +455,28 @@ class RegistryClient:
                              status=status, code=code)
 
     def _fetch_token(self, realm: str, params: dict, headers: dict) -> tuple:
-        """GET the token realm; returns (status, JSON body or None). Used by the Authenticator."""
-        proxy = self.transport.proxy_for(realm)
-        try:
-            options = {"verify": self.transport.verify(realm), "proxies": self.transport.proxies(realm)}
-            with self.session.get(realm, params=params, headers=headers, timeout=self.timeout,
-                                  **options) as response:
+        """GET the token realm, following redirects (Authorization only to the realm's host); returns (status,
+        JSON body or None). Used by the Authenticator."""
+        url = realm + ("&" if urllib.parse.urlsplit(realm).query else "?") + urllib.parse.urlencode(params)
+        host = urllib.parse.urlsplit(realm).hostname
+        for _ in range(REDIRECTS_MAX + 1):
+            proxy = self.transport.proxy_for(url)
+            sent = headers if urllib.parse.urlsplit(url).hostname == host else {}
+            try:
+                response = self.wire.request("GET", url, headers=sent, stream=False, timeout=self.timeout,
+                                             verify=self.transport.verify(url), proxy=proxy)
+            except InvalidURL as exc:
+                raise self._invalid(url, proxy, exc) from None
+            except TLSError as exc:
+                raise self._tls_failed(urllib.parse.urlsplit(url).netloc, exc, proxy, "auth server") from None
+            except NetError as exc:
+                raise self._unreachable("auth server", url, proxy, _reason(exc)) from None
+            with response:
+                if response.status_code in _REDIRECTS and "Location" in response.headers:
+                    url = urllib.parse.urljoin(url, response.headers["Location"])
+                    continue
                 try:
                     return response.status_code, response.json()
                 except ValueError:
                     return response.status_code, None
-        except (requests.exceptions.InvalidSchema, requests.exceptions.InvalidURL) as exc:
-            raise self._invalid(realm, proxy, exc) from None
-        except requests.exceptions.SSLError as exc:
-            raise self._tls_failed(urllib.parse.urlsplit(realm).netloc, exc, proxy, "auth server") from None
-        except _TRANSIENT as exc:
-            raise self._unreachable("auth server", realm, proxy, _reason(exc)) from None
+        raise RegistryError(f"too many redirects from auth server {urllib.parse.urlsplit(realm).netloc}")
