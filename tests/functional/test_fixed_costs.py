@@ -149,9 +149,9 @@ def test_a_cached_pull_checks_the_manifest_and_writes_nothing(udocker, registry)
     before = os.stat(index)
     out, modules = _loaded(udocker, "pull", ref)
     assert out == f"{ref}\n"
-    assert {"requests", "udocker.pull"} <= modules
+    assert "udocker.pull" in modules
     unneeded = {"concurrent.futures", "tarfile", "yaml", "udocker.unpack", "udocker.store.adopt",
-                "udocker.store.overlap"}
+                "udocker.store.overlap", "requests", "urllib3"}  # a direct request: http.client (registry/wire.py)
     assert not modules & (unneeded | CLI_MODULES - {"udocker.cli.app", "udocker.cli.pull"}), sorted(modules)
     after = os.stat(index)
     assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
