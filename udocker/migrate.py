@@ -10,7 +10,8 @@ Each conversion keeps a usable container at every step (a kill leaves it runnabl
   2. container.json (1.3's copy of the image config) is replaced by udocker 2's record (atomically): the
      directory is still read as a 1.x one, whose configuration is the record's;
   3. ROOT/ is renamed rootfs/: from here on it is a udocker 2 container;
-  4. its names move from containers/<name> to containers/.names/<name>, and 1.3's other files are removed.
+  4. its names move from containers/<name> to containers/.names/<name> (not in a repository that udocker 1.x
+     still uses: there names stay 1.x's links, store/v1names.py), and 1.3's other files are removed.
 An F2-F4 container keeps its mode and is set up again by udocker 2's own fakechroot engine at its first run.
 Containers that udocker 2 runs now are skipped. udocker 1.3 records none of its runs: stop its jobs first."""
 
@@ -71,8 +72,8 @@ def _convert(containers, container):
     fs.atomic_write(Layout.container_record(container.dir), json.dumps(record, indent=1, sort_keys=True).encode(),
                     tmpdir=containers.layout.tmp)
     os.rename(root, Layout.container_rootfs(container.dir))
-    for name in legacy.names:
-        containers.add_name(containers.load(container.id), name, force=True)
+    for name in legacy.names if not containers.v1_repository else ():  # udocker 1.x's repository: its names stay
+        containers.add_name(containers.load(container.id), name, force=True)  # 1.x's links (store/v1names.py)
         v1.remove_v1_name(containers.layout.containers, name)
     for entry in V1_FILES + (os.path.basename(Layout.legacy_overlay(container.dir)),):
         path = os.path.join(container.dir, entry)

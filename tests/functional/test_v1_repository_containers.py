@@ -113,9 +113,10 @@ def test_udocker2_inspects_exports_clones_names_and_removes_them(v1repo, udocker
     _ok(udocker("rm", "r1"))
     assert not os.path.lexists(os.path.join(udocker.repo, "containers", "r1"))
     assert not os.path.exists(os.path.join(udocker.repo, "containers", ids["r1"]))
-    # udocker 1.3 after all that, beside udocker 2's containers and containers/.names/: ps, run, rm of its own
+    # udocker 1.3 after all that, beside udocker 2's containers and their names: ps, run, rm of its own
     listed = v13("ps")
     assert listed.returncode == 0 and "['p1']" in listed.stdout and "'r1'" not in listed.stdout, listed.stdout
+    assert "Error" not in listed.stderr and "['p1-2']" in listed.stdout, listed.stderr
     _v13_ran(v13("run", "--nobanner", "p1", "cat", "/etc/debian_version"))
     _v13_ran(v13("run", "--nobanner", "f3", "cat", "/etc/debian_version"))
     assert v13("rm", "f1").returncode == 0
@@ -186,7 +187,8 @@ def test_migrate_converts_them_for_good_with_a_dry_run_and_a_report(v1repo, udoc
         directory = os.path.join(udocker.repo, "containers", ids[name])
         assert "rootfs" in os.listdir(directory)
         assert set(os.listdir(directory)) <= {"container.json", "engine", "rootfs", "runs"}, os.listdir(directory)
-        assert not os.path.lexists(os.path.join(udocker.repo, "containers", name))  # the name is udocker 2's now
+        # a repository 1.3 still uses (its repos/): the name stays 1.x's link, which 1.3 lists beside the container
+        assert os.readlink(os.path.join(udocker.repo, "containers", name)) == ids[name]
         done = udocker("run", name, "sh", "-c", "cat /etc/debian_version; exit 3", timeout=300)
         assert done.returncode == 3 and done.stdout.startswith("12."), (name, done.stdout + done.stderr)
         if name != "p1":  # 1.3 recorded no mode for it: the configured default applies, as in 1.3
@@ -197,5 +199,75 @@ def test_migrate_converts_them_for_good_with_a_dry_run_and_a_report(v1repo, udoc
         data = stream.read()
     assert b"/ROOT/" not in data and os.path.join(udocker.repo, "containers", ids["f3"], "engine").encode() in data
     assert {row["names"][0] for row in json.loads(_ok(udocker("ps", "--json")))} == set(ids)
-    # the converted containers are udocker 2's: 1.3 no longer lists them
-    assert "['p1']" not in v13("ps").stdout and "['f3']" not in v13("ps").stdout
+    # the converted containers are udocker 2's; their names stay 1.x links, so 1.3 lists them all
+    listed = v13("ps")
+    assert "Error" not in listed.stderr and all(f"['{name}']" in listed.stdout for name in ids), listed.stdout
+
+
+def test_udocker2_names_and_containers_in_a_v1_repository_are_udocker13s(v1repo, udocker, debian_image):
+    """In a repository udocker 1.3 still uses, udocker 2 writes names as 1.3 does (containers/<name> -> <uuid>,
+    no containers/.names/) and its containers carry what 1.3 needs: 1.3 lists, runs, names and removes them."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    v13, ids = v1repo
+    containers = os.path.join(udocker.repo, "containers")
+    made = _ok(udocker("create", "--name=x", debian_image.name)).strip()
+    _ok(udocker("name", "x", "y"))
+    _ok(udocker("rename", "y", "z"))
+    assert os.readlink(os.path.join(containers, "x")) == made and os.readlink(os.path.join(containers, "z")) == made
+    assert not any(os.path.lexists(os.path.join(containers, n)) for n in (".names", "y"))
+    for bad in ("a b", made, ids["p1"], ".hidden"):  # udocker 2's rules stand: characters, a name equal to an id
+        refused = udocker("name", "x", bad)
+        assert refused.returncode == 1 and refused.stderr.startswith("error: invalid container name"), refused.stderr
+    refused = udocker("name", "x", "p1")  # 1.3's name of another container
+    assert refused.returncode == 1 and "container name already in use: p1" in refused.stderr, refused.stderr
+    gone = _ok(udocker("create", "--name=gone", debian_image.name)).strip()
+    _ok(udocker("rm", "gone"))
+    assert not os.path.lexists(os.path.join(containers, "gone")) and not os.path.exists(os.path.join(containers, gone))
+    with ThreadPoolExecutor(2) as pool:  # one name, exactly one winner
+        race = list(pool.map(lambda i: udocker("create", "--name=race", debian_image.name), range(2)))
+    assert sorted(r.returncode for r in race) == [0, 1], [r.stderr for r in race]
+    assert "container name already in use: race" in next(r.stderr for r in race if r.returncode)
+    winner = next(r.stdout.strip() for r in race if r.returncode == 0)
+    assert os.readlink(os.path.join(containers, "race")) == winner
+    # udocker 1.3: ps lists them without an error, runs x by its name, names it, and udocker 2 sees that name
+    listed = v13("ps")
+    assert listed.returncode == 0 and "Error" not in listed.stdout + listed.stderr, listed.stdout + listed.stderr
+    line = next(line for line in listed.stdout.splitlines() if line.startswith(made))
+    assert "['x', 'z']" in line.replace("['z', 'x']", "['x', 'z']") and "test/debian:12" in line, line
+    assert all(f"['{name}']" in listed.stdout for name in ids)
+    ran = v13("run", "--nobanner", "x", "true")
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    _v13_ran(v13("run", "--nobanner", "z", "cat", "/etc/debian_version"))
+    _ok(v13("name", made, "w"))
+    assert _ok(udocker("run", "w", "cat", "/etc/debian_version")).startswith("12.")
+    row = next(r for r in json.loads(_ok(udocker("ps", "--json"))) if r["id"] == made)
+    assert row["names"] == ["w", "x", "z"]
+    # udocker 1.3's rm refuses it while udocker 2 protects it, then removes it with its names
+    _ok(udocker("protect", "x"))
+    refused = v13("rm", "x")
+    assert refused.returncode == 1 and "Error: container is protected" in refused.stderr, refused.stderr
+    _ok(udocker("unprotect", "x"))
+    assert v13("rm", "x").returncode == 0
+    assert not os.path.exists(os.path.join(containers, made))
+    assert not any(os.path.lexists(os.path.join(containers, n)) for n in ("w", "x", "z"))
+    assert made not in {r["id"] for r in json.loads(_ok(udocker("ps", "--json")))}
+    assert "Error" not in v13("ps").stderr
+
+
+def test_names_an_earlier_udocker2_kept_in_containers_dot_names(v1repo, udocker, debian_image):
+    """A 1.x repository where an earlier udocker 2 kept names in containers/.names/: udocker 2 finds them, and its
+    next write of a name moves them to 1.x links, after which 1.3's ps lists them without an error."""
+    v13, ids = v1repo
+    containers = os.path.join(udocker.repo, "containers")
+    os.mkdir(os.path.join(containers, ".names"))
+    os.symlink(ids["p1"], os.path.join(containers, ".names", "old"))  # as udocker 2 wrote names until now
+    assert _ok(udocker("run", "old", "cat", "/etc/debian_version")).startswith("12.")
+    assert "Error: invalid container json metadata" in v13("ps").stderr  # what such a repository did to 1.3
+    _ok(udocker("name", "f1", "another"))
+    assert not os.path.lexists(os.path.join(containers, ".names"))
+    assert os.readlink(os.path.join(containers, "old")) == ids["p1"]
+    listed = v13("ps")
+    assert "Error" not in listed.stdout + listed.stderr and "'old'" in listed.stdout, listed.stdout + listed.stderr
+    _v13_ran(v13("run", "--nobanner", "old", "cat", "/etc/debian_version"))
+    assert _ok(udocker("run", "another", "true")) == ""

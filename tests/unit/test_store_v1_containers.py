@@ -111,3 +111,81 @@ def test_the_container_store_lists_finds_and_names_them(tmp_path):
     assert store.find("_old name").id == CID
     store.remove(store.load(CID))
     assert os.listdir(containers) == []
+
+
+def _v1_repository(tmp_path):
+    """A udocker 1.x repository as udocker 2 leaves it open: 1.x's repos/ and containers/, udocker 2's locks/, tmp/."""
+    for directory in ("repos", "containers", "locks", "tmp"):
+        (tmp_path / directory).mkdir()
+    return ContainerStore(Layout(str(tmp_path)), 10), tmp_path / "containers"
+
+
+def _v13_link(containers, name, directory):
+    """The link udocker 1.3's set_container_name makes (container/localrepo.py): containers/<name> -> the path of
+    the container's real directory relative to the real directory of the link."""
+    link = os.path.realpath(os.path.join(containers, name))
+    return os.path.relpath(os.path.realpath(directory), os.path.dirname(link))
+
+
+def _record():
+    return {"image": "test/debian:12", "manifest": None, "config": IMAGE_CONFIG["config"], "mode": None}
+
+
+def test_names_in_a_v1_repository_are_written_as_udocker13_writes_them(tmp_path):
+    store, containers = _v1_repository(tmp_path)
+    made = store.create(_record(), lambda rootfs: open(os.path.join(rootfs, "hello"), "w").close(), name="x")
+    assert not os.path.lexists(containers / ".names")  # 1.3's ps would take it for a container
+    assert os.readlink(containers / "x") == _v13_link(containers, "x", made.dir) == made.id
+    # what 1.3 needs to list, run and remove it: ROOT (a relative link to rootfs/), imagerepo.name
+    assert os.readlink(os.path.join(made.dir, "ROOT")) == "rootfs"
+    assert os.path.isfile(os.path.join(made.dir, "ROOT", "hello"))
+    assert open(os.path.join(made.dir, "imagerepo.name")).read() == "test/debian:12"
+    assert store.load(made.id).legacy is None and store.find("x").id == made.id
+    store.add_name(made, "y")
+    store.rename("y", "z")
+    assert sorted(os.listdir(containers)) == sorted([made.id, "x", "z"]) and store.names_of(made.id) == ["x", "z"]
+    for taken in ("x", "z"):  # one name, one container, whoever made it
+        with pytest.raises(UdockerError, match="already in use"):
+            store.create(_record(), lambda rootfs: None, name=taken)
+    _v1_container(containers, names=("v13name",))  # 1.3's own name of a container it made
+    with pytest.raises(UdockerError, match="already in use"):
+        store.add_name(made, "v13name")
+    store.remove(store.find("v13name"))
+    os.symlink("4c2a0f58-8c7e-4b6e-9d3e-0f0f0f0f0f0f", containers / "stale")  # a create killed after taking it
+    store.add_name(made, "stale")
+    assert os.readlink(containers / "stale") == made.id
+    store.remove_name("z")
+    assert store.names_of(made.id) == ["stale", "x"]
+    store.update(made, protected=True)  # 1.3's rm refuses it too
+    assert os.path.exists(os.path.join(made.dir, "PROTECT")) and store.load(made.id).record["protected"]
+    store.update(made, protected=False)
+    assert not os.path.exists(os.path.join(made.dir, "PROTECT"))
+    store.remove(store.find("x"))
+    assert os.listdir(containers) == []
+
+
+def test_names_an_earlier_udocker2_kept_in_dot_names_move_to_v1_links(tmp_path):
+    store, containers = _v1_repository(tmp_path)
+    _v1_container(containers, names=("p1",))
+    other = "9d0e2c7a-1b7f-4a3e-8f6d-2a9b8c7d6e5f"
+    (containers / ".names").mkdir()
+    os.symlink(CID, containers / ".names" / "old")  # what an earlier udocker 2 wrote
+    assert store.names() == {"p1": CID, "old": CID} and store.find("old").id == CID
+    os.symlink(other, containers / ".names" / "p1")  # the same name as 1.3's, of another container: kept
+    store.add_name(store.find(CID), "new")
+    assert os.readlink(containers / "old") == CID and os.readlink(containers / "new") == CID
+    assert os.listdir(containers / ".names") == ["p1"] and os.readlink(containers / "p1") == CID
+    os.unlink(containers / ".names" / "p1")
+    store.remove_name("new")
+    assert not os.path.lexists(containers / ".names")
+    assert store.names() == {"p1": CID, "old": CID}
+
+
+def test_a_fresh_udocker2_repository_keeps_dot_names(tmp_path):
+    for directory in ("containers", "locks", "tmp"):
+        (tmp_path / directory).mkdir()
+    store = ContainerStore(Layout(str(tmp_path)), 10)
+    made = store.create(_record(), lambda rootfs: None, name="x")
+    assert os.readlink(tmp_path / "containers" / ".names" / "x") == made.id
+    assert sorted(os.listdir(made.dir)) == ["container.json", "rootfs"]
+    assert sorted(os.listdir(tmp_path / "containers")) == sorted([".names", made.id])

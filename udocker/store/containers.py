@@ -71,7 +71,8 @@ class LegacyContainer(Container):
 
 
 class ContainerStore:
-    """containers/<id>/ directories and containers/.names/<name> symlinks (-> id).
+    """containers/<id>/ directories and containers/.names/<name> symlinks (-> id); in a repository that udocker
+    1.x still uses, names are 1.x's containers/<name> symlinks instead (store/v1names.py).
 
     A container directory is assembled in tmp/ and renamed into place, so it is either complete or
     absent; a name is a symlink, created atomically and exclusively, so two creates can never take one
@@ -82,6 +83,28 @@ class ContainerStore:
         self.layout = layout
         self.lock_timeout = lock_timeout
         self.names_dir = layout.names
+        self._v1 = None
+
+    @property
+    def v1_repository(self):
+        """True in a repository that udocker 1.x still uses: names are written as 1.x's (store/v1names.py).
+        Asked only by what writes names or containers: `run` pays nothing for it."""
+        if self._v1 is None:
+            from udocker.store.v1names import is_v1_repository
+
+            self._v1 = is_v1_repository(self.layout)
+        return self._v1
+
+    def _v1_prepare(self):
+        """In a 1.x repository, before a name is written: an earlier udocker 2's containers/.names/ moved to 1.x's
+        links (store/v1names.py). Returns whether names are 1.x's here."""
+        if not self.v1_repository:
+            return False
+        from udocker import log
+        from udocker.store.v1names import move_dot_names
+
+        move_dot_names(self.layout, self.lock_timeout, log.get("containers").warning)
+        return True
 
     # -- reading ---------------------------------------------------------------------------------------
     def load(self, container_id):
@@ -154,15 +177,22 @@ class ContainerStore:
     def names(self):
         """{name: id} of every name: udocker 2's containers/.names/<name>, and udocker 1.x's containers/<name>
         links (store/v1containers.py), which 1.x still reads."""
+        own = {}  # read first: a name moved to containers/ (store/v1names.py) is linked there before unlinked here
+        try:
+            entries = os.listdir(self.names_dir)
+        except FileNotFoundError:
+            entries = ()
+        for name in entries:
+            try:
+                own[name] = os.readlink(self.layout.name(name))
+            except OSError:  # removed or moved meanwhile
+                pass
         found = {}
         if self._has_legacy_names():
             from udocker.store.v1containers import v1_names  # dataclasses, inspect: only for udocker 1.x's names
 
             found = v1_names(self.layout.containers)
-        try:
-            found.update((name, os.readlink(self.layout.name(name))) for name in os.listdir(self.names_dir))
-        except FileNotFoundError:
-            pass
+        found.update(own)
         return found
 
     def _has_legacy_names(self):
@@ -219,15 +249,20 @@ class ContainerStore:
         container_id = str(uuid.uuid4())
         record = dict(record, id=container_id, protected=False)
         target = self.layout.container(container_id)
+        v1 = self._v1_prepare()
         with fs.scratch_dir(self.layout.tmp, prefix=_STAGING) as scratch:
             staging = os.path.join(scratch, container_id)
             os.mkdir(staging, 0o755)
             try:
                 if name is not None:
-                    self._link_name(container_id, name, force=force)
+                    self._link_name(container_id, name, force=force, v1=v1)
                 rootfs = Layout.container_rootfs(staging)
                 os.mkdir(rootfs, 0o755)
                 populate(rootfs)
+                if v1:  # what udocker 1.3 needs to list, run and remove it
+                    from udocker.store.v1names import v1_view
+
+                    v1_view(staging, record)
                 _write_json(Layout.container_record(staging), record)
                 try:
                     os.rename(staging, target)
@@ -253,6 +288,10 @@ class ContainerStore:
             current.update(fields)
             fs.atomic_write(Layout.container_record(container.dir),
                             json.dumps(current, indent=1, sort_keys=True).encode(), tmpdir=self.layout.tmp)
+            if "protected" in fields and self.v1_repository:  # udocker 1.3 refuses to rm it too
+                from udocker.store.v1names import mark_protected
+
+                mark_protected(container.dir, fields["protected"])
             container.record = current
         return container
 
@@ -268,14 +307,9 @@ class ContainerStore:
             v1.check_mode_change(current.legacy, fields["mode"])
             fs.atomic_write(os.path.join(container.dir, "execmode"), fields["mode"].encode(), tmpdir=self.layout.tmp)
         if "protected" in fields:
-            protect = os.path.join(container.dir, "PROTECT")
-            if fields["protected"]:
-                open(protect, "a", encoding="ascii").close()
-            else:
-                try:
-                    os.unlink(protect)
-                except FileNotFoundError:
-                    pass
+            from udocker.store.v1names import mark_protected
+
+            mark_protected(container.dir, fields["protected"])
         overlay = {k: v for k, v in current.record.items() if k in ("prepared", "nvidia")}
         overlay.update((k, v) for k, v in fields.items() if k in ("prepared", "nvidia"))
         if overlay:
@@ -286,17 +320,11 @@ class ContainerStore:
         return container
 
     def add_name(self, container, name, *, force=False):
+        """A 1.x container's names, and every name in a repository 1.x still uses, are 1.x's containers/<name>
+        links, as 1.3 writes them (store/v1names.py): 1.3 sees them too."""
         check_name(name)
-        if container.legacy is not None:
-            from udocker.store import v1containers as v1
-
-            self._refuse_used(name, force)
-            try:
-                v1.add_v1_name(self.layout.containers, container.id, name)  # as 1.3 does: 1.3 sees it too
-            except FileExistsError:
-                raise UdockerError(f"container name already in use: {name}") from None
-            return
-        self._link_name(container.id, name, force=force)
+        v1 = self._v1_prepare() or container.legacy is not None
+        self._link_name(container.id, name, force=force, v1=v1)
 
     def _refuse_used(self, name, force):
         used = self.names().get(name)
@@ -304,19 +332,25 @@ class ContainerStore:
             raise UdockerError(f"container name already in use: {name}",
                                hint="choose another name or remove it with 'udocker rmname'")
 
-    def _link_name(self, container_id, name, *, force=False):
+    def _link_name(self, container_id, name, *, force=False, v1=False):
+        """Take `name` for `container_id`, exclusively (one symlink creation): udocker 2's containers/.names/<name>,
+        or with `v1` udocker 1.x's containers/<name> (store/v1names.py); a name used in the other place is
+        refused too."""
         from udocker import fs
 
-        fs.ensure_dir(self.names_dir)
-        link = self.layout.name(name)
-        if os.path.islink(self.layout.container(name)) and not force:  # a udocker 1.x name (store/v1containers.py)
+        if v1:
+            link, other = self.layout.container(name), self.layout.name(name)
+        else:
+            fs.ensure_dir(self.names_dir)
+            link, other = self.layout.name(name), self.layout.container(name)
+        if os.path.islink(other) and not force:
             self._refuse_used(name, force)
         while True:
             try:
                 os.symlink(container_id, link)
                 return
             except FileExistsError:
-                if not force and not self._stale(link):
+                if not os.path.islink(link) or not force and not self._stale(link):  # not a link: a container's id
                     raise UdockerError(f"container name already in use: {name}",
                                        hint="choose another name or remove it with 'udocker rmname'") from None
                 try:
@@ -331,10 +365,10 @@ class ContainerStore:
         (a create killed between taking the name and publishing). Staging is looked at before the
         published directory: a create renames the one into the other."""
         try:
-            container_id = os.readlink(link)
+            container_id = os.path.basename(os.readlink(link).rstrip("/"))  # as 1.3 reads it
         except FileNotFoundError:
             return True
-        if "/" in container_id or container_id.startswith("."):
+        if not container_id or container_id.startswith("."):
             return True
         for entry in os.listdir(self.layout.tmp):
             if entry.startswith(_STAGING) and os.path.lexists(os.path.join(self.layout.tmp, entry, container_id)):
@@ -342,16 +376,18 @@ class ContainerStore:
         return not os.path.lexists(self.layout.container(container_id))
 
     def _unlink_name(self, name, container_id):
-        link = self.layout.name(name)
-        try:
-            if os.readlink(link) == container_id:
-                os.unlink(link)
-        except OSError:
-            pass
+        """Remove the name `name` of `container_id`, udocker 2's or udocker 1.x's (not one another container took)."""
+        for link in (self.layout.name(name), self.layout.container(name)):
+            try:
+                if os.path.basename(os.readlink(link).rstrip("/")) == container_id:
+                    os.unlink(link)
+            except OSError:
+                pass
 
     def remove_name(self, name):
         from udocker.store.v1containers import remove_v1_name
 
+        self._v1_prepare()
         try:
             os.unlink(self.layout.name(name))
         except FileNotFoundError:
@@ -375,6 +411,7 @@ class ContainerStore:
 
         if container.record.get("protected") and not force:
             raise UdockerError(f"container is protected: {container.id}", hint="run 'udocker unprotect' first")
+        self._v1_prepare()
         names = self.names_of(container.id)
         with fs.scratch_dir(self.layout.tmp, prefix="remove-") as scratch:
             moved = os.path.join(scratch, container.id)
@@ -386,13 +423,6 @@ class ContainerStore:
                 raise fs.store_error("remove", container.dir, exc) from None
             for name in names:
                 self._unlink_name(name, container.id)
-                if container.legacy is not None:
-                    from udocker.store.v1containers import remove_v1_name
-
-                    try:
-                        remove_v1_name(self.layout.containers, name)
-                    except OSError:
-                        pass
             if moved:
                 _make_removable(moved)
 
