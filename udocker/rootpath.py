@@ -35,7 +35,7 @@ def resolve_stat(rootfs, path, mounts=(), cwd="/"):
     if path.startswith(inside):  # likewise a program's interpreter patched by udocker 1.3's F3/F4
         path = path[len(inside) - 1:]
     todo = [p for p in (path if path.startswith("/") else cwd + "/" + path).split("/") if p]
-    done, hops, info = [], 0, None
+    done, hops, info, known = [], 0, None, False  # known: info is the lstat of host(done)
     while todo:
         part = todo.pop(0)
         if part == ".":
@@ -43,13 +43,10 @@ def resolve_stat(rootfs, path, mounts=(), cwd="/"):
         if part == "..":
             if done:
                 done.pop()
-            info = None
+            info, known = None, False
             continue
         candidate = host(done + [part])
-        try:
-            info = os.lstat(candidate)
-        except (OSError, ValueError):
-            info = None
+        info, known = _lstat(candidate), True
         if info is not None and stat.S_ISLNK(info.st_mode) and hops < MAX_SYMLINKS:
             hops += 1
             target = os.readlink(candidate)
@@ -61,9 +58,13 @@ def resolve_stat(rootfs, path, mounts=(), cwd="/"):
             continue
         done.append(part)
     final = host(done)
-    if info is None and done and final != rootfs.rstrip("/"):  # '..' ended the walk: one lstat more
-        try:
-            info = os.lstat(final)
-        except (OSError, ValueError):
-            info = None
+    if not known and done and final != rootfs.rstrip("/"):  # '..' ended the walk: one lstat more (not twice)
+        info = _lstat(final)
     return final, info
+
+
+def _lstat(path):
+    try:
+        return os.lstat(path)
+    except (OSError, ValueError):
+        return None

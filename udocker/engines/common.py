@@ -71,6 +71,11 @@ def find_program(rootfs, name, env, mounts=()):
     return found
 
 
+def program_path(spec):
+    """find_program's answer for the spec's argv[0], or the one `run` found already (RunSpec.program)."""
+    return spec.program or find_program(spec.rootfs, spec.argv[0], spec.env, spec.mounts)
+
+
 def taskset_prefix(spec, layout):
     """`taskset -c CPUSET` when the spec pins CPUs: the affinity is inherited by the engine's children."""
     if not spec.cpuset:

@@ -39,7 +39,7 @@ import os
 
 from udocker import fastjson
 from udocker.engines.base import Engine, Launch
-from udocker.engines.common import DEFAULT_PATH, find_program, taskset_prefix, userns_unavailable
+from udocker.engines.common import DEFAULT_PATH, program_path, taskset_prefix, userns_unavailable
 from udocker.engines.idmap import id_mappings, mapping_problem
 from udocker.errors import EngineError, EngineUnavailable
 from udocker.modetable import engine_modes
@@ -248,7 +248,7 @@ class OciEngine(Engine):
 
     def _args(self, spec, mode):
         try:
-            program = find_program(spec.rootfs, spec.argv[0], spec.env, spec.mounts)
+            program = program_path(spec)
         except EngineError:
             if mode != "R1":
                 raise
