@@ -17,10 +17,11 @@ def resolve(rootfs, path, mounts=(), cwd="/"):
     return resolve_stat(rootfs, path, mounts, cwd)[0]
 
 
-def resolve_stat(rootfs, path, mounts=(), cwd="/"):
+def resolve_stat(rootfs, path, mounts=(), cwd="/", cache=None):
     """(resolve()'s host path, the os.lstat of it or None when it is missing): the lstat that told the last
     component is no symbolic link, kept, so that a caller needs no stat of its own (on NFS or Lustre each is
-    a round trip). A link left after MAX_SYMLINKS hops is returned with its own lstat (S_ISLNK)."""
+    a round trip). A link left after MAX_SYMLINKS hops is returned with its own lstat (S_ISLNK). `cache` (a
+    dict, host path -> lstat or None) shares the lstat of directories between the resolutions of one lookup."""
     targets = sorted(((os.path.normpath("/" + m.target.lstrip("/")), os.path.abspath(m.source)) for m in mounts),
                      key=lambda t: -len(t[0]))
 
@@ -46,7 +47,7 @@ def resolve_stat(rootfs, path, mounts=(), cwd="/"):
             info, known = None, False
             continue
         candidate = host(done + [part])
-        info, known = _lstat(candidate), True
+        info, known = _lstat(candidate, cache), True
         if info is not None and stat.S_ISLNK(info.st_mode) and hops < MAX_SYMLINKS:
             hops += 1
             target = os.readlink(candidate)
@@ -63,8 +64,13 @@ def resolve_stat(rootfs, path, mounts=(), cwd="/"):
     return final, info
 
 
-def _lstat(path):
+def _lstat(path, cache=None):
+    if cache is not None and path in cache:
+        return cache[path]
     try:
-        return os.lstat(path)
+        info = os.lstat(path)
     except (OSError, ValueError):
-        return None
+        info = None
+    if cache is not None:
+        cache[path] = info
+    return info

@@ -228,3 +228,14 @@ def test_a_missing_name_costs_one_lstat_per_component(rootfs, monkeypatch):
     seen.clear()
     assert resolve_stat(rootfs, "/usr/bin/..")[0] == os.path.join(rootfs, "usr")  # '..' ended it: one lstat more
     assert seen[-1] == os.path.join(rootfs, "usr")
+
+
+def test_a_path_search_lstats_each_directory_once(rootfs, monkeypatch):
+    """common.lookup: /usr is lstat'ed once for every PATH entry below it (each lstat a round trip on NFS)."""
+    from udocker.engines.common import lookup
+
+    seen = []
+    real = os.lstat
+    monkeypatch.setattr(os, "lstat", lambda path: seen.append(path) or real(path))
+    lookup(rootfs, "nothere", {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"})
+    assert seen and len(seen) == len(set(seen))

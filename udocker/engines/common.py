@@ -22,12 +22,12 @@ def lookup(rootfs, name, env, mounts=()):
     executable regular file, or None; whether a regular file of that name without execute permission was
     passed over). PATH is env's, DEFAULT_PATH when unset or empty; entries that are not absolute are skipped;
     the container's symbolic links are followed inside `rootfs` and into `mounts`."""
-    denied = False
+    denied, seen = False, {}  # /usr is lstat'ed once for /usr/local/sbin, /usr/local/bin, /usr/sbin, /usr/bin
     for directory in (env.get("PATH") or DEFAULT_PATH).split(":"):
         if not directory.startswith("/"):
             continue
         candidate = directory.rstrip("/") + "/" + name
-        regular, executable = program_file(resolve_stat(rootfs, candidate, mounts)[1])
+        regular, executable = program_file(resolve_stat(rootfs, candidate, mounts, cache=seen)[1])
         if regular:
             if executable:
                 return candidate, denied
