@@ -88,8 +88,8 @@ def taskset_prefix(spec, layout):
 def read_int(path):
     """The integer in a /proc or /sys file, or None when it cannot be read or holds something else."""
     try:
-        with open(path, encoding="ascii", errors="replace") as stream:
-            text = stream.read().strip()
+        with open(path, "rb") as stream:  # bytes: a text stream of "ascii" loads encodings.ascii (run's path)
+            text = stream.read().decode("ascii", "replace").strip()
     except OSError:
         return None
     return int(text) if text.lstrip("-").isdigit() else None
