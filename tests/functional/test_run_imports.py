@@ -29,7 +29,8 @@ RUN_PATH = {
 ENGINES = {"udocker.engines", "udocker.engines.base", "udocker.engines.common", "udocker.modetable",
            "udocker.engines.modes", "udocker.engines.supervisor",
            "udocker.engines.locate", "udocker.engines.proot", "udocker.engines.fakechroot",
-           "udocker.engines.elfpatch", "udocker.engines.ocirt", "udocker.engines.runc", "udocker.engines.crun"}
+           "udocker.engines.elfpatch", "udocker.engines.ocirt", "udocker.engines.runc", "udocker.engines.crun",
+           "udocker.engines.idmap"}  # ocirt's uid/gid mappings, moved into a module of their own (076fe6c)
 FORBIDDEN = {"click", "requests", "yaml", "tarfile", "logging", "udocker.unpack",
              "json", "re", "enum", "contextlib", "collections", "functools", "importlib", "signal",
              "encodings.ascii",  # a text stream opened with encoding="ascii" loads it: read bytes, decode
