@@ -81,8 +81,8 @@ def me() -> Owner:
 
 def _boot_id() -> str:
     try:
-        with open(_BOOT_ID, encoding="ascii") as stream:
-            return stream.read().strip().replace("-", "")
+        with open(_BOOT_ID, "rb") as stream:  # bytes: a text stream of "ascii" loads encodings.ascii (run's path)
+            return stream.read().decode("ascii", "replace").strip().replace("-", "")
     except OSError:
         return ""
 

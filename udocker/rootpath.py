@@ -17,10 +17,11 @@ def resolve(rootfs, path, mounts=(), cwd="/"):
     return resolve_stat(rootfs, path, mounts, cwd)[0]
 
 
-def resolve_stat(rootfs, path, mounts=(), cwd="/"):
+def resolve_stat(rootfs, path, mounts=(), cwd="/", cache=None):
     """(resolve()'s host path, the os.lstat of it or None when it is missing): the lstat that told the last
     component is no symbolic link, kept, so that a caller needs no stat of its own (on NFS or Lustre each is
-    a round trip). A link left after MAX_SYMLINKS hops is returned with its own lstat (S_ISLNK)."""
+    a round trip). A link left after MAX_SYMLINKS hops is returned with its own lstat (S_ISLNK). `cache` (a
+    dict, host path -> lstat or None) shares the lstat of directories between the resolutions of one lookup."""
     targets = sorted(((os.path.normpath("/" + m.target.lstrip("/")), os.path.abspath(m.source)) for m in mounts),
                      key=lambda t: -len(t[0]))
 
@@ -35,7 +36,7 @@ def resolve_stat(rootfs, path, mounts=(), cwd="/"):
     if path.startswith(inside):  # likewise a program's interpreter patched by udocker 1.3's F3/F4
         path = path[len(inside) - 1:]
     todo = [p for p in (path if path.startswith("/") else cwd + "/" + path).split("/") if p]
-    done, hops, info = [], 0, None
+    done, hops, info, known = [], 0, None, False  # known: info is the lstat of host(done)
     while todo:
         part = todo.pop(0)
         if part == ".":
@@ -43,13 +44,10 @@ def resolve_stat(rootfs, path, mounts=(), cwd="/"):
         if part == "..":
             if done:
                 done.pop()
-            info = None
+            info, known = None, False
             continue
         candidate = host(done + [part])
-        try:
-            info = os.lstat(candidate)
-        except (OSError, ValueError):
-            info = None
+        info, known = _lstat(candidate, cache), True
         if info is not None and stat.S_ISLNK(info.st_mode) and hops < MAX_SYMLINKS:
             hops += 1
             target = os.readlink(candidate)
@@ -61,9 +59,18 @@ def resolve_stat(rootfs, path, mounts=(), cwd="/"):
             continue
         done.append(part)
     final = host(done)
-    if info is None and done and final != rootfs.rstrip("/"):  # '..' ended the walk: one lstat more
-        try:
-            info = os.lstat(final)
-        except (OSError, ValueError):
-            info = None
+    if not known and done and final != rootfs.rstrip("/"):  # '..' ended the walk: one lstat more (not twice)
+        info = _lstat(final)
     return final, info
+
+
+def _lstat(path, cache=None):
+    if cache is not None and path in cache:
+        return cache[path]
+    try:
+        info = os.lstat(path)
+    except (OSError, ValueError):
+        info = None
+    if cache is not None:
+        cache[path] = info
+    return info

@@ -63,7 +63,9 @@ def run(request, config, environ, *, reporter=None):
     _check_kernel(spec, mode, engine)
     inject(spec, config, request, container, environ, warn=reporter.warn, mode=mode,  # before before_run: fakechroot
            loader_cache=engine.name != "fakechroot")
-    check_program(spec.rootfs, spec.argv[0], spec.env, spec.mounts)  # 126/127; injected binds count
+    found = check_program(spec.rootfs, spec.argv[0], spec.env, spec.mounts)  # 126/127; injected binds count
+    if "/" not in spec.argv[0]:
+        spec.program = found  # the engine's command needs no second search of PATH
     engine.before_run(spec, mode)  # links the injected binds there
     launch = engine.command(spec, mode)
     reporter.launching(mode, launch)

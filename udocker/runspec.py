@@ -48,10 +48,13 @@ class RunSpec:
              through a user-mode stack that forwards the published ports: engines/netstack.py).
     ipc: "host" (share the host's IPC namespace and /dev/shm) or "private" (engines with namespaces: R modes).
     kernel: the kernel release the program should see (PRoot's -k, P modes) or None.
+    program: argv[0], a bare name, as `run` found it in the container's PATH (runbuild.check_program), or
+             None: the engine searches (engines/common.program_path), one walk of PATH per run, not two.
     """
 
     __slots__ = ("rootfs", "argv", "env", "cwd", "uid", "gid", "mounts", "devices", "hostname", "tty",
-                 "container_dir", "container_id", "cpuset", "ports", "ipc", "network", "kernel")
+                 "container_dir", "container_id", "cpuset", "ports", "ipc", "network", "kernel",
+                 "program")
 
     def __init__(self, *, rootfs, argv, env, cwd="/", uid=0, gid=0, mounts=(), devices=(), hostname=None,
                  tty=False, container_dir="", container_id="", cpuset=None, ports=(), ipc="host",
@@ -73,6 +76,7 @@ class RunSpec:
         self.ipc = ipc
         self.network = network
         self.kernel = kernel
+        self.program = None
 
 
 class RunRequest:

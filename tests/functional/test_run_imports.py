@@ -29,9 +29,12 @@ RUN_PATH = {
 ENGINES = {"udocker.engines", "udocker.engines.base", "udocker.engines.common", "udocker.modetable",
            "udocker.engines.modes", "udocker.engines.supervisor",
            "udocker.engines.locate", "udocker.engines.proot", "udocker.engines.fakechroot",
-           "udocker.engines.elfpatch", "udocker.engines.ocirt", "udocker.engines.runc", "udocker.engines.crun"}
+           "udocker.engines.elfpatch", "udocker.engines.ocirt", "udocker.engines.runc", "udocker.engines.crun",
+           "udocker.engines.idmap"}  # ocirt's uid/gid mappings, moved into a module of their own (076fe6c)
 FORBIDDEN = {"click", "requests", "yaml", "tarfile", "logging", "udocker.unpack",
-             "json", "re", "enum", "contextlib", "collections", "functools", "importlib", "signal"}
+             "json", "re", "enum", "contextlib", "collections", "functools", "importlib", "signal",
+             "encodings.ascii",  # a text stream opened with encoding="ascii" loads it: read bytes, decode
+             "ctypes", "struct"}  # the supervisor's subreaper loads _ctypes alone (after 0.1 s: not here)
 SCRIPT = os.path.join(TOP, "scripts", "udocker")
 
 

@@ -276,3 +276,18 @@ def test_r2_probe_names_the_missing_mapping_helper(tmp_path, monkeypatch):
     monkeypatch.setattr(ocirt, "kit_sources", lambda layout: None)
     error = RuncEngine(None, Layout(str(tmp_path / "repo")))._probe("/bin/false", "R2")
     assert isinstance(error, EngineUnavailable) and error.message.startswith("runc cannot run R2: a rootless")
+
+
+def test_the_open_files_limit_is_the_one_resource_reports():
+    """ocirt._nofile reads /proc/self/limits instead of loading the resource module on every R-mode run."""
+    import resource
+
+    from udocker.engines.ocirt import _nofile
+
+    assert _nofile() == resource.getrlimit(resource.RLIMIT_NOFILE)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(soft, 512), hard))
+    try:
+        assert _nofile() == (min(soft, 512), hard)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

@@ -119,3 +119,12 @@ def test_prepare_and_unprepare(engine, container):
     assert os.path.isdir(os.path.join(container.engine_dir("proot"), "tmp"))
     engine.unprepare(container, "P1")
     assert not os.path.exists(container.engine_dir("proot"))
+
+
+def test_the_program_run_found_is_not_searched_again(engine, container, monkeypatch):
+    """`run` checked the program (runbuild.check_program) and kept what it found in RunSpec.program: the
+    engine's command uses it without a second walk of PATH (each step an lstat in the repository)."""
+    found = spec(container, ["ls"])
+    found.program = "/usr/xbin/ls"
+    monkeypatch.setattr(os, "lstat", lambda path: pytest.fail(f"lstat({path})"))
+    assert "/usr/xbin/ls" in engine.command(found, "P1").argv

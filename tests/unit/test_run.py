@@ -215,3 +215,27 @@ def test_ipc_option():
     assert request(*parse(["img"])).ipc is None
     assert request(*parse(["--ipc=private", "img"])).ipc == "private"
     assert request(*parse(["--ipc", "host", "img"])).ipc == "host"
+
+
+def test_a_missing_name_costs_one_lstat_per_component(rootfs, monkeypatch):
+    """On NFS or Lustre each lstat is a round trip: a PATH entry without the program is one lstat per component
+    walked, the missing last one included, not one more for it (issue 13, item 4)."""
+    seen = []
+    real = os.lstat
+    monkeypatch.setattr(os, "lstat", lambda path: seen.append(path) or real(path))
+    assert resolve_stat(rootfs, "/usr/bin/nothere")[1] is None
+    assert len(seen) == len(set(seen))
+    seen.clear()
+    assert resolve_stat(rootfs, "/usr/bin/..")[0] == os.path.join(rootfs, "usr")  # '..' ended it: one lstat more
+    assert seen[-1] == os.path.join(rootfs, "usr")
+
+
+def test_a_path_search_lstats_each_directory_once(rootfs, monkeypatch):
+    """common.lookup: /usr is lstat'ed once for every PATH entry below it (each lstat a round trip on NFS)."""
+    from udocker.engines.common import lookup
+
+    seen = []
+    real = os.lstat
+    monkeypatch.setattr(os, "lstat", lambda path: seen.append(path) or real(path))
+    lookup(rootfs, "nothere", {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"})
+    assert seen and len(seen) == len(set(seen))

@@ -22,12 +22,12 @@ def lookup(rootfs, name, env, mounts=()):
     executable regular file, or None; whether a regular file of that name without execute permission was
     passed over). PATH is env's, DEFAULT_PATH when unset or empty; entries that are not absolute are skipped;
     the container's symbolic links are followed inside `rootfs` and into `mounts`."""
-    denied = False
+    denied, seen = False, {}  # /usr is lstat'ed once for /usr/local/sbin, /usr/local/bin, /usr/sbin, /usr/bin
     for directory in (env.get("PATH") or DEFAULT_PATH).split(":"):
         if not directory.startswith("/"):
             continue
         candidate = directory.rstrip("/") + "/" + name
-        regular, executable = program_file(resolve_stat(rootfs, candidate, mounts)[1])
+        regular, executable = program_file(resolve_stat(rootfs, candidate, mounts, cache=seen)[1])
         if regular:
             if executable:
                 return candidate, denied
@@ -71,6 +71,11 @@ def find_program(rootfs, name, env, mounts=()):
     return found
 
 
+def program_path(spec):
+    """find_program's answer for the spec's argv[0], or the one `run` found already (RunSpec.program)."""
+    return spec.program or find_program(spec.rootfs, spec.argv[0], spec.env, spec.mounts)
+
+
 def taskset_prefix(spec, layout):
     """`taskset -c CPUSET` when the spec pins CPUs: the affinity is inherited by the engine's children."""
     if not spec.cpuset:
@@ -83,8 +88,8 @@ def taskset_prefix(spec, layout):
 def read_int(path):
     """The integer in a /proc or /sys file, or None when it cannot be read or holds something else."""
     try:
-        with open(path, encoding="ascii", errors="replace") as stream:
-            text = stream.read().strip()
+        with open(path, "rb") as stream:  # bytes: a text stream of "ascii" loads encodings.ascii (run's path)
+            text = stream.read().decode("ascii", "replace").strip()
     except OSError:
         return None
     return int(text) if text.lstrip("-").isdigit() else None

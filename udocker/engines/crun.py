@@ -13,8 +13,8 @@ UNIFIED = "/sys/fs/cgroup/unified/cgroup.controllers"
 def hybrid_controllers(path=UNIFIED):
     """The controllers attached to the cgroup2 hierarchy of a hybrid host ('' when none or not hybrid)."""
     try:
-        with open(path, encoding="ascii") as stream:
-            return stream.read().strip()
+        with open(path, "rb") as stream:  # bytes: a text stream of "ascii" loads encodings.ascii (R modes' run)
+            return stream.read().decode("ascii", "replace").strip()
     except OSError:
         return ""
 

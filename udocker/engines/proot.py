@@ -20,7 +20,7 @@ Command line (P1; P2 adds PROOT_NO_SECCOMP=1 to the environment):
 - Environment: exactly the container's env plus PROOT_TMP_DIR (a private writable directory made by
   prepare()) and PROOT_NO_SECCOMP for P2; nothing from the host leaks. PRoot itself reads it too, so a
   container LD_PRELOAD would also apply to the host's proot binary (as with udocker 1.3).
-- argv[0] without a slash is looked up in the container's PATH (common.find_program: inside ROOTFS,
+- argv[0] without a slash is looked up in the container's PATH (common.program_path: inside ROOTFS,
   following the container's own symlinks, and into the -b binds); PRoot would otherwise search the guest
   with its own rules and fail with "proot error: 'ls' not found".
 """
@@ -28,7 +28,7 @@ Command line (P1; P2 adds PROOT_NO_SECCOMP=1 to the environment):
 import os
 
 from udocker.engines.base import Engine, Launch
-from udocker.engines.common import find_program, ptrace_blocked, taskset_prefix, userns_unavailable
+from udocker.engines.common import program_path, ptrace_blocked, taskset_prefix, userns_unavailable
 from udocker.errors import EngineError, EngineUnavailable
 from udocker.modetable import engine_modes
 from udocker.paths import Layout
@@ -103,7 +103,7 @@ class ProotEngine(Engine):
                         raise
                     protect.append(mount.source)
             argv += ["-b", f"{mount.source}:{mount.target}"]
-        argv.append(find_program(spec.rootfs, spec.argv[0], spec.env, spec.mounts))
+        argv.append(program_path(spec))
         argv += spec.argv[1:]
         env = dict(spec.env)
         env["PROOT_TMP_DIR"] = os.path.join(Layout.engine_dir(spec.container_dir, self.name), "tmp")

@@ -35,8 +35,8 @@ through S. With a terminal (Launch on a tty) it stays in the terminal's foregrou
 signals directly: U and S then ignore SIGINT and SIGQUIT, and ^C at an interactive shell starts no stop timer.
 
 Costs: one fork of U (copy on write) and a posix_spawn instead of an exec; no interpreter teardown in U
-(cli/__init__.py ends `run` with os._exit, as the exec did). S imports ctypes for the prctl only when the
-engine still runs 0.1 s after its start (or when it must kill): the import costs 5-40 ms of CPU on a busy
+(cli/__init__.py ends `run` with os._exit, as the exec did). S loads _ctypes for the prctl only when the
+engine still runs 0.1 s after its start (or when it must kill): the import costs 4-30 ms of CPU on a busy
 node, more than a short run. A process orphaned and moved to a session of its own within that first 0.1 s
 escapes the tree walk; one orphaned in the engine's process group is still killed with the group.
 """
@@ -54,9 +54,10 @@ TERMINAL = ("SIGINT", "SIGQUIT")  # sent by a terminal to its whole foreground g
 STOPPING = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # start the stop timer
 _DEFAULTS = ("SIGPIPE", "SIGXFSZ")  # Python ignores these; the program gets them at their defaults
 _PR_SET_CHILD_SUBREAPER = 36
+_RTLD_NOW = 2  # dlfcn.h
 _POLL = 0.05  # seconds between tries to deliver a signal whose target has not started yet
 _KILL_ROUNDS = 400  # bound on the rounds of kill-and-reap (each waits 5 ms for reparenting)
-_SUBREAPER_AFTER = 0.1  # seconds: a shorter run never imports ctypes (~5-40 ms of CPU on a busy node)
+_SUBREAPER_AFTER = 0.1  # seconds: a shorter run never loads _ctypes (~4-30 ms of CPU on a busy node)
 
 
 def run(launch, *, stop_timeout, tty):
@@ -232,11 +233,24 @@ class _Supervisor:
 
 
 def _become_subreaper():
+    """prctl(PR_SET_CHILD_SUBREAPER, 1) through _ctypes alone: `import ctypes` also loads struct, _struct and
+    ctypes._endian and builds its whole type zoo (~6.5 ms of CPU against ~4 here, paid by every run that
+    outlives _SUBREAPER_AFTER: all of them when 64 start at once on 2 cores, issue 13 item 4)."""
     try:
-        import ctypes
+        import _ctypes
 
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-    except (OSError, AttributeError):  # not Linux >= 3.4: orphans are still found in the engine's group
+        class Int(_ctypes._SimpleCData):
+            _type_ = "i"
+
+        class Function(_ctypes.CFuncPtr):
+            _flags_ = _ctypes.FUNCFLAG_CDECL
+            _restype_ = Int
+
+        class Library:  # what CFuncPtr((name, library)) reads: the dlopen handle of the process itself
+            _handle = _ctypes.dlopen(None, _RTLD_NOW)
+
+        Function(("prctl", Library()))(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    except (ImportError, OSError, AttributeError):  # not Linux >= 3.4: orphans are still found in the group
         pass
 
 
