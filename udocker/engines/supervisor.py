@@ -250,8 +250,13 @@ def _become_subreaper():
             _handle = _ctypes.dlopen(None, _RTLD_NOW)
 
         Function(("prctl", Library()))(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-    except (ImportError, OSError, AttributeError):  # not Linux >= 3.4: orphans are still found in the group
-        pass
+    except Exception:  # _ctypes is CPython's private module: another Python's gets ctypes' own way
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+        except (OSError, AttributeError):  # not Linux >= 3.4: orphans are still found in the group
+            pass
 
 
 def _kill(pid, number):
