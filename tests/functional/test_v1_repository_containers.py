@@ -17,8 +17,14 @@ def _ok(done):
     return done.stdout
 
 
-def _v13_ran(done):
-    """1.3's R1 exits 1 whatever the program's status (it loses runc's): judge it by its output."""
+def _v13_ran(v13, name):
+    """udocker 1.3 runs `cat /etc/debian_version` in container `name`. 1.3's R1 exits 1 whatever the program's
+    status (it loses runc's): judge it by its output. On a loaded machine 1.3's R1 was seen to lose the end of
+    the output ("12" alone): a run whose output is a cut-short "12." (or none) is tried again, twice at most."""
+    for _ in range(3):
+        done = v13("run", "--nobanner", name, "cat", "/etc/debian_version")
+        if done.stdout.startswith("12.") or not "12.".startswith(done.stdout.strip()):
+            break
     assert done.stdout.startswith("12."), done.stdout + done.stderr
 
 
@@ -34,7 +40,7 @@ def v1repo(debian_image, udocker13, udocker):
         ids[name] = _ok(v13("create", f"--name={name}", debian_image.name)).split()[-1]
         if mode != "P1":
             _ok(v13("setup", f"--execmode={mode}", name))
-        _v13_ran(v13("run", "--nobanner", name, "cat", "/etc/debian_version"))
+        _v13_ran(v13, name)
     return v13, ids
 
 
@@ -74,7 +80,7 @@ def test_udocker2_lists_and_runs_udocker13_containers_in_their_modes(v1repo, udo
         assert stream.read().count(os.path.realpath(f3_root).encode() + b"//lib64/") == 1
     # udocker 1.3 runs them again, in its own modes
     for name in ids:
-        _v13_ran(v13("run", "--nobanner", name, "cat", "/etc/debian_version"))
+        _v13_ran(v13, name)
     assert all(f" {name.upper()} ['{name}']" in v13("ps", "-m").stdout for name in ids)
 
 
@@ -117,8 +123,8 @@ def test_udocker2_inspects_exports_clones_names_and_removes_them(v1repo, udocker
     listed = v13("ps")
     assert listed.returncode == 0 and "['p1']" in listed.stdout and "'r1'" not in listed.stdout, listed.stdout
     assert "Error" not in listed.stderr and "['p1-2']" in listed.stdout, listed.stderr
-    _v13_ran(v13("run", "--nobanner", "p1", "cat", "/etc/debian_version"))
-    _v13_ran(v13("run", "--nobanner", "f3", "cat", "/etc/debian_version"))
+    _v13_ran(v13, "p1")
+    _v13_ran(v13, "f3")
     assert v13("rm", "f1").returncode == 0
     assert not os.path.exists(os.path.join(udocker.repo, "containers", ids["f1"]))
     names = {row["names"][0] for row in json.loads(_ok(udocker("ps", "--json")))}
@@ -163,10 +169,10 @@ def test_udocker13_f3_container_exported_and_cloned_by_udocker2_runs_anywhere(v1
         assert _interp(tar.extractfile("ROOT/usr/bin/cat").read(), tmp_path) == "/lib64/ld-linux-x86-64.so.2"
         assert tar.extractfile("execmode").read() == b"F1"  # 1.3 runs it without a setup of its own
     assert _v1_files(udocker.repo, ids) == before  # 1.3's container is as it was, and 1.3 still runs it
-    _v13_ran(v13("run", "--nobanner", "f3", "cat", "/etc/debian_version"))
+    _v13_ran(v13, "f3")
     _ok(v13("import", "--clone", "--name=f3-back", str(archive)))
     assert v13("rm", "f3").returncode == 0  # the archive does not need the container it came from
-    _v13_ran(v13("run", "--nobanner", "f3-back", "cat", "/etc/debian_version"))
+    _v13_ran(v13, "f3-back")
     _ok(udocker("import", "--clone", "--name=f3-again", str(archive)))  # udocker 2 gets the mode back
     assert json.loads(_ok(udocker("inspect", "--json", "f3-again")))["mode"] == "F3"
     done = udocker("run", "f3-again", "cat", "/etc/debian_version")
@@ -238,11 +244,16 @@ def test_udocker2_names_and_containers_in_a_v1_repository_are_udocker13s(v1repo,
     assert all(f"['{name}']" in listed.stdout for name in ids)
     ran = v13("run", "--nobanner", "x", "true")
     assert ran.returncode == 0, ran.stdout + ran.stderr
-    _v13_ran(v13("run", "--nobanner", "z", "cat", "/etc/debian_version"))
+    _v13_ran(v13, "z")
     _ok(v13("name", made, "w"))
     assert _ok(udocker("run", "w", "cat", "/etc/debian_version")).startswith("12.")
     row = next(r for r in json.loads(_ok(udocker("ps", "--json"))) if r["id"] == made)
     assert row["names"] == ["w", "x", "z"]
+    # udocker 2's rm refuses it while udocker 1.3 protects it
+    _ok(v13("protect", made))
+    refused = udocker("rm", "x")
+    assert refused.returncode == 1 and refused.stderr.startswith("error: container is protected"), refused.stderr
+    _ok(v13("unprotect", made))
     # udocker 1.3's rm refuses it while udocker 2 protects it, then removes it with its names
     _ok(udocker("protect", "x"))
     refused = v13("rm", "x")
@@ -269,5 +280,5 @@ def test_names_an_earlier_udocker2_kept_in_containers_dot_names(v1repo, udocker,
     assert os.readlink(os.path.join(containers, "old")) == ids["p1"]
     listed = v13("ps")
     assert "Error" not in listed.stdout + listed.stderr and "'old'" in listed.stdout, listed.stdout + listed.stderr
-    _v13_ran(v13("run", "--nobanner", "old", "cat", "/etc/debian_version"))
+    _v13_ran(v13, "old")
     assert _ok(udocker("run", "another", "true")) == ""

@@ -409,7 +409,9 @@ class ContainerStore:
         whole with its names, or gone with names that point at nothing (reclaimed by add_name())."""
         from udocker import fs
 
-        if container.record.get("protected") and not force:
+        protected = container.record.get("protected") or (  # or by udocker 1.3's protect (its PROTECT file)
+            self.v1_repository and os.path.exists(os.path.join(container.dir, "PROTECT")))
+        if protected and not force:
             raise UdockerError(f"container is protected: {container.id}", hint="run 'udocker unprotect' first")
         self._v1_prepare()
         names = self.names_of(container.id)
