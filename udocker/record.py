@@ -37,13 +37,17 @@ class Record:
     def _values(self) -> tuple:
         return tuple(getattr(self, name) for name in self.FIELDS)
 
+    def _key(self) -> tuple:
+        """What equality and the hash compare: every field (a subclass may leave some out)."""
+        return self._values()
+
     def __eq__(self, other):
         if other.__class__ is not self.__class__:
             return NotImplemented
-        return self._values() == other._values()
+        return self._key() == other._key()
 
     def __hash__(self):
-        return hash(self._values())
+        return hash(self._key())
 
     def __reduce__(self):  # copy and pickle
         return (self.__class__, self._values())
