@@ -4,7 +4,8 @@ with only their flags run without click too (cli/listing.py), and with anything 
 load click and their own command's module only (cli/app.py's LazyGroup): never the other commands', the network
 stack or the unpacker; neither dataclasses, typing, re, hashlib nor contextlib (NOT_FOR_READING), on a udocker 1.x
 repository too; `ps` not even the image store. A pull of an unchanged image makes one manifest request
-and writes nothing. Counted with -X importtime (utils/bench_cli times them)."""
+and writes nothing, and runs without click (cli/fastpull.py), dataclasses, typing, hashlib or json
+(NOT_FOR_PULL), answering as the click command does. Counted with -X importtime (utils/bench_cli times them)."""
 
 import os
 import subprocess
