@@ -1,9 +1,9 @@
 """Pull an image: manifest (platform chosen from an index) -> config and layers downloaded concurrently,
 each streamed through its digest check into the blob store -> tag. See docs/architecture.md, 'Data flow'."""
 
+from __future__ import annotations
+
 import threading
-from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Protocol, Sequence
 
 from udocker import log
 from udocker.errors import NotFound, UdockerError
@@ -11,11 +11,18 @@ from udocker.oci import mediatypes
 from udocker.oci.descriptor import Descriptor
 from udocker.oci.manifest import load_json, media_type_of, parse_index, parse_manifest, select
 from udocker.oci.platform import Platform
-from udocker.reference import Reference
+from udocker.record import Record
+
+TYPE_CHECKING = False  # typing (and dataclasses) are not loaded on a cached pull's path (record.py)
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Callable
+
+    from udocker.reference import Reference
 
 
-class Progress(Protocol):
-    """What a pull reports; called from several threads."""
+class Progress:
+    """What a pull reports (the methods an object passed as `progress` has); called from several threads."""
 
     def blob_started(self, descriptor: Descriptor, *, present: bool) -> None: ...
 
@@ -35,13 +42,11 @@ class _Silent:
         pass
 
 
-@dataclass(frozen=True)
-class PullResult:
-    ref: str
-    digest: str
-    platform: Optional[Dict[str, str]]
-    downloaded: int  # blobs fetched by this pull
-    present: int  # blobs already in the store
+class PullResult(Record):
+    """ref, digest, platform (a dict or None), downloaded (blobs fetched by this pull), present (blobs already
+    in the store)."""
+
+    __slots__ = FIELDS = ("ref", "digest", "platform", "downloaded", "present")
 
 
 class _Cancelled(Exception):
@@ -49,7 +54,7 @@ class _Cancelled(Exception):
 
 
 def pull(repo, client, ref: Reference, *, platform: Platform, concurrency: int,
-         progress: Optional[Progress] = None, unpack: bool = False) -> PullResult:
+         progress: Progress | None = None, unpack: bool = False) -> PullResult:
     """Download `ref` into `repo` and tag it as str(ref). Raises UdockerError subclasses; on any error
     no name is added or changed, and only verified blobs are left in the store.
 
@@ -89,7 +94,7 @@ def pull(repo, client, ref: Reference, *, platform: Platform, concurrency: int,
                       counts[1] + layer_counts[1])
 
 
-def _check_platform(config: dict, platform: Platform, ref: Reference) -> Dict[str, str]:
+def _check_platform(config: dict, platform: Platform, ref: Reference) -> dict[str, str]:
     """A single-platform image must be for the requested platform: no silent fallback."""
     theirs = {k: config[k] for k in ("os", "architecture", "variant") if config.get(k)}
     if theirs and not platform.matches(theirs):
@@ -99,7 +104,7 @@ def _check_platform(config: dict, platform: Platform, ref: Reference) -> Dict[st
     return theirs or platform.to_json()
 
 
-def _layers(repo, client, ref, manifest, digest, *, concurrency, progress, unpack, unpack_progress) -> List[int]:
+def _layers(repo, client, ref, manifest, digest, *, concurrency, progress, unpack, unpack_progress) -> list[int]:
     """Download the layers; with `unpack`, unpack them meanwhile and publish the tree once all are verified."""
     if not unpack:
         return _download(repo, client, ref, manifest.layers, concurrency=concurrency, progress=progress)
@@ -119,7 +124,7 @@ def _layers(repo, client, ref, manifest, digest, *, concurrency, progress, unpac
 
 
 def _download(repo, client, ref: Reference, descriptors: Sequence[Descriptor], *, concurrency: int,
-              progress: Progress, offer: Optional[Callable] = None) -> List[int]:
+              progress: Progress, offer: Callable | None = None) -> list[int]:
     """Fetch the blobs not yet stored, `concurrency` at a time; returns [downloaded, present]. `offer`
     hears of each blob as its download begins (with its Sink; None when it is in the store already).
     The first failure cancels the other transfers and is raised."""

@@ -1,10 +1,13 @@
-"""Image references in Docker's grammar (distribution/reference): [domain/]path[:tag][@digest]."""
+"""Image references in Docker's grammar (distribution/reference): [domain/]path[:tag][@digest].
+
+Reference is a Record, not a dataclass, and typing is not imported: a cached `pull` parses one (record.py)."""
+
+from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Optional
 
 from udocker.errors import InvalidReference
+from udocker.record import Record
 
 DOCKER_HUB = "docker.io"
 _LEGACY_HUB = ("index.docker.io", "registry-1.docker.io")
@@ -20,14 +23,12 @@ _SHA256_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 NAME_MAX = 255
 
 
-@dataclass(frozen=True)
-class Reference:
-    """A fully qualified image reference; `tag` is None only when a digest is given."""
+class Reference(Record):
+    """A fully qualified image reference (domain, path, tag, digest); `tag` is None only when a digest is
+    given. Immutable."""
 
-    domain: str
-    path: str
-    tag: Optional[str] = "latest"
-    digest: Optional[str] = None
+    __slots__ = FIELDS = ("domain", "path", "tag", "digest")
+    DEFAULTS = ("latest", None)
 
     @property
     def name(self) -> str:
@@ -48,11 +49,11 @@ class Reference:
             name = self.path[len("library/"):] if self.path.startswith("library/") else self.path
         return name + (f":{self.tag}" if self.tag else "") + (f"@{self.digest}" if self.digest else "")
 
-    def with_tag(self, tag: Optional[str], digest: Optional[str] = None) -> "Reference":
+    def with_tag(self, tag: str | None, digest: str | None = None) -> Reference:
         return Reference(self.domain, self.path, tag, digest)
 
 
-def _split_domain(name: str) -> "tuple[str, str]":
+def _split_domain(name: str) -> tuple[str, str]:
     first, sep, rest = name.partition("/")
     if sep and ("." in first or ":" in first or first == "localhost" or first.startswith("[")):
         return first, rest

@@ -4,7 +4,8 @@ with only their flags run without click too (cli/listing.py), and with anything 
 load click and their own command's module only (cli/app.py's LazyGroup): never the other commands', the network
 stack or the unpacker; neither dataclasses, typing, re, hashlib nor contextlib (NOT_FOR_READING), on a udocker 1.x
 repository too; `ps` not even the image store. A pull of an unchanged image makes one manifest request
-and writes nothing. Counted with -X importtime (utils/bench_cli times them)."""
+and writes nothing, and runs without click (cli/fastpull.py), dataclasses, typing, hashlib or json
+(NOT_FOR_PULL), answering as the click command does. Counted with -X importtime (utils/bench_cli times them)."""
 
 import os
 import subprocess
@@ -139,9 +140,17 @@ def json_names(text):
     return [row["names"] for row in json.loads(text)]
 
 
+# What a cached pull (one manifest check: http.client, which loads re, enum, email, ssl, socket) does without:
+# click (cli/fastpull.py reads its options), dataclasses and typing (record.py), hashlib (oci/digest.py hashes a
+# manifest with the builtin sha256), json (fastjson), and what only credentials (json) or TLS (importlib.util) need.
+NOT_FOR_PULL = {"click", "dataclasses", "inspect", "ast", "dis", "typing", "hashlib", "_hashlib", "json",
+                "importlib.util", "uuid", "platform", "concurrent.futures", "logging"}
+
+
 def test_a_cached_pull_checks_the_manifest_and_writes_nothing(udocker, registry):
     """Pulling an image again whose manifest is unchanged: one manifest request, no download threads (nor
-    concurrent.futures), no unpacker, and index.json not rewritten; the output is a pull's as before."""
+    concurrent.futures), no unpacker, and index.json not rewritten; the output is a pull's as before. It runs
+    without click, nor dataclasses, typing, hashlib or json (NOT_FOR_PULL)."""
     ref = f"{registry.host}/test/busybox:latest"
     first = udocker("pull", ref)
     assert first.returncode == 0, first.stderr
@@ -149,13 +158,58 @@ def test_a_cached_pull_checks_the_manifest_and_writes_nothing(udocker, registry)
     before = os.stat(index)
     out, modules = _loaded(udocker, "pull", ref)
     assert out == f"{ref}\n"
-    assert "udocker.pull" in modules
+    assert {"udocker.pull", "udocker.cli.fastpull", "http.client"} <= modules
     unneeded = {"concurrent.futures", "tarfile", "yaml", "udocker.unpack", "udocker.store.adopt",
                 "udocker.store.overlap", "requests", "urllib3"}  # a direct request: http.client (registry/wire.py)
-    assert not modules & (unneeded | CLI_MODULES - {"udocker.cli.app", "udocker.cli.pull"}), sorted(modules)
+    assert not modules & (unneeded | CLI_MODULES | {"click"}), sorted(modules)
+    bare, modules = _loaded(udocker, "-q", "pull", "--platform", "linux/amd64", ref, bare=True)
+    assert bare == out
+    assert not modules & NOT_FOR_PULL, sorted(modules & NOT_FOR_PULL)
     after = os.stat(index)
     assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
     again = udocker("pull", ref)
     assert again.returncode == 0 and again.stderr.count("already exists") == 2, again.stderr
     assert first.stderr.split("Digest: ")[1] == again.stderr.split("Digest: ")[1]
     assert [n for n in os.listdir(os.path.join(udocker.repo, "locks")) if not n.endswith(".readers")] == []
+
+
+def _through_click(udocker, *args, env=None):
+    """`udocker ARGS` through the click application (cli/app.py), as before cli/fastpull.py: the reference the
+    lean path must match."""
+    code = "import sys; from udocker.cli import app, private_umask; private_umask(); app.main(sys.argv[1:])"
+    return subprocess.run([sys.executable, "-c", code, "--repo", udocker.repo, *args], capture_output=True,
+                          text=True, cwd=udocker.cwd, env=dict(udocker.env, **(env or {})), timeout=120)
+
+
+def _lean(udocker, *args, env=None):
+    return subprocess.run([sys.executable, "-m", "udocker", "--repo", udocker.repo, *args], capture_output=True,
+                          text=True, cwd=udocker.cwd, env=dict(udocker.env, **(env or {})), timeout=120)
+
+
+def test_pull_without_click_answers_as_click_did(udocker, registry):
+    """The same arguments through cli/fastpull.py and through click: the same stdout, stderr and status, for a
+    pull, a cached pull, its options in either form, and failures (a bad name, a bad platform, an unreachable
+    registry, a missing image); anything fastpull does not read (help, a bad option) is still click's."""
+    from tests.support.local_registry import free_port
+
+    ref = f"{registry.host}/test/busybox:latest"
+    first = _lean(udocker, "pull", ref)
+    assert first.returncode == 0 and first.stdout == f"{ref}\n", first.stderr
+    assert "downloading" in first.stderr and "Digest: sha256:" in first.stderr
+    unreachable = f"127.0.0.1:{free_port()}/tests/tiny:1.0"
+    cases = [["pull", ref], ["-q", "pull", ref], ["pull", "--platform=linux/amd64", ref],
+             ["pull", ref, "--platform", "linux/amd64"], ["pull", "Bad/Name"], ["pull", "--platform=linux", ref],
+             ["pull", "--platform", "windows/amd64", ref], ["pull", f"{registry.host}/test/missing:1"],
+             ["pull", unreachable]]
+    for args in cases:
+        lean, clicked = _lean(udocker, *args, env={"UDOCKER_RETRIES": "0"}), \
+            _through_click(udocker, *args, env={"UDOCKER_RETRIES": "0"})
+        assert (lean.returncode, lean.stdout, lean.stderr) == (clicked.returncode, clicked.stdout, clicked.stderr), args
+    assert _lean(udocker, "pull", "Bad/Name").returncode == 1
+    debug, clicked = _lean(udocker, "-D", "pull", "Bad/Name"), _through_click(udocker, "-D", "pull", "Bad/Name")
+    assert debug.returncode == clicked.returncode == 1 and "Traceback" in debug.stderr  # its frames differ
+    assert debug.stderr.splitlines()[-2:] == clicked.stderr.splitlines()[-2:]
+    assert "cannot reach registry" in _lean(udocker, "pull", unreachable, env={"UDOCKER_RETRIES": "0"}).stderr
+    usage = _lean(udocker, "pull", "--platfrom=linux/amd64", ref)
+    assert usage.returncode == 2 and usage.stderr.startswith("error: no such option '--platfrom'"), usage.stderr
+    assert "Download IMAGE from its registry" in _lean(udocker, "pull", "--help").stdout

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import click
+import pytest
 
 from udocker.cli import app
 
@@ -65,3 +66,39 @@ def test_the_fast_listing_knows_the_click_commands_flags():
                         if isinstance(param, click.Option) and param.is_flag for opt in param.opts}
             declared.pop("--help", None)
             assert flags == declared, name
+
+
+def test_the_fast_pull_knows_the_click_commands_options():
+    """cli/fastpull.py reads `pull`'s options without click: the same options, each taking a value, for the same
+    parameters as the click command; IMAGE its one argument."""
+    from udocker.cli import fastpull
+
+    with click.Context(app.cli, info_name="udocker") as ctx:
+        params = app.cli.get_command(ctx, "pull").params
+    declared = {opt: param.name for param in params if isinstance(param, click.Option) and not param.is_flag
+                for opt in param.opts}
+    assert fastpull.OPTIONS == declared
+    assert [p.name for p in params if isinstance(p, click.Argument)] == ["image"]
+    assert not [p for p in params if isinstance(p, click.Option) and p.is_flag]  # --help is added by click
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["busybox"], {"image": "busybox"}),
+    (["--platform=linux/arm64", "busybox"], {"platform": "linux/arm64", "image": "busybox"}),
+    (["--registry", "http://r:5000", "busybox", "--httpproxy", "socks5h://p:1080", "--index=https://i"],
+     {"registry": "http://r:5000", "httpproxy": "socks5h://p:1080", "index": "https://i", "image": "busybox"}),
+    (["--platform=a/b", "--platform=c/d", "x"], {"platform": "c/d", "image": "x"}),
+])
+def test_the_fast_pull_reads_its_options(args, expected):
+    from udocker.cli import fastpull
+
+    assert fastpull.parse(args) == expected
+
+
+@pytest.mark.parametrize("args", [[], ["a", "b"], ["--help", "x"], ["-h"], ["--platform"], ["x", "--platform"],
+                                  ["--platform=", "x"], ["--platform", "--registry=r", "x"], ["--", "x"],
+                                  ["--plat=linux/amd64", "x"], ["-q", "x"], ["-"]])
+def test_anything_else_is_clicks_to_read(args):
+    from udocker.cli import fastpull
+
+    assert fastpull.parse(args) is None

@@ -1,9 +1,9 @@
 """The command line. main() reads the general options itself and sends `udocker run` to a lean parser
 (cli/run.py) that imports neither click nor anything run does not need: `run` of an existing container
 must add as little as possible to the engine's own start-up (tests/functional/test_run_imports.py lists what
-it may import); `version` (and -V) is answered here too, and `images` and `ps` with only their flags
-(cli/listing.py). Every other command goes through the click application in cli/app.py. All answer failures
-through cli/boundary.py."""
+it may import); `version` (and -V) is answered here too, `images` and `ps` with only their flags
+(cli/listing.py), and `pull` with only its options and an image (cli/fastpull.py). Every other command goes
+through the click application in cli/app.py. All answer failures through cli/boundary.py."""
 
 import os
 import sys
@@ -69,6 +69,12 @@ def main(argv=None):
         from udocker.cli.listing import fast  # without click, when click would only have read flags
 
         status = fast(general, args[index], args[index + 1:])
+        if status is not None:
+            sys.exit(status)
+    if index is not None and index < len(args) and args[index] == "pull":
+        from udocker.cli.fastpull import fast  # without click, when click would only have read its options
+
+        status = fast(general, args[index + 1:])
         if status is not None:
             sys.exit(status)
     from udocker.cli.app import main as app_main

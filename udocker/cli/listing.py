@@ -18,17 +18,13 @@ def fast(general, command, args):
     flags = FLAGS[command]
     if not all(arg in flags for arg in args):
         return None
-    from udocker import log
     from udocker.cli.boundary import guarded
-    from udocker.cli.state import State
+    from udocker.cli.state import from_general
 
-    debug, quiet = bool(general.get("debug")), bool(general.get("quiet"))
-    log.setup(debug=debug, quiet=quiet)
-    state = State(config_file=general.get("config"), debug=debug, quiet=quiet,
-                  overrides={"topdir": general.get("repo"), "insecure": general.get("insecure")})
+    state = from_general(general)
     options = {flags[arg]: True for arg in args}
     run = images if command == "images" else ps
-    return guarded(lambda: run(state, **options) or 0, debug=debug)
+    return guarded(lambda: run(state, **options) or 0, debug=state.debug)
 
 
 def _created(config):

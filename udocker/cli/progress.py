@@ -2,12 +2,17 @@
 then extracting, on one line while both happen), one line per layer started and finished in batch logs,
 nothing with --quiet."""
 
+from __future__ import annotations
+
 import sys
 import threading
 import time
-from typing import Dict, List, TextIO
 
 from udocker.cli.render import size
+
+TYPE_CHECKING = False  # typing is not loaded by a pull (record.py)
+if TYPE_CHECKING:
+    from typing import TextIO
 
 
 def _name(descriptor) -> str:
@@ -20,8 +25,8 @@ class LineProgress:
     def __init__(self, stream: TextIO):
         self.stream = stream
         self.lock = threading.Lock()
-        self.started: Dict[str, float] = {}
-        self.extracting: Dict[str, float] = {}
+        self.started: dict[str, float] = {}
+        self.extracting: dict[str, float] = {}
 
     def _say(self, text: str) -> None:
         with self.lock:
@@ -64,8 +69,8 @@ class _Line:
 
     def __init__(self, descriptor, status: str):
         self.name, self.total, self.status = _name(descriptor), descriptor.size, status
-        self.download: List[float] = []
-        self.extract: List[float] = []
+        self.download: list[float] = []
+        self.extract: list[float] = []
 
     def text(self, now: float) -> str:
         parts = []
@@ -83,7 +88,7 @@ class TerminalProgress(LineProgress):
 
     def __init__(self, stream: TextIO):
         super().__init__(stream)
-        self.lines: Dict[str, _Line] = {}  # by digest, in the order first heard of
+        self.lines: dict[str, _Line] = {}  # by digest, in the order first heard of
         self.drawn = 0
         self.last = 0.0
 

@@ -1,6 +1,8 @@
-"""The pull command."""
+"""The pull command (cli/fastpull.py runs it without click when it can, with the same pull_image())."""
 
 import click
+
+from udocker.cli.fastpull import pull_image
 
 
 @click.command()
@@ -12,26 +14,7 @@ import click
 @click.pass_obj
 def pull(state, platform, registry, index, httpproxy, image):
     """Download IMAGE from its registry into the repository."""
-    from udocker import pull as pulling
-    from udocker.cli.progress import for_stderr
-    from udocker.oci import platform as platforms
-    from udocker.reference import parse
-    from udocker.registry.client import RegistryClient
-
-    state.override(registry=registry, index=index, platform=platform, http_proxy=httpproxy)
-    ref = parse(image)
-    config = state.config
-    wanted = platforms.parse(config["platform"]) if config["platform"] else platforms.host()
-    repo = state.repository()
-    client = RegistryClient(config, repo.layout)
-    try:
-        result = pulling.pull(repo, client, ref, platform=wanted, concurrency=config["pull_concurrency"],
-                              progress=for_stderr(quiet=state.quiet))
-    finally:
-        client.close()
-    if not state.quiet:
-        click.echo(f"Digest: {result.digest}", err=True)
-    click.echo(result.ref)
+    pull_image(state, image=image, platform=platform, registry=registry, index=index, httpproxy=httpproxy)
 
 
 COMMANDS = [pull]

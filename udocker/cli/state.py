@@ -35,3 +35,14 @@ class State:
 
         return Repository.open(self.layout, create=create, lock_timeout=self.config["lock_timeout"],
                                max_layer_size=self.config["max_layer_size"])
+
+
+def from_general(general: dict) -> State:
+    """The State of a command run without click (cli/listing.py, cli/fastpull.py), from the general options as
+    cli.split_general() read them; logging set up as the click group does."""
+    from udocker import log
+
+    debug, quiet = bool(general.get("debug")), bool(general.get("quiet"))
+    log.setup(debug=debug, quiet=quiet)
+    return State(config_file=general.get("config"), debug=debug, quiet=quiet,
+                 overrides={"topdir": general.get("repo"), "insecure": general.get("insecure")})

@@ -1,49 +1,26 @@
 """Content descriptors (OCI image-spec descriptor.md).
 
-A plain class, not a dataclass (and no typing): `udocker images` reads index.json and each image's manifest
-into descriptors, and dataclasses' import (inspect, ast, dis: ~10-20 ms) would be most of its time."""
+A Record (record.py), not a dataclass (and no typing): `udocker images` reads index.json and each image's
+manifest into descriptors, and dataclasses' import (inspect, ast, dis: ~10-20 ms) would be most of its time."""
 
 from __future__ import annotations
 
 from udocker.errors import UdockerError
 from udocker.oci import digest as digests
+from udocker.record import Record
 
-_FIELDS = ("media_type", "digest", "size", "platform", "annotations", "urls")
 
-
-class Descriptor:
+class Descriptor(Record):
     """Immutable; equal (and hashed alike) when all but `annotations` are equal."""
 
-    __slots__ = _FIELDS
+    __slots__ = FIELDS = ("media_type", "digest", "size", "platform", "annotations", "urls")
 
     def __init__(self, media_type: str, digest: str, size: int, platform: dict | None = None,
                  annotations: dict | None = None, urls: tuple = ()):
-        for name, value in zip(_FIELDS, (media_type, digest, size, platform,
-                                         {} if annotations is None else annotations, urls)):
-            object.__setattr__(self, name, value)
-
-    def __setattr__(self, name, value):
-        raise AttributeError(f"cannot assign to field {name!r}: a Descriptor is immutable")
-
-    __delattr__ = __setattr__
+        super().__init__(media_type, digest, size, platform, {} if annotations is None else annotations, urls)
 
     def _key(self) -> tuple:
         return (self.media_type, self.digest, self.size, self.platform, self.urls)
-
-    def __eq__(self, other):
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        return self._key() == other._key()
-
-    def __hash__(self):
-        return hash(self._key())
-
-    def __reduce__(self):  # copy and pickle
-        return (self.__class__, tuple(getattr(self, name) for name in _FIELDS))
-
-    def __repr__(self):
-        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in _FIELDS)
-        return f"Descriptor({fields})"
 
     @classmethod
     def from_json(cls, data: object, what: str) -> Descriptor:

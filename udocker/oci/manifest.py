@@ -1,7 +1,7 @@
 """Image manifests, image indexes and image configs (OCI image-spec manifest.md, image-index.md, config.md).
 
-Without dataclasses, typing or the platform module (oci/descriptor.py says why): `udocker images` parses
-index.json and the manifests with this module."""
+Records (record.py), without dataclasses, typing or the platform module (oci/descriptor.py says why):
+`udocker images` parses index.json and the manifests with this module."""
 
 from __future__ import annotations
 
@@ -9,31 +9,13 @@ from udocker import fastjson
 from udocker.errors import NotFound, UdockerError
 from udocker.oci import mediatypes
 from udocker.oci.descriptor import Descriptor
+from udocker.record import Record
 
 
-class Manifest:
+class Manifest(Record):
     """An image manifest: its media type, config descriptor and layer descriptors (a tuple); immutable."""
 
-    __slots__ = ("media_type", "config", "layers")
-
-    def __init__(self, media_type: str, config: Descriptor, layers: tuple):
-        object.__setattr__(self, "media_type", media_type)
-        object.__setattr__(self, "config", config)
-        object.__setattr__(self, "layers", layers)
-
-    def __setattr__(self, name, value):
-        raise AttributeError(f"cannot assign to field {name!r}: a Manifest is immutable")
-
-    def __eq__(self, other):
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        return (self.media_type, self.config, self.layers) == (other.media_type, other.config, other.layers)
-
-    def __hash__(self):
-        return hash((self.media_type, self.config, self.layers))
-
-    def __repr__(self):
-        return f"Manifest(media_type={self.media_type!r}, config={self.config!r}, layers={self.layers!r})"
+    __slots__ = FIELDS = ("media_type", "config", "layers")
 
     @property
     def size(self) -> int:

@@ -1,10 +1,10 @@
-"""Platforms (os/architecture/variant) as the image index names them, and this host's platform."""
+"""Platforms (os/architecture/variant) as the image index names them, and this host's platform.
+A Record, without typing: a cached `pull` loads this module (record.py says why)."""
 
 import os
-from dataclasses import dataclass
-from typing import Optional
 
 from udocker.errors import UsageError
+from udocker.record import Record
 
 # uname -m -> (GOARCH, variant), the names image indexes use.
 _MACHINES = {
@@ -14,11 +14,11 @@ _MACHINES = {
 }
 
 
-@dataclass(frozen=True)
-class Platform:
-    os: str
-    architecture: str
-    variant: Optional[str] = None
+class Platform(Record):
+    """os, architecture and variant (None when not given); immutable."""
+
+    __slots__ = FIELDS = ("os", "architecture", "variant")
+    DEFAULTS = (None,)
 
     def __str__(self) -> str:
         return f"{self.os}/{self.architecture}" + (f"/{self.variant}" if self.variant else "")

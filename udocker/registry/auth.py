@@ -6,28 +6,27 @@ Specification"): GET realm?service=S&scope=SCOPE, with Basic credentials when kn
 the credentials on every request. Tokens and passwords are never logged nor put into messages.
 """
 
+from __future__ import annotations
+
 import base64
 import re
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Optional
 
 from udocker import log
 from udocker.errors import AuthError
+from udocker.record import Record
 
 LOG = log.get("registry.auth")
 DEFAULT_EXPIRES_IN = 60
 _PARAM = re.compile(r'\s*([!#$%&\'*+.^_`|~0-9A-Za-z-]+)(?:\s*=\s*("(?:[^"\\]|\\.)*"|[^,\s]*))?\s*,?')
 
 
-@dataclass(frozen=True)
-class Challenge:
-    """One challenge of a WWW-Authenticate header: `scheme` lower-cased, `params` as given."""
+class Challenge(Record):
+    """One challenge of a WWW-Authenticate header: `scheme` lower-cased, `params` (a dict) as given."""
 
-    scheme: str
-    params: dict = field(default_factory=dict)
+    __slots__ = FIELDS = ("scheme", "params")
 
 
 def parse_challenges(header: str) -> list:
@@ -57,7 +56,7 @@ class Authenticator:
     requests.Session (TLS settings, timeouts) serves both.
     """
 
-    def __init__(self, credentials: Callable[[str], Optional[tuple]],
+    def __init__(self, credentials: Callable[[str], tuple | None],
                  fetch_token: Callable[[str, dict, dict], tuple], *, clock: Callable[[], float] = time.monotonic):
         self._credentials = credentials
         self._fetch_token = fetch_token
@@ -65,7 +64,7 @@ class Authenticator:
         self._headers: dict = {}  # (host, scope) -> (Authorization value, expiry or None)
         self._lock = threading.Lock()
 
-    def header(self, host: str, scope: Optional[str]) -> Optional[str]:
+    def header(self, host: str, scope: str | None) -> str | None:
         """The Authorization value to send, if a previous challenge told us one and it has not expired."""
         with self._lock:
             value, expiry = self._headers.get((host, scope), (None, None))
@@ -74,7 +73,7 @@ class Authenticator:
                 return None
             return value
 
-    def answer(self, host: str, scope: Optional[str], challenge_header: str, *, cred_host: str) -> bool:
+    def answer(self, host: str, scope: str | None, challenge_header: str, *, cred_host: str) -> bool:
         """Prepare credentials for a 401 carrying `challenge_header`; False when there is nothing to try
         (Basic asked and no credentials known). Raises AuthError when the token server refuses."""
         challenges = {c.scheme: c for c in parse_challenges(challenge_header)}
@@ -97,11 +96,11 @@ class Authenticator:
     def has_credentials(self, cred_host: str) -> bool:
         return self._credentials(cred_host) is not None
 
-    def _remember(self, host: str, scope: Optional[str], value: str, expiry: Optional[float]) -> None:
+    def _remember(self, host: str, scope: str | None, value: str, expiry: float | None) -> None:
         with self._lock:
             self._headers[(host, scope)] = (value, expiry)
 
-    def _token(self, params: dict, scope: Optional[str], credentials: Optional[tuple], cred_host: str) -> tuple:
+    def _token(self, params: dict, scope: str | None, credentials: tuple | None, cred_host: str) -> tuple:
         query = {"service": params["service"]} if params.get("service") else {}
         scope = scope or params.get("scope")
         if scope:

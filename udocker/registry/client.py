@@ -9,21 +9,21 @@ transport's decision (registry/transport.py). Timeouts are a connect timeout and
 `stall_timeout` seconds); there is no total timeout, so large blobs are never cut for being large.
 """
 
-import hashlib
-import json
+from __future__ import annotations
+
 import os
 import re
 import time
 import urllib.parse
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Optional
 
-from udocker import __version__, log
+from udocker import __version__, fastjson, log
 from udocker.errors import AuthError, DigestMismatch, NotFound, RegistryError
+from udocker.oci import digest as digests
 from udocker.oci import mediatypes
 from udocker.oci.descriptor import Descriptor
 from udocker.paths import Layout
+from udocker.record import Record
 from udocker.reference import DOCKER_HUB, Reference
 from udocker.registry.auth import Authenticator
 from udocker.registry.credentials import CredentialStore, registry_host
@@ -40,23 +40,19 @@ BACKOFF_MAX = 30.0
 _REDIRECTS = (301, 302, 303, 307, 308)
 
 
-@dataclass(frozen=True)
-class ManifestResponse:
-    """A manifest or index as the registry sent it; `digest` is sha256 of `data` (checked against the
-    Docker-Content-Digest header when the registry sends one)."""
+class ManifestResponse(Record):
+    """A manifest or index as the registry sent it (data, media_type, digest); `digest` is sha256 of `data`
+    (checked against the Docker-Content-Digest header when the registry sends one)."""
 
-    data: bytes
-    media_type: str
-    digest: str
+    __slots__ = FIELDS = ("data", "media_type", "digest")
 
 
-@dataclass(frozen=True)
-class _Target:
-    """Where to send a request: `base` URL and the host whose credentials apply."""
+class _Target(Record):
+    """Where to send a request: `base` URL, the host whose credentials apply (cred_host), and whether it is a
+    mirror (default False)."""
 
-    base: str
-    cred_host: str
-    mirror: bool = False
+    __slots__ = FIELDS = ("base", "cred_host", "mirror")
+    DEFAULTS = (False,)
 
     @property
     def host(self) -> str:
@@ -100,7 +96,7 @@ class RegistryClient:
     """Pulls manifests and blobs, lists tags and repositories, checks logins. Thread-safe for concurrent
     fetch_blob calls. Raises AuthError (401/403), NotFound (404), RegistryError (anything else)."""
 
-    def __init__(self, config, layout: Layout, *, credentials: Optional[CredentialStore] = None,
+    def __init__(self, config, layout: Layout, *, credentials: CredentialStore | None = None,
                  plain_http: tuple = (), environ=None):
         self.config = config
         # plain_http: hosts the user named with an http:// URL; environ: where proxy variables are read
@@ -130,7 +126,7 @@ class RegistryClient:
                  for url in (self.config["mirrors"] or {}).get(domain, [])] if mirrors else []
         return found + [_Target(self._base(domain), domain)]
 
-    def _credentials_for(self, host: str) -> Optional[tuple]:
+    def _credentials_for(self, host: str) -> tuple | None:
         return self._login.get(host) or self.credentials.get(host)
 
     # -- public API ------------------------------------------------------------------------------------
@@ -142,7 +138,7 @@ class RegistryClient:
                                     stream=True)
         with response:
             data = self._read_limited(response, str(ref))
-        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        digest = digests.of(data)
         sent = response.headers.get("Docker-Content-Digest", "")
         if sent.startswith("sha256:") and sent != digest:
             raise DigestMismatch(f"digest mismatch for manifest {ref}: registry says {sent}, content is {digest}")
@@ -159,7 +155,7 @@ class RegistryClient:
         return self.get_manifest(ref.with_tag(None, digest), accept=accept)
 
     def fetch_blob(self, ref: Reference, descriptor: Descriptor, sink,
-                   *, progress: Optional[Callable[[int], None]] = None) -> None:
+                   *, progress: Callable[[int], None] | None = None) -> None:
         """Stream the blob into `sink.write()`, resuming from `sink.offset` with a Range request after a cut
         or stall (restarting with `sink.reset()` when the registry answers a range with the whole blob).
         Does not check the digest (the sink does). Raises RegistryError after `retries`."""
@@ -216,7 +212,7 @@ class RegistryClient:
                 raise RegistryError(f"malformed search results from {target.host}") from None
         return rows, int(body.get("page") or page) < int(body.get("num_pages") or 0)
 
-    def check_login(self, domain: str, *, username: Optional[str] = None, password: Optional[str] = None) -> None:
+    def check_login(self, domain: str, *, username: str | None = None, password: str | None = None) -> None:
         """GET /v2/ at `domain` with the given (else the stored) credentials; raises AuthError
         'login failed for HOST: ...' when they are refused."""
         target = self._targets(domain, mirrors=False)[0]
@@ -246,9 +242,9 @@ class RegistryClient:
         return bytes(data)
 
     @staticmethod
-    def _embedded_media_type(data: bytes) -> Optional[str]:
+    def _embedded_media_type(data: bytes) -> str | None:
         try:
-            value = json.loads(data).get("mediaType")
+            value = fastjson.loads(data).get("mediaType")
         except (ValueError, AttributeError):
             return None
         return value if isinstance(value, str) else None
@@ -269,7 +265,7 @@ class RegistryClient:
 
     # -- blobs -----------------------------------------------------------------------------------------
     def _fetch_blob_from(self, target: _Target, ref: Reference, path: str, what: tuple, sink,
-                         progress: Optional[Callable[[int], None]]) -> None:
+                         progress: Callable[[int], None] | None) -> None:
         net = NetProgress(sink.offset)
         while True:
             start = sink.offset
@@ -320,8 +316,8 @@ class RegistryClient:
             url = urllib.parse.urljoin(url, following)
 
     # -- the one request path --------------------------------------------------------------------------
-    def _send(self, target: _Target, method: str, path: str, *, scope: Optional[str], what: tuple,
-              headers: Optional[dict] = None, stream: bool = False, ok: tuple = (200,), url: Optional[str] = None,
+    def _send(self, target: _Target, method: str, path: str, *, scope: str | None, what: tuple,
+              headers: dict | None = None, stream: bool = False, ok: tuple = (200,), url: str | None = None,
               login: bool = False):
         """One logical request: auth escalation, redirects, retries. Returns a response whose status is in
         `ok` (the caller closes it); raises the mapped error otherwise. `what` is (noun, name) for messages."""
@@ -351,7 +347,7 @@ class RegistryClient:
             response.close()
             raise self._error(target, response, what, login=login)
 
-    def _follow(self, target: _Target, method: str, url: str, headers: dict, authorization: Optional[str],
+    def _follow(self, target: _Target, method: str, url: str, headers: dict, authorization: str | None,
                 *, stream: bool):
         """Send, following redirects by hand: Authorization goes only to the registry's own origin. Each URL
         (a redirect's too) gets its own proxy and TLS verification from the transport."""
@@ -399,12 +395,12 @@ class RegistryClient:
 
     # -- errors ----------------------------------------------------------------------------------------
     @staticmethod
-    def _unreachable(server: str, url: str, proxy: Optional[str], reason: str) -> RegistryError:
+    def _unreachable(server: str, url: str, proxy: str | None, reason: str) -> RegistryError:
         return RegistryError(f"cannot reach {server} {urllib.parse.urlsplit(url).netloc}"
                              + (f" through proxy {shown(proxy)}" if proxy else "") + f": {reason}")
 
     @staticmethod
-    def _invalid(url: str, proxy: Optional[str], exc: Exception) -> RegistryError:
+    def _invalid(url: str, proxy: str | None, exc: Exception) -> RegistryError:
         if proxy and "socks" in str(exc).lower():  # requests' "Missing dependencies for SOCKS support."
             return RegistryError(f"cannot use proxy {shown(proxy)}: SOCKS proxies need PySocks",
                                  hint="pip install PySocks (a dependency of udocker)")
@@ -412,7 +408,7 @@ class RegistryClient:
 
         return RegistryError(f"invalid registry address {url[:120]}: {url_problem(url) or 'it cannot be parsed'}")
 
-    def _tls_failed(self, netloc: str, exc: Exception, proxy: Optional[str], server: str = "registry"):
+    def _tls_failed(self, netloc: str, exc: Exception, proxy: str | None, server: str = "registry"):
         reason = _reason(exc)
         plain = any(word in reason for word in ("wrong version number", "record layer failure", "packet length",
                                                 "unknown protocol", "http request"))

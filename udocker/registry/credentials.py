@@ -6,13 +6,14 @@ JSON keeps the yaml import in udocker.config alone. Hosts are normalised with `r
 Docker Hub aliases share one entry. Docker's credential helpers are used as Docker uses them: credHelpers
 names a helper per registry, credsStore one for all; `docker-credential-NAME get` reads the server URL on
 stdin and prints {"Username", "Secret"} (docker-credential-helpers' protocol).
+
+json and base64 are imported where they are used: an anonymous pull (a cached one: one manifest check) reads
+no credentials.
 """
 
-import base64
-import binascii
-import json
+from __future__ import annotations
+
 import os
-from typing import Any, Optional
 
 from udocker import fs
 from udocker.errors import ConfigError
@@ -31,7 +32,10 @@ def registry_host(text: str) -> str:
     return DOCKER_HUB if host in _HUB_ALIASES else host
 
 
-def _decode(entry: Any) -> Optional[tuple]:
+def _decode(entry: object) -> tuple | None:
+    import base64
+    import binascii
+
     if not isinstance(entry, dict):
         return None
     if entry.get("username") and entry.get("password"):
@@ -44,6 +48,8 @@ def _decode(entry: Any) -> Optional[tuple]:
 
 
 def _read_json(path: str, *, what: str) -> dict:
+    import json
+
     try:
         with open(path, encoding="utf-8") as stream:
             data = json.load(stream)
@@ -75,7 +81,7 @@ class CredentialStore:
         self.layout = layout
         self.path = layout.credentials
 
-    def get(self, host: str) -> Optional[tuple]:
+    def get(self, host: str) -> tuple | None:
         """(username, password) for `host`, or None when neither file has usable credentials for it."""
         host = registry_host(host)
         found = _decode(_read_auths(self.path, what="credentials file").get(host))
@@ -89,6 +95,8 @@ class CredentialStore:
         return sorted(_read_auths(self.path, what="credentials file"))
 
     def store(self, host: str, username: str, password: str) -> None:
+        import base64
+
         token = base64.b64encode(f"{username}:{password}".encode()).decode()
         self._update(lambda auths: auths.update({registry_host(host): {"auth": token}}))
 
@@ -106,6 +114,8 @@ class CredentialStore:
 
     def _update(self, change) -> None:
         """Read, change and atomically rewrite the file (mode 0600) under a lock."""
+        import json
+
         for directory in (self.layout.topdir, self.layout.tmp, self.layout.locks):
             fs.ensure_dir(directory)
         with fs.locked(self.layout.lock("file", "credentials"), timeout=60, what="the credentials file"):
@@ -115,9 +125,10 @@ class CredentialStore:
             fs.atomic_write(self.path, data, tmpdir=self.layout.tmp, mode=0o600)
 
 
-def _from_helper(host: str, docker_config: dict) -> Optional[tuple]:
+def _from_helper(host: str, docker_config: dict) -> tuple | None:
     """(username, secret) from the credential helper Docker would ask for `host`, or None (no helper, helper
     not installed, no credentials stored, or a malformed answer)."""
+    import json
     import subprocess
 
     helpers = docker_config.get("credHelpers") if isinstance(docker_config.get("credHelpers"), dict) else {}

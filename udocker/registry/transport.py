@@ -14,11 +14,12 @@ directly, whichever way the proxy was set. Schemes: http, https, socks4, socks4a
 client (manifests, blobs, tokens, redirects to other hosts) asks `proxy_for` its URL.
 """
 
+from __future__ import annotations
+
 import ipaddress
 import re
 import urllib.parse
 from collections.abc import Mapping
-from typing import Optional
 
 from udocker import log
 from udocker.config import PROXY_SCHEMES, proxy_problem
@@ -156,7 +157,7 @@ class Transport:
                 "config key insecure_registries")
 
     # -- proxies ---------------------------------------------------------------------------------------
-    def proxy_for(self, url: str) -> Optional[str]:
+    def proxy_for(self, url: str) -> str | None:
         """The proxy URL `url` goes through, or None for a direct connection. Raises ConfigError for a proxy
         variable that is not a proxy URL."""
         parts = urllib.parse.urlsplit(url)

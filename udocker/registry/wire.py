@@ -16,9 +16,9 @@ iter_content, raw.stream, content, json, links, close, a context manager) and ra
 network failure (`transient()` lists what a body read raises, for either way). Redirects are not followed here.
 """
 
+from __future__ import annotations
+
 import http.client
-import importlib.util
-import json
 import os
 import re
 import socket
@@ -27,7 +27,8 @@ import sys
 import threading
 import urllib.parse
 import zlib
-from typing import Optional
+
+from udocker import fastjson
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _IDLE_MAX = 8  # kept-alive connections per (scheme, host, port, TLS settings)
@@ -80,7 +81,7 @@ def _netrc_present(environ) -> bool:
 class _Raw:
     """response.raw: `stream(n, decode_content=False)` yields the body as sent."""
 
-    def __init__(self, owner: "LightResponse"):
+    def __init__(self, owner: LightResponse):
         self._owner = owner
 
     def stream(self, amount: int, decode_content: bool = False):
@@ -90,13 +91,13 @@ class _Raw:
 class LightResponse:
     """An http.client response with requests.Response's surface the client uses."""
 
-    def __init__(self, wire: "Wire", key: tuple, conn, response: http.client.HTTPResponse, url: str):
+    def __init__(self, wire: Wire, key: tuple, conn, response: http.client.HTTPResponse, url: str):
         self._wire, self._key, self._conn, self._response = wire, key, conn, response
         self.url = url
         self.status_code = response.status
         self.headers = response.msg  # case-insensitive get / in / []
         self.raw = _Raw(self)
-        self._content: Optional[bytes] = None
+        self._content: bytes | None = None
 
     def chunks(self, amount: int, *, decode: bool):
         encoding = self.headers.get("Content-Encoding", "").strip().lower() if decode else ""
@@ -136,7 +137,7 @@ class LightResponse:
         return self._content
 
     def json(self):
-        return json.loads(self.content)
+        return fastjson.loads(self.content)
 
     @property
     def links(self) -> dict:
@@ -165,7 +166,7 @@ class LightResponse:
             self._conn.close()
             self._conn = None
 
-    def __enter__(self) -> "LightResponse":
+    def __enter__(self) -> LightResponse:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -194,11 +195,11 @@ class Wire:
         if self._session is not None:
             self._session.close()
 
-    def uses_requests(self, proxy: Optional[str]) -> bool:
+    def uses_requests(self, proxy: str | None) -> bool:
         return bool(proxy) or self._netrc
 
     def request(self, method: str, url: str, *, headers: dict, stream: bool, timeout: tuple, verify,
-                proxy: Optional[str]):
+                proxy: str | None):
         """One request to `url`; `verify` as requests takes it (False, True or a CA bundle path); `proxy` the
         transport's choice for `url` (None: direct)."""
         if self.uses_requests(proxy):
@@ -291,12 +292,14 @@ class Wire:
             self._contexts[verify] = context
         return context
 
-    def _default_bundle(self) -> Optional[str]:
+    def _default_bundle(self) -> str | None:
         """What requests verifies with by default: REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE, else certifi's bundle
         (found without importing certifi), else None: the system's store."""
         named = self.environ.get("REQUESTS_CA_BUNDLE") or self.environ.get("CURL_CA_BUNDLE")
         if named:
             return named
+        import importlib.util  # only for TLS
+
         spec = importlib.util.find_spec("certifi")
         if spec and spec.origin:
             bundle = os.path.join(os.path.dirname(spec.origin), "cacert.pem")
