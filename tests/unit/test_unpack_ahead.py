@@ -124,3 +124,32 @@ def test_progress_of_spooled_layers(world):  # noqa: F811
                                                          for what in ("started", "finished")]
     for source in sources:
         assert sum(e[2] for e in heard if e[0] == "advanced" and e[1] == source.name) > 0
+
+
+_FULL_SPOOL = """
+import os, resource, signal, sys
+import udocker.unpack
+from udocker.unpack import apply_layers
+from tests.unit.test_unpack import F, build
+from pathlib import Path
+udocker.unpack.worth_it = lambda layers: True
+top = Path(sys.argv[1])
+specs = [[F("a", b"1")], [F("b", b"2")], [F(f"d/f{i}", os.urandom(100_000)) for i in range(30)]]
+sources = [build(top / f"layer{i}.tar", spec) for i, spec in enumerate(specs)]
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+apply_layers(str(top / "rootfs"), sources, spool_dir=str(top))
+print(sorted(os.listdir(top / "rootfs" / "d")) == sorted(f"f{i}" for i in range(30)))
+"""
+
+
+def test_a_spool_that_cannot_be_written_falls_back_to_decompressing(tmp_path):
+    """The spool of the last layer (3 MB of tar) cannot grow past 1 MiB (RLIMIT_FSIZE, as a full disk would
+    stop it): the applier decompresses that layer itself from where the spool ends, and the tree is whole."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _FULL_SPOOL, str(tmp_path)], capture_output=True, text=True,
+                          cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "True"

@@ -32,6 +32,7 @@ class _Offered:
     def __init__(self, overlap, descriptor):
         self.media_type, self.name, self.size = descriptor.media_type, descriptor.digest, descriptor.size
         self.label, self.overlap, self.descriptor = descriptor.digest, overlap, descriptor
+        self.generation = None  # of the sink when first opened: opened again, it must give the same bytes
 
     def open(self):
         overlap, digest = self.overlap, self.descriptor.digest
@@ -43,7 +44,13 @@ class _Offered:
             sink = overlap.offers[digest]
         if sink is None:
             return open(overlap.repo.blobs.path(digest), "rb")
-        return sink.follow(overlap._aborted)
+        follower = sink.follow(overlap._aborted)
+        if self.generation is None:
+            self.generation = follower.generation
+        elif follower.generation != self.generation:
+            follower.close()
+            raise Restarted(digest)
+        return follower
 
 
 class Overlap:

@@ -12,7 +12,9 @@ is its layer's uncompressed size, all-zero MiB blocks left as holes (a bomb of z
 layer's max_size bound checked as it is written. A spooled layer is applied exactly as if read directly:
 whatever the helper met (a bad gzip stream, a read error, an unsupported media type, max_size, an aborted
 download) is raised by the applier's read, at that point of that layer, so the error and what was applied
-before it are the same. close() stops the helper and waits for it: no thread outlives apply_layers.
+before it are the same. A spool that cannot be written (a full disk) is not an error: the applier decompresses
+that layer itself from the byte where the spool ends, and the helper stops. close() stops the helper and waits
+for it: no thread outlives apply_layers.
 """
 
 from __future__ import annotations
@@ -35,6 +37,10 @@ class _Stopped(Exception):
     """apply_layers ended (an error in a lower layer): the helper stops."""
 
 
+class _SpoolFailed(Exception):
+    """The spool could not be written (a full disk): the applier decompresses that layer itself."""
+
+
 def worth_it(layers: Sequence) -> bool:
     """A helper pays only with a second core and a second layer."""
     try:
@@ -55,9 +61,10 @@ def open_layer(layer):
 class Spool(io.RawIOBase):
     """A layer's uncompressed tar stream, written by the helper, read by the applier as it grows."""
 
-    def __init__(self, ahead: Ahead, directory: str):
+    def __init__(self, ahead: Ahead, directory: str, layer):
         super().__init__()
-        self.ahead, self.file = ahead, tempfile.TemporaryFile(dir=directory)  # noqa: SIM115 - closed in close()
+        self.ahead, self.layer, self.file = ahead, layer, tempfile.TemporaryFile(dir=directory)  # noqa: SIM115
+        self.opened = self.fallback = None  # the layer, decompressed by the applier after a _SpoolFailed
         self.size = self.position = 0
         self.compressed = self.reported = 0  # compressed bytes the helper read; those told to `advanced`
         self.advanced = None  # the applier's progress callback
@@ -69,12 +76,15 @@ class Spool(io.RawIOBase):
 
     def append(self, data: bytes) -> None:
         fd, end = self.file.fileno(), self.size + len(data)
-        if len(data) == CHUNK and data == _ZERO_CHUNK:
-            os.ftruncate(fd, end)
-        else:
-            view = memoryview(data)
-            while view:
-                view = view[os.pwrite(fd, view, end - len(view)):]
+        try:
+            if len(data) == CHUNK and data == _ZERO_CHUNK:
+                os.ftruncate(fd, end)
+            else:
+                view = memoryview(data)
+                while view:
+                    view = view[os.pwrite(fd, view, end - len(view)):]
+        except OSError as exc:
+            raise _SpoolFailed(exc) from None
         with self.ahead.changed:
             self.size = end
             self.ahead.changed.notify_all()
@@ -85,19 +95,38 @@ class Spool(io.RawIOBase):
             self.ahead.changed.notify_all()
 
     def readinto(self, buffer) -> int:  # type: ignore[override]
+        if self.fallback is not None:
+            return self.fallback.readinto(buffer)  # type: ignore[no-any-return]
         changed = self.ahead.changed
         with changed:
             while self.position >= self.size and not self.ended:
                 changed.wait()
-            if self.position >= self.size and self.failure is not None:
-                raise self.failure
-            available = self.size - self.position
+            available, failure = self.size - self.position, self.failure
+        if not available and isinstance(failure, _SpoolFailed):
+            self._fall_back()
+            return self.fallback.readinto(buffer)  # type: ignore[union-attr]
+        if not available and failure is not None:
+            raise failure
         self.report()
         if not available:
             return 0
         count = os.preadv(self.file.fileno(), [memoryview(buffer)[:available]], self.position)
         self.position += count
         return count
+
+    def _fall_back(self) -> None:
+        """Decompress the layer here, from the byte the spool ends at (its sources give the same bytes when
+        opened again; an overlap's raises Restarted when its blob was received again meanwhile)."""
+        layer = self.layer
+        self.opened = open_layer(layer)
+        self.fallback = plain = decompressed(self.opened, layer.media_type, layer.label)
+        left = self.position
+        while left:
+            skipped = len(plain.read(min(left, CHUNK)))
+            if not skipped:
+                raise EOFError("layer ended before its spooled part")
+            left -= skipped
+        self.advanced = None  # the helper counted the compressed bytes already
 
     def report(self) -> None:
         compressed = self.compressed
@@ -108,6 +137,9 @@ class Spool(io.RawIOBase):
     def close(self) -> None:
         if not self.closed:
             self.file.close()
+            for stream in (self.fallback, self.opened):
+                if stream is not None:
+                    stream.close()
         super().close()
 
 
@@ -154,7 +186,7 @@ class Ahead:
                     return None
                 if index <= self.current + WINDOW:
                     self.next = index + 1
-                    self.spools[index] = spool = Spool(self, self.directory)
+                    self.spools[index] = spool = Spool(self, self.directory, self.layers[index])
                     return index, spool
                 self.changed.wait()
 
@@ -172,6 +204,9 @@ class Ahead:
             except _Stopped:
                 spool.end(UnpackError("unpacking stopped"))
                 return
+            except _SpoolFailed as exc:
+                spool.end(exc)
+                return  # no more spools: the applier decompresses the layers left
             except BaseException as exc:  # noqa: BLE001 - raised by the applier's read, in its thread
                 spool.end(exc)
             else:
