@@ -102,3 +102,19 @@ def test_a_good_image_is_published_only_at_finish(world):  # noqa: F811
     failure, tree, _ = _overlapped(world, [[F("x", b"1")], [F("y", os.urandom(100_000))]])
     assert failure is None and tree is not None
     assert sorted(os.listdir(tree)) == ["x", "y"] and not os.stat(os.path.join(tree, "y")).st_mode & 0o222
+
+
+def test_mismatch_while_the_helper_follows_a_layer_leaves_nothing(world, monkeypatch):  # noqa: F811
+    """Three layers, the helper thread (unpack/ahead.py) decompressing the last one from its sink while it
+    arrives, and that blob is corrupt: no tree, no scratch directory, no thread left behind."""
+    import udocker.unpack
+    from tests.unit.test_unpack import F
+
+    monkeypatch.setattr(udocker.unpack, "worth_it", lambda layers: True)
+    layers = [[F("a", b"1")], [F("b", os.urandom(300_000))], [F("c", os.urandom(400_000))]]
+    failure, tree, repo = _overlapped(world, layers, corrupt_last=True)
+    assert tree is None
+    assert not os.path.isdir(repo.layout.unpacked) or os.listdir(repo.layout.unpacked) == []
+    assert [n for n in os.listdir(repo.layout.tmp) if not n.startswith(".")] == []
+    assert len(repo.blobs.list()) == 2
+    assert [t.name for t in threading.enumerate() if t.name.startswith("unpack")] == []

@@ -15,7 +15,7 @@ from udocker import fs, log
 from udocker.errors import UdockerError
 from udocker.store.blobs import Restarted
 from udocker.store.rootfs import ByDescriptor, publish
-from udocker.unpack import LayerSource, apply_layers
+from udocker.unpack import apply_layers
 
 LOG = log.get("overlap")
 
@@ -24,15 +24,33 @@ class _Aborted(Exception):
     """The pull failed: stop unpacking."""
 
 
-class _Following:
-    """A layer read from its Sink while it downloads (the LayerSource protocol of apply_layers)."""
+class _Offered:
+    """A layer of the image (the LayerSource protocol of apply_layers): open() waits until the pull offers its
+    blob, then reads it from the store or, while it downloads, from its Sink. Opened from the unpacking
+    thread or from its helper (unpack/ahead.py), in any order."""
 
-    def __init__(self, descriptor, sink, cancelled):
+    def __init__(self, overlap, descriptor):
         self.media_type, self.name, self.size = descriptor.media_type, descriptor.digest, descriptor.size
-        self.label, self.sink, self.cancelled = descriptor.digest, sink, cancelled
+        self.label, self.overlap, self.descriptor = descriptor.digest, overlap, descriptor
+        self.generation = None  # of the sink when first opened: opened again, it must give the same bytes
 
     def open(self):
-        return self.sink.follow(self.cancelled)
+        overlap, digest = self.overlap, self.descriptor.digest
+        with overlap.changed:
+            while digest not in overlap.offers and overlap.ended is None:
+                overlap.changed.wait()
+            if digest not in overlap.offers:
+                raise _Aborted()  # or a pull that ended without offering it: unpack as usual later
+            sink = overlap.offers[digest]
+        if sink is None:
+            return open(overlap.repo.blobs.path(digest), "rb")
+        follower = sink.follow(overlap._aborted)
+        if self.generation is None:
+            self.generation = follower.generation
+        elif follower.generation != self.generation:
+            follower.close()
+            raise Restarted(digest)
+        return follower
 
 
 class Overlap:
@@ -79,20 +97,6 @@ class Overlap:
     def _aborted(self):
         return self.ended == "aborted"
 
-    def _sources(self):
-        for descriptor in self.manifest.layers:
-            with self.changed:
-                while descriptor.digest not in self.offers and self.ended is None:
-                    self.changed.wait()
-                if descriptor.digest not in self.offers:
-                    raise _Aborted()  # or a pull that ended without offering it: unpack as usual later
-                sink = self.offers[descriptor.digest]
-            if sink is None:
-                yield LayerSource(self.repo.blobs.path(descriptor.digest), descriptor.media_type,
-                                  descriptor.digest, descriptor.size)
-            else:
-                yield _Following(descriptor, sink, self._aborted)
-
     def _work(self):
         repo, target = self.repo, self.repo.layout.unpacked_tree(self.digest)
         try:
@@ -103,8 +107,9 @@ class Overlap:
                 with fs.scratch_dir(repo.layout.tmp, prefix="unpack-") as scratch:
                     rootfs = os.path.join(scratch, "rootfs")
                     os.mkdir(rootfs, 0o755)
-                    apply_layers(rootfs, self._sources(), on_notice=self.on_notice, max_size=repo.max_layer_size,
-                                 progress=self.progress)
+                    sources = [_Offered(self, descriptor) for descriptor in self.manifest.layers]
+                    apply_layers(rootfs, sources, on_notice=self.on_notice, max_size=repo.max_layer_size,
+                                 progress=self.progress, spool_dir=scratch)
                     with self.changed:
                         while self.ended is None:
                             self.changed.wait()

@@ -67,7 +67,8 @@ def ensure_unpacked(repo, manifest, manifest_digest, *, on_notice=None, progress
             os.mkdir(rootfs, 0o755)
             layers = [LayerSource(repo.blobs.path(d.digest), d.media_type, d.digest, d.size) for d in manifest.layers]
             told = ByDescriptor(progress, {d.digest: d for d in manifest.layers}) if progress else None
-            apply_layers(rootfs, layers, on_notice=on_notice, max_size=repo.max_layer_size, progress=told)
+            apply_layers(rootfs, layers, on_notice=on_notice, max_size=repo.max_layer_size, progress=told,
+                         spool_dir=scratch)
             publish(rootfs, target)
     return target
 

@@ -57,14 +57,15 @@ following symlinks, trees removed likewise), changeset.py (members and whiteouts
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
 from collections.abc import Sequence
 from typing import BinaryIO, Protocol
 
-from udocker.errors import UnpackError
+from udocker.unpack.ahead import Ahead, Spool, open_layer, worth_it
 from udocker.unpack.changeset import Rootfs
-from udocker.unpack.report import Notice, NoticeCallback, UnpackReport, short
-from udocker.unpack.streams import Counted
+from udocker.unpack.report import Notice, NoticeCallback, UnpackReport
+from udocker.unpack.streams import CHUNK, Counted
 
 __all__ = ["LayerProgress", "LayerSource", "Notice", "NoticeCallback", "UnpackReport", "apply_layer",
            "apply_layers"]
@@ -99,36 +100,49 @@ class LayerSource:
 
 
 def apply_layers(rootfs: str, layers: Sequence[LayerSource], *, on_notice: NoticeCallback | None = None,
-                 max_size: int = 0, progress: LayerProgress | None = None) -> UnpackReport:
+                 max_size: int = 0, progress: LayerProgress | None = None,
+                 spool_dir: str | None = None) -> UnpackReport:
     """Apply `layers` in order (lowest first) to `rootfs`, created if missing.
 
     Raises UnpackError at the first unsafe or unreadable member, or when a layer's uncompressed tar stream
     exceeds `max_size` bytes (0: no limit); the layers before it stay applied. `on_notice` is called for
     each notice as it happens; the report lists them all. `progress` hears of each layer as it is read.
+    With `spool_dir` (a scratch directory, removed by the caller), later layers are decompressed by a second
+    thread while one is applied (ahead.py); the outcome is the same.
     """
     target = Rootfs(rootfs, on_notice, max_size)
+    ahead = Ahead(layers, spool_dir, max_size) if spool_dir and worth_it(layers) else None
     try:
-        for layer in layers:
-            apply_source(target, layer, progress)
+        if ahead is not None:
+            ahead.start()
+        for index, layer in enumerate(layers):
+            apply_source(target, layer, progress, ahead.take(index) if ahead is not None else None)
         return target.report()
     finally:
+        if ahead is not None:
+            ahead.close()
         target.close()
 
 
-def apply_source(target: Rootfs, layer: LayerSource, progress: LayerProgress | None = None) -> None:
-    """Apply one layer of apply_layers (the stream `layer.open()` gives) to `target`."""
-    try:
-        stream = layer.open()
-    except OSError as exc:
-        raise UnpackError(f"cannot read layer {short(layer.label)}: {exc.strerror}", layer=layer.label) from None
+def apply_source(target: Rootfs, layer: LayerSource, progress: LayerProgress | None = None,
+                 spool: Spool | None = None) -> None:
+    """Apply one layer of apply_layers (the stream `layer.open()` gives, or its `spool`) to `target`."""
+    stream = spool if spool is not None else open_layer(layer)
+    plain = spool is not None
     with stream:
         if progress is None:
-            target.apply(stream, layer.media_type, layer.label)
+            target.apply(io.BufferedReader(stream, CHUNK) if plain else stream, layer.media_type, layer.label,
+                         plain=plain)
             return
         progress.layer_started(layer)
-        counted = Counted(stream, lambda nbytes: progress.layer_advanced(layer, nbytes))
-        target.apply(counted, layer.media_type, layer.label)
-        counted.flush_count()
+        if plain:
+            stream.advanced = lambda nbytes: progress.layer_advanced(layer, nbytes)
+            target.apply(io.BufferedReader(stream, CHUNK), layer.media_type, layer.label, plain=True)
+            stream.report()
+        else:
+            counted = Counted(stream, lambda nbytes: progress.layer_advanced(layer, nbytes))
+            target.apply(counted, layer.media_type, layer.label)
+            counted.flush_count()
         progress.layer_finished(layer)
 
 

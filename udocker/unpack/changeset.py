@@ -59,13 +59,15 @@ class Rootfs:
     def report(self) -> UnpackReport:
         return UnpackReport(layers=self.layers, entries=self.entries, notices=tuple(self.notices))
 
-    def apply(self, stream: BinaryIO, media_type: str, label: str) -> None:
+    def apply(self, stream: BinaryIO, media_type: str, label: str, *, plain: bool = False) -> None:
+        """Apply the layer read from `stream` (`plain`: its uncompressed tar stream, checked and bounded)."""
         self.label, self.touched = label, set()
         member = None
-        plain = stream
+        tar = stream
         try:
-            plain = decompressed(stream, media_type, label)
-            source = Bounded(plain, self.max_size, label) if self.max_size else plain
+            if not plain:
+                tar = decompressed(stream, media_type, label)
+            source = Bounded(tar, self.max_size, label) if self.max_size else tar
             with tarfile.open(fileobj=source, mode="r|", encoding="utf-8", errors="surrogateescape") as archive:
                 for member in archive:
                     self.dirs.trim()
@@ -83,8 +85,8 @@ class Rootfs:
             raise UnpackError(f"{reason} in layer {short(label)}: {shown(name)}", layer=label, member=name,
                               hint="free some space in the repository's file system" if full else None) from None
         finally:
-            if plain is not stream:
-                plain.close()  # the decompressor only; the caller's stream stays open
+            if tar is not stream:
+                tar.close()  # the decompressor only; the caller's stream stays open
         self.touched = set()
         self.layers += 1
 
