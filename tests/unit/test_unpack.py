@@ -13,6 +13,7 @@ import tarfile
 
 import pytest
 
+from tests.fixtures.progress import Heard
 from udocker.errors import UnpackError
 from udocker.oci import mediatypes
 from udocker.unpack import LayerSource, Notice, apply_layer, apply_layers
@@ -392,19 +393,10 @@ def test_error_message_names_layer_and_member(world):
 def test_progress_hears_each_layer_and_every_compressed_byte(world):
     sources = [build(world.layers / "a.tar", [F("a", os.urandom(3 << 20))]),
                 build(world.layers / "b.tar", [F("b", b"small")], compress="none")]
-    heard = []
+    listener = Heard()
+    heard = listener.events
 
-    class Progress:
-        def layer_started(self, layer):
-            heard.append(("started", layer.name))
-
-        def layer_advanced(self, layer, nbytes):
-            heard.append(("advanced", layer.name, nbytes))
-
-        def layer_finished(self, layer):
-            heard.append(("finished", layer.name))
-
-    apply_layers(str(world.root), sources, progress=Progress())
+    apply_layers(str(world.root), sources, progress=listener)
     for source in sources:
         mine = [event for event in heard if event[1] == source.name]
         assert mine[0] == ("started", source.name) and mine[-1] == ("finished", source.name)

@@ -9,6 +9,7 @@ import threading
 import pytest
 
 import udocker.unpack
+from tests.fixtures.progress import Heard
 from tests.unit.test_unpack import HOSTILE, D, F, W, build, world  # noqa: F401 - world is a fixture
 from udocker.errors import UnpackError
 from udocker.oci import mediatypes
@@ -107,19 +108,10 @@ def test_an_unreadable_spooled_layer_is_named(world):  # noqa: F811
 
 def test_progress_of_spooled_layers(world):  # noqa: F811
     sources = [build(world.layers / f"{n}.tar", [F(n, os.urandom(2 << 20))]) for n in "abc"]
-    heard = []
+    listener = Heard()
+    heard = listener.events
 
-    class Progress:
-        def layer_started(self, layer):
-            heard.append(("started", layer.name))
-
-        def layer_advanced(self, layer, nbytes):
-            heard.append(("advanced", layer.name, nbytes))
-
-        def layer_finished(self, layer):
-            heard.append(("finished", layer.name))
-
-    apply_layers(str(world.root), sources, progress=Progress(), spool_dir=str(world.layers))
+    apply_layers(str(world.root), sources, progress=listener, spool_dir=str(world.layers))
     assert [e for e in heard if e[0] != "advanced"] == [(what, s.name) for s in sources
                                                          for what in ("started", "finished")]
     for source in sources:

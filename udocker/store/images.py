@@ -14,6 +14,7 @@ from udocker.errors import InvalidReference, NotFound, StoreError, UdockerError
 from udocker.oci.descriptor import Descriptor
 from udocker.oci.manifest import Manifest, load_json, parse_index, parse_manifest
 from udocker.paths import Layout
+from udocker.record import Record
 
 TYPE_CHECKING = False  # typing's constant, without typing (nor collections)
 if TYPE_CHECKING:
@@ -26,28 +27,10 @@ _REREADS = 10  # of a malformed index.json, 50 ms apart (see ImageStore._read)
 V1_TAG = "io.udocker.v1.tag"  # an image adopted from udocker 1.x: its tag directory under repos/ (store/adopt.py)
 
 
-class Image:
+class Image(Record):
     """An image name and the descriptor of its manifest; immutable, equal when both are."""
 
-    __slots__ = ("ref", "descriptor")
-
-    def __init__(self, ref: str, descriptor: Descriptor):
-        object.__setattr__(self, "ref", ref)
-        object.__setattr__(self, "descriptor", descriptor)
-
-    def __setattr__(self, name, value):
-        raise AttributeError(f"cannot assign to field {name!r}: an Image is immutable")
-
-    def __eq__(self, other):
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        return (self.ref, self.descriptor) == (other.ref, other.descriptor)
-
-    def __hash__(self):
-        return hash((self.ref, self.descriptor))
-
-    def __repr__(self):
-        return f"Image(ref={self.ref!r}, descriptor={self.descriptor!r})"
+    __slots__ = FIELDS = ("ref", "descriptor")
 
     @property
     def protected(self) -> bool:

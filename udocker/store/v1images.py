@@ -15,6 +15,7 @@ import os
 
 from udocker.errors import UdockerError
 from udocker.oci import mediatypes
+from udocker.record import Record
 
 CHUNK = 1 << 20
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -24,30 +25,11 @@ class V1Unsupported(UdockerError):
     """A udocker 1.x image that udocker 2 cannot read: the message says why, in one line."""
 
 
-class V1Tag:
+class V1Tag(Record):
     """One image tag of udocker 1.x: `name` as 1.3 names it ("test/debian"), `tag` ("12"), its directory.
     Immutable, equal when all three are."""
 
-    __slots__ = ("name", "tag", "directory")
-
-    def __init__(self, name: str, tag: str, directory: str):
-        object.__setattr__(self, "name", name)
-        object.__setattr__(self, "tag", tag)
-        object.__setattr__(self, "directory", directory)
-
-    def __setattr__(self, name, value):
-        raise AttributeError(f"cannot assign to field {name!r}: a V1Tag is immutable")
-
-    def __eq__(self, other):
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        return (self.name, self.tag, self.directory) == (other.name, other.tag, other.directory)
-
-    def __hash__(self):
-        return hash((self.name, self.tag, self.directory))
-
-    def __repr__(self):
-        return f"V1Tag(name={self.name!r}, tag={self.tag!r}, directory={self.directory!r})"
+    __slots__ = FIELDS = ("name", "tag", "directory")
 
     @property
     def key(self) -> str:
