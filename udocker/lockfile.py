@@ -104,12 +104,14 @@ def process_start(pid: int) -> int | None:
         return None
 
 
-def provably_dead(owner: Owner) -> bool:
-    """True only when `owner` ran on this kernel, in this PID namespace, and is gone."""
+def provably_dead(owner: Owner, *, reused: bool = True) -> bool:
+    """True only when `owner` ran on this kernel, in this PID namespace, and is gone. `reused=False`: a pid that
+    another process now has counts as alive (one kill(pid, 0), no read of /proc/PID/stat: for sweeps that may
+    leave a record for a later one, such as every run's end)."""
     mine = me()
     if not mine.boot or owner.boot != mine.boot or owner.pidns != mine.pidns:
         return False
-    start = process_start(owner.pid)
+    start = process_start(owner.pid) if reused else None
     if start is not None:
         return bool(owner.start) and start != owner.start
     try:

@@ -193,3 +193,23 @@ def test_a_partial_line_is_logged_while_the_program_waits(tmp_path):
         os.close(writer)
         os.waitpid(pid, 0)
     assert open(path, "rb").read() == b"line one\nprogress 10%\rprogress 100%\n"
+
+
+def test_the_end_of_a_run_reads_no_proc_stat_of_the_others(tmp_path, monkeypatch):
+    """Issue 13 item 4: every run's end sweeps the records of the runs beside it, so the sweep costs one
+    kill(pid, 0) per record and reads no /proc/PID/stat (~1.4 ms per run when 64 run at once). A live run's
+    record stays; so does, until its pid is gone too, the record of a dead run whose pid another process took
+    (ps sees that one as lost: test_a_pid_reused_by_another_process_is_not_the_run)."""
+    me = lockfile.me()
+    (tmp_path / "runs").mkdir()
+    alive = lockfile.Owner(me.host, me.boot, me.pidns, os.getppid(), lockfile.process_start(os.getppid()))
+    reused = alive.replace(start=alive.start + 1000)
+    for owner in (alive, reused):
+        (tmp_path / "runs" / f"{owner.token()}.json").write_text("{}")
+    started = runs.begin(str(tmp_path), mode="P1", stop_timeout=10)
+    read = []
+    monkeypatch.setattr(lockfile, "process_start", lambda pid: read.append(pid))
+    runs.end(started, 0)
+    assert read == []
+    assert sorted(os.listdir(tmp_path / "runs")) == sorted(["last.json", f"{alive.token()}.json",
+                                                            f"{reused.token()}.json"])
