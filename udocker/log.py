@@ -40,7 +40,7 @@ class _Lazy:
     def _shown(self, level: int) -> bool:
         if self._logger is not None or not _VERBOSITY:
             return True
-        return level >= (10 if _VERBOSITY["debug"] else 40 if _VERBOSITY["quiet"] else 20)  # _configure's
+        return level >= _level()
 
     def debug(self, *args, **kwargs) -> None:
         if self._shown(10):
@@ -74,12 +74,17 @@ def _package():
     return _LOGGER[0]
 
 
+def _level() -> int:
+    """The package logger's level for setup()'s verbosity: logging's DEBUG (10) with --debug, ERROR (40) with
+    --quiet, else INFO (20), as numbers (the stand-ins decide without importing logging)."""
+    return 10 if _VERBOSITY["debug"] else 40 if _VERBOSITY["quiet"] else 20
+
+
 def _configure(logger) -> None:
     import logging
 
-    level = logging.DEBUG if _VERBOSITY["debug"] else logging.ERROR if _VERBOSITY["quiet"] else logging.INFO
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
     logger.handlers[:] = [handler]
-    logger.setLevel(level)
+    logger.setLevel(_level())
     logger.propagate = False

@@ -34,10 +34,11 @@ def id_mappings(inside, kind, *, proot, euid=None, subordinate=None):
 def mapping_helper(kind):
     """The newuidmap/newgidmap the runtime calls (from this PATH) to map a range: without it the kernel refuses
     (Ubuntu's useradd gives every user a range, but its uidmap package is optional)."""
+    from udocker.engines.locate import on_path
+
     name = f"new{kind}map"
-    for directory in os.environ.get("PATH", "/usr/bin:/bin").split(":"):
-        if directory.startswith("/") and os.access(os.path.join(directory, name), os.X_OK):
-            return
+    if on_path(name):
+        return
     raise EngineError(f"a rootless container with more than one {kind} needs {name}, which is not on PATH",
                       hint="ask an administrator to install it (package uidmap or shadow-utils), or run in R1")
 

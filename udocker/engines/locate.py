@@ -91,12 +91,21 @@ def locate(name: str, layout, environ: dict[str, str] | None = None, *, config=N
     path = os.path.join(layout.engines, "bin", name)
     if _executable(path) or (_install_wheel(layout, config) and _executable(path)):
         return Found(path, ENGINES_FOLDER)
+    path = on_path(name, environ)
+    if path:
+        return Found(path, PATH)
+    raise EngineUnavailable(f"{name} not found", hint="pip install udocker-engines next to udocker, or run "
+                            "'udocker install --from=BUNDLE|URL'")
+
+
+def on_path(name: str, environ=None) -> str | None:
+    """The first executable file `name` in the directories of PATH (os.defpath when unset), or None."""
+    environ = os.environ if environ is None else environ
     for directory in (d for d in environ.get("PATH", os.defpath).split(":") if d):
         path = os.path.join(directory, name)
         if _executable(path):
-            return Found(path, PATH)
-    raise EngineUnavailable(f"{name} not found", hint="pip install udocker-engines next to udocker, or run "
-                            "'udocker install --from=BUNDLE|URL'")
+            return path
+    return None
 
 
 def _executable(path: str) -> bool:

@@ -247,12 +247,8 @@ def _driver_program(root, name):
     for directory in data()["binary_dirs"]:
         path = libraries.under(root, f"{directory}/{name}")
         if os.path.isfile(path) and os.access(path, os.X_OK):
-            try:
-                with open(path, "rb") as stream:
-                    if stream.read(4) == b"\x7fELF":
-                        return path
-            except OSError:
-                continue
+            if libraries.elf_bits(path):
+                return path
             found.append(path)
     return found[0] if found else None
 
