@@ -11,24 +11,15 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from tests.fixtures.cli import container as _container
+from tests.fixtures.cli import ok
+
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def ok(result):
-    assert result.returncode == 0, result.stderr
-    return result.stdout
 
 
 @pytest.fixture
 def busybox(udocker, registry):
     return registry.ref("test/busybox:latest")
-
-
-def _container(udocker, image, mode="P1", name="c"):
-    ok(udocker("-q", "pull", image))
-    ok(udocker("create", f"--name={name}", image))
-    ok(udocker("setup", f"--execmode={mode}", name))
-    return name
 
 
 def test_run_image_pulls_creates_and_runs(udocker, busybox):

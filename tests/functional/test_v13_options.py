@@ -13,13 +13,10 @@ import threading
 
 import pytest
 
+from tests.fixtures.cli import container as _container
+from tests.fixtures.cli import ok
 from tests.support.procs import tun_usable as _tun_usable
 from udocker.modetable import NAMES as MODES
-
-
-def ok(result):
-    assert result.returncode == 0, result.stderr
-    return result.stdout
 
 
 def one_error(result, status, *, hint=False):
@@ -34,13 +31,6 @@ def one_error(result, status, *, hint=False):
 @pytest.fixture
 def busybox(registry):
     return registry.ref("test/busybox:latest")
-
-
-def _container(udocker, image, mode="P1", name="c"):
-    ok(udocker("-q", "pull", image))
-    ok(udocker("create", f"--name={name}", image))
-    ok(udocker("setup", f"--execmode={mode}", name))
-    return name
 
 
 def _record(udocker, name):

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from tests.fixtures.v1files import snapshot
 from tests.functional.test_slurm import _explain, cluster, slurm  # noqa: F401 - the SLURM fixtures
 
 pytestmark = pytest.mark.timeout(900)
@@ -26,23 +27,6 @@ def _names(listing):
     return [line.split()[0] for line in listing.splitlines()[1:]]
 
 
-def _snapshot(top):
-    """udocker 1.x's own files: every path under repos/, layers/, bin/, lib/ with its link target or content."""
-    seen = {}
-    for part in ("repos", "layers", "bin", "lib"):
-        for base, dirs, files in os.walk(os.path.join(top, part)):
-            for name in dirs + files:
-                path = os.path.join(base, name)
-                if os.path.islink(path):
-                    seen[path] = os.readlink(path)
-                elif os.path.isfile(path):
-                    with open(path, "rb") as stream:
-                        seen[path] = (os.stat(path).st_mode, stream.read())
-                else:
-                    seen[path] = "dir"
-    return seen
-
-
 @pytest.fixture
 def v13_repo(debian_image, udocker13):
     """A repository made by udocker 1.3: test/debian:12 and test/busybox:latest pulled from the local registry."""
@@ -56,7 +40,7 @@ def v13_repo(debian_image, udocker13):
 
 def test_udocker2_uses_the_images_of_udocker13_and_13_goes_on(v13_repo, debian_image, udocker):
     v13, registry = v13_repo, debian_image.registry
-    before = _snapshot(v13.topdir)
+    before = snapshot(v13.topdir)
     listing = _ok(udocker("images"))
     assert _names(listing) == ["docker.io/test/busybox:latest", "docker.io/test/debian:12"], listing
     assert '"Env"' in _ok(udocker("inspect", DEBIAN)) or "PATH=" in _ok(udocker("inspect", DEBIAN))
@@ -64,7 +48,7 @@ def test_udocker2_uses_the_images_of_udocker13_and_13_goes_on(v13_repo, debian_i
     assert _ok(udocker("run", "two", "cat", "/etc/debian_version")).startswith("12.")
     assert _ok(udocker("run", "--rm", DEBIAN, "cat", "/etc/debian_version")).startswith("12.")
     assert _ok(udocker("run", "--rm", BUSYBOX, "/bin/busybox", "echo", "hello")) == "hello\n"
-    assert _snapshot(v13.topdir) == before  # nothing of 1.x's was written
+    assert snapshot(v13.topdir) == before  # nothing of 1.x's was written
     _ok(udocker("pull", registry.ref("test/busybox-oci:latest")))
     assert _names(_ok(udocker("images"))) == [registry.ref("test/busybox-oci:latest"),
                                               "docker.io/test/busybox:latest", "docker.io/test/debian:12"]
@@ -107,7 +91,7 @@ def test_a_corrupt_layer_of_udocker13_gets_one_line(v13_repo, udocker):
 
 def test_eight_concurrent_first_opens_adopt_once(v13_repo, udocker):
     top = v13_repo.topdir
-    before = _snapshot(top)
+    before = snapshot(top)
     command = [sys.executable, "-m", "udocker", "--repo", top, "images"]
     processes = [subprocess.Popen(command, env=udocker.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                   text=True, cwd=udocker.cwd) for _ in range(8)]
@@ -118,7 +102,7 @@ def test_eight_concurrent_first_opens_adopt_once(v13_repo, udocker):
     adopted = [line for _code, _out, err in results for line in err.splitlines() if line.startswith("adopted ")]
     assert sorted(adopted) == ["adopted udocker 1 image test/busybox:latest as docker.io/test/busybox:latest",
                                "adopted udocker 1 image test/debian:12 as docker.io/test/debian:12"], results
-    assert _snapshot(top) == before
+    assert snapshot(top) == before
     assert os.listdir(os.path.join(top, "tmp")) == []
     _ok(udocker("create", "--name=after", DEBIAN))
     listed = _ok(v13_repo("images"))
@@ -129,7 +113,7 @@ def test_eight_slurm_tasks_open_one_udocker13_repository_at_once(v13_repo, clust
     """A job array's tasks all start on a repository only udocker 1.3 has used: each lists the images and
     runs one; the images are adopted once."""
     assert cluster.repo == v13_repo.topdir
-    before = _snapshot(v13_repo.topdir)
+    before = snapshot(v13_repo.topdir)
     script = cluster.script("v1.sh", f"""\
         udocker images && udocker run --rm {BUSYBOX} /bin/busybox echo "task=$SLURM_ARRAY_TASK_ID"
         """)
@@ -141,5 +125,5 @@ def test_eight_slurm_tasks_open_one_udocker13_repository_at_once(v13_repo, clust
         assert f"task={task}\n" in output and "docker.io/test/debian:12" in output, output
     adopted = [line for text in outputs.values() for line in text.splitlines() if line.startswith("adopted ")]
     assert len(adopted) == 2, outputs
-    assert _snapshot(v13_repo.topdir) == before
+    assert snapshot(v13_repo.topdir) == before
     assert "test/debian:12" in _ok(v13_repo("images"))

@@ -38,17 +38,22 @@ def test_a_container_never_run_is_created(tmp_path):
     assert runs.summary(str(tmp_path))["status"] == "created"
 
 
-def _record_of_a_dead_process(tmp_path):
-    """The record a run left when it was killed unseen: its process is gone."""
+def _dead_owner():
+    """The owner of a process of this node that ran and is gone."""
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     start = lockfile.process_start(child.pid)
     child.kill()
     child.wait()
     me = lockfile.me()
-    owner = lockfile.Owner(me.host, me.boot, me.pidns, child.pid, start)
+    return lockfile.Owner(me.host, me.boot, me.pidns, child.pid, start)
+
+
+def _record_of_a_dead_process(tmp_path):
+    """The record a run left when it was killed unseen: its process is gone."""
+    owner = _dead_owner()
     (tmp_path / "runs").mkdir(exist_ok=True)
-    record = {"owner": owner.token(), "pid": child.pid, "mode": "R1", "started": 1.0e9, "stop_timeout": 10}
-    (tmp_path / "runs" / f"{child.pid}-{start}.json").write_text(json.dumps(record))
+    record = {"owner": owner.token(), "pid": owner.pid, "mode": "R1", "started": 1.0e9, "stop_timeout": 10}
+    (tmp_path / "runs" / f"{owner.pid}-{owner.start}.json").write_text(json.dumps(record))
 
 
 def test_a_run_that_died_unseen_is_exited_never_running(tmp_path):
@@ -75,12 +80,8 @@ def test_the_end_of_a_run_judges_other_records_by_their_names(tmp_path):
     """A record is named by its run's owner: the end of a run removes a dead run's record without reading it
     (64 runs of one container at once would read each other's records otherwise), keeps a live one, and
     still reads a record named the old way (<pid>-<start>.json)."""
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    start = lockfile.process_start(child.pid)
-    child.kill()
-    child.wait()
+    dead = _dead_owner()
     me = lockfile.me()
-    dead = lockfile.Owner(me.host, me.boot, me.pidns, child.pid, start)
     (tmp_path / "runs").mkdir()
     (tmp_path / "runs" / f"{dead.token()}.json").write_text("not read")
     other = lockfile.Owner("othernode", "b" * 32, 1, 4242, 99)

@@ -14,6 +14,7 @@ import tarfile
 
 import pytest
 
+from tests.fixtures.v1files import snapshot
 from udocker.errors import NotFound, UdockerError
 from udocker.paths import Layout
 from udocker.store import Repository
@@ -90,24 +91,6 @@ def load_v1(top, name, tag, files):
     with open(os.path.join(directory, "ancestry"), "w") as stream:
         json.dump([layer_id], stream)
     return directory, _sha(raw)
-
-
-def snapshot(top):
-    """Every path under 1.x's directories with its type, mode and content: what 1.3 reads."""
-    seen = {}
-    for part in ("repos", "layers", "bin", "lib"):
-        for base, dirs, files in os.walk(os.path.join(top, part)):
-            for name in dirs + files:
-                path = os.path.join(base, name)
-                info = os.lstat(path)
-                if os.path.islink(path):
-                    seen[path] = ("link", os.readlink(path))
-                elif os.path.isdir(path):
-                    seen[path] = ("dir", info.st_mode)
-                else:
-                    with open(path, "rb") as stream:
-                        seen[path] = ("file", info.st_mode, stream.read())
-    return seen
 
 
 def opened(top):
