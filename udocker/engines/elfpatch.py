@@ -296,12 +296,25 @@ def patch_tree(rootfs, *, store, patchelf, interpreters, libdirs, newer_than=Non
     """Patch every ELF file under `rootfs` that plan_patch() selects, in parallel, following THE RULE.
     Returns ({rel: inode of the patched copy}, [(rel, error message)]): a file patchelf cannot handle is
     left as it was and reported, the others are still patched."""
+    tasks = _plan_tree(rootfs, lambda info: plan_patch(info, rootfs=rootfs, interpreters=interpreters,
+                                                       libdirs=libdirs), newer_than=newer_than, skip=skip)
+    return _replace_all(rootfs, tasks, patchelf, store)
+
+
+def _plan_tree(rootfs, plan, **which):
+    """[(rel, patchelf arguments)] of the ELF files under `rootfs` (find_elf_files(rootfs, **which)) for which
+    `plan(read_elf(file))` gives arguments."""
     tasks = []
-    for rel in find_elf_files(rootfs, newer_than=newer_than, skip=skip):
-        args = plan_patch(read_elf(os.path.join(rootfs, rel)), rootfs=rootfs, interpreters=interpreters,
-                          libdirs=libdirs)
+    for rel in find_elf_files(rootfs, **which):
+        args = plan(read_elf(os.path.join(rootfs, rel)))
         if args:
             tasks.append((rel, args))
+    return tasks
+
+
+def _replace_all(rootfs, tasks, patchelf, store):
+    """Carry out `tasks` in place, following THE RULE (replace_with_patched: the originals go to `store`).
+    Returns ({rel: inode of the patched copy}, [(rel, error message)])."""
     return _run_tasks(rootfs, tasks, patchelf, lambda rel, patch: replace_with_patched(rootfs, rel, store, patch))
 
 
@@ -374,18 +387,13 @@ def plan_unprefix(info, prefixes):
 
 def unprefix_plan(rootfs, prefixes):
     """[(rel, patchelf arguments)] for the ELF files under `rootfs` that carry one of `prefixes`."""
-    tasks = []
-    for rel in find_elf_files(rootfs):
-        args = plan_unprefix(read_elf(os.path.join(rootfs, rel)), prefixes)
-        if args:
-            tasks.append((rel, args))
-    return tasks
+    return _plan_tree(rootfs, lambda info: plan_unprefix(info, prefixes))
 
 
 def unprefix_tree(rootfs, tasks, *, patchelf, store):
     """Carry out unprefix_plan()'s `tasks` in place, following THE RULE (the originals go to `store`, which the
     caller removes). Returns [(rel, error message)] of the files patchelf could not fix."""
-    return _run_tasks(rootfs, tasks, patchelf, lambda rel, patch: replace_with_patched(rootfs, rel, store, patch))[1]
+    return _replace_all(rootfs, tasks, patchelf, store)[1]
 
 
 def unprefixed_copies(rootfs, tasks, *, patchelf, scratch):
