@@ -68,7 +68,7 @@ stop_registry() {
     # local_registry.py leaves docker-registry running in its own session: find it by its config file.
     local proc
     for proc in /proc/[0-9]*; do
-        if tr '\0' ' ' <"$proc/cmdline" 2>/dev/null | grep -qF "serve $WORK/registry/config.yml"; then
+        if tr '\0' ' ' 2>/dev/null <"$proc/cmdline" | grep -qF "serve $WORK/registry/config.yml"; then
             kill "${proc#/proc/}" 2>/dev/null || true
         fi
     done
