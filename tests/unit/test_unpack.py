@@ -403,3 +403,49 @@ def test_progress_hears_each_layer_and_every_compressed_byte(world):
         assert sum(event[2] for event in mine[1:-1]) == os.path.getsize(source.path)
     assert heard.index(("finished", sources[0].name)) < heard.index(("started", sources[1].name))
     assert (world.root / "a").stat().st_size == 3 << 20
+
+
+class _Trickle:
+    """A source that returns fewer bytes than asked, as a pipe or a decompressor may."""
+
+    def __init__(self, data, most):
+        self.data, self.most, self.at = data, most, 0
+
+    def read(self, size):
+        piece = self.data[self.at:self.at + min(size, self.most)]
+        self.at += len(piece)
+        return piece
+
+
+@pytest.mark.parametrize("most", [1, 511, 512, 4096, 1 << 20, 3 << 20])
+def test_forward_reads_every_byte_in_order_across_pieces(most):
+    from udocker.unpack.streams import Forward
+
+    data = os.urandom((2 << 20) + 12345)
+    reader = Forward(_Trickle(data, most))
+    got, sizes = [], [512, 1 << 20, 1, 0, 700_000, 512, 3 << 20]
+    for size in sizes:
+        assert reader.tell() == sum(len(piece) for piece in got)
+        got.append(reader.read(size))
+    assert b"".join(got) == data and reader.read(512) == b"" and reader.tell() == len(data)
+
+
+def test_forward_seeks_forward_only():
+    from udocker.unpack.streams import Forward
+
+    data = bytes(range(256)) * 8192
+    reader = Forward(_Trickle(data, 5000))
+    reader.read(100)
+    assert reader.seek(1_000_000) == 1_000_000 and reader.read(3) == data[1_000_000:1_000_003]
+    with pytest.raises(tarfile.StreamError):
+        reader.seek(10)
+    assert reader.seek(len(data) + 10) == len(data) and reader.read(1) == b""
+
+
+def test_members_straddling_read_pieces_unpack_exactly(world):
+    """Member data and headers that cross the 1 MiB pieces of the stream reader land byte for byte."""
+    files = [F(f"f{i}", os.urandom(size)) for i, size in enumerate([1, (1 << 20) - 300, 511, (1 << 20) + 7, 0,
+                                                                   3 << 20, 513])]
+    world.apply(files)
+    for info, data in files:
+        assert (world.root / info.name).read_bytes() == data

@@ -12,7 +12,7 @@ from typing import BinaryIO
 from udocker.errors import UnpackError
 from udocker.unpack.dirs import Dirs, list_dir, normalise, rmtree
 from udocker.unpack.report import Notice, NoticeCallback, Refused, UnpackReport, short, shown
-from udocker.unpack.streams import BAD_ARCHIVE, Bounded, copy_data, copy_sparse, decompressed, set_mtime
+from udocker.unpack.streams import BAD_ARCHIVE, Bounded, Forward, copy_data, copy_sparse, decompressed, set_mtime
 
 _FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _WHITEOUT = ".wh."
@@ -68,7 +68,8 @@ class Rootfs:
             if not plain:
                 tar = decompressed(stream, media_type, label)
             source = Bounded(tar, self.max_size, label) if self.max_size else tar
-            with tarfile.open(fileobj=source, mode="r|", encoding="utf-8", errors="surrogateescape") as archive:
+            with tarfile.TarFile(fileobj=Forward(source), mode="r", encoding="utf-8",
+                                 errors="surrogateescape") as archive:
                 for member in archive:
                     self.dirs.trim()
                     self._member(archive, member)

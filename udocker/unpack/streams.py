@@ -130,6 +130,57 @@ class Bounded:
         return data
 
 
+class Forward:
+    """The layer's tar stream as tarfile.TarFile reads it: read(), tell() and seek() forward only. Used in
+    place of tarfile's own stream mode ("r|"), whose buffer is read from the source 10 KiB at a time and
+    sliced whole on every read: a hundred reads, joins and copies of each MiB of member data, most of an
+    unpack's CPU (and a larger buffer would make every 512-byte header read copy all of it)."""
+
+    def __init__(self, raw):
+        self.raw = raw  # read(size) -> bytes, b"" at the end
+        self.position = 0  # of the next byte read() returns
+        self.buffer = b""
+        self.start = 0  # of the unread part of buffer
+
+    def tell(self) -> int:
+        return self.position
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            raise tarfile.StreamError("a layer is read in pieces")
+        buffer, start = self.buffer, self.start
+        if start + size <= len(buffer):
+            self.start = start + size
+            self.position += size
+            return buffer[start:start + size]
+        parts = [buffer[start:]] if start < len(buffer) else []
+        wanted = size - len(buffer) + start
+        self.buffer, self.start = b"", 0
+        while wanted > 0:
+            data = self.raw.read(max(wanted, CHUNK))
+            if not data:
+                break
+            if len(data) > wanted:  # keep the rest for the next reads (headers are 512 bytes)
+                self.buffer, self.start = data, wanted
+                data = data[:wanted]
+            parts.append(data)
+            wanted -= len(data)
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
+        self.position += len(data)
+        return data
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        skip = (offset if whence == io.SEEK_SET else self.position + offset) - self.position
+        if whence not in (io.SEEK_SET, io.SEEK_CUR) or skip < 0:
+            raise tarfile.StreamError("seeking backwards is not allowed")
+        while skip > 0:
+            skipped = len(self.read(min(skip, CHUNK)))
+            if not skipped:
+                break
+            skip -= skipped
+        return self.position
+
+
 def _read(archive: tarfile.TarFile, size: int) -> bytes:
     data = archive.fileobj.read(size)  # type: ignore[union-attr]
     if len(data) != size:
