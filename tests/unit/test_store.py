@@ -174,3 +174,44 @@ def test_an_index_json_half_seen_is_read_again_before_it_is_called_malformed(rep
         stream.write(good[: len(good) // 2])
     with pytest.raises(UdockerError, match="malformed JSON"):
         repo.images.list()
+
+
+def _shared_tree(tmp_path, count):
+    """An image tree of read-only files and a container rootfs of hard links to them (as link_tree makes)."""
+    image, rootfs = tmp_path / "image", tmp_path / "rootfs"
+    image.mkdir()
+    rootfs.mkdir()
+    for number in range(count):
+        path = image / f"f{number}"
+        path.write_bytes(b"%d" % number * 1000)
+        path.chmod(0o444)
+        os.link(path, rootfs / f"f{number}")
+    return image, rootfs
+
+
+def test_materialize_copies_every_shared_file_and_keeps_the_images_own_links(tmp_path):
+    from udocker.store.rootfs import materialize
+
+    image, rootfs = _shared_tree(tmp_path, 30)
+    os.link(rootfs / "f3", rootfs / "same-as-f3")  # one file at two paths of the image
+    materialize(str(rootfs))
+    for number in range(30):
+        copy = rootfs / f"f{number}"
+        assert copy.read_bytes() == (image / copy.name).read_bytes()
+        assert os.stat(copy).st_ino != os.stat(image / copy.name).st_ino and os.stat(copy).st_mode & 0o200
+    assert os.stat(rootfs / "same-as-f3").st_ino == os.stat(rootfs / "f3").st_ino
+    assert os.stat(rootfs / "f3").st_nlink == 2 and os.stat(image / "f3").st_nlink == 1
+    assert not [name for name in os.listdir(rootfs) if ".udocker-" in name]
+
+
+def test_materialize_failure_names_the_first_file_that_cannot_be_copied(tmp_path):
+    from udocker.store.rootfs import materialize
+
+    if os.geteuid() == 0:
+        pytest.skip("root reads a file of mode 000")
+    image, rootfs = _shared_tree(tmp_path, 12)
+    (image / "f7").chmod(0)
+    with pytest.raises(StoreError, match="f7"):
+        materialize(str(rootfs))
+    assert os.stat(rootfs / "f7").st_ino == os.stat(image / "f7").st_ino  # left shared, not half-copied
+    assert not [name for name in os.listdir(rootfs) if ".udocker-" in name]
