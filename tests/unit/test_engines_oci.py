@@ -291,3 +291,21 @@ def test_the_open_files_limit_is_the_one_resource_reports():
         assert _nofile() == (min(soft, 512), hard)
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_probe_tries_the_runtime_before_the_forked_user_namespace_test(tmp_path, monkeypatch):
+    """A runtime that runs proves user namespaces work: the unshare test (ctypes, a fork) runs only after
+    a failure, and names the reason when it finds one."""
+    asked = []
+    monkeypatch.setattr(ocirt, "userns_disabled", lambda: None)
+    monkeypatch.setattr(ocirt, "userns_unavailable", lambda: asked.append(1) or reason[0])
+    layout = Layout(str(tmp_path / "repo"))
+    reason = [None]
+    assert RuncEngine(None, layout)._probe("/bin/true", "R1") is None and asked == []
+    failed = RuncEngine(None, layout)._probe("/bin/false", "R1")
+    assert asked == [1] and failed.message.startswith("false cannot run a rootless container")
+    reason[0] = "cannot create a user namespace: Operation not permitted"
+    refused = RuncEngine(None, layout)._probe("/bin/false", "R1")
+    assert refused.message == "runc cannot run: cannot create a user namespace: Operation not permitted"
+    monkeypatch.setattr(ocirt, "userns_disabled", lambda: "user namespaces are disabled (x is 0)")
+    assert RuncEngine(None, layout)._probe("/bin/true", "R1").message.endswith("disabled (x is 0)")

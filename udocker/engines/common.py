@@ -111,11 +111,20 @@ def userns_unavailable():
     return _USERNS[0]
 
 
-def _userns_reason():
+def userns_disabled():
+    """Why the sysctls forbid this process a user namespace, or None: what userns_unavailable() reads before
+    it tries (two small files, no child process)."""
     if read_int(USERNS_CLONE) == 0 and os.geteuid() != 0:
         return f"unprivileged user namespaces are disabled ({USERNS_CLONE} is 0)"
     if read_int(MAX_USERNS) == 0:
         return f"user namespaces are disabled ({MAX_USERNS} is 0)"
+    return None
+
+
+def _userns_reason():
+    disabled = userns_disabled()
+    if disabled:
+        return disabled
     import ctypes
 
     libc = ctypes.CDLL(None, use_errno=True)

@@ -39,7 +39,7 @@ import os
 
 from udocker import fastjson
 from udocker.engines.base import Engine, Launch
-from udocker.engines.common import DEFAULT_PATH, program_path, taskset_prefix, userns_unavailable
+from udocker.engines.common import DEFAULT_PATH, program_path, taskset_prefix, userns_disabled, userns_unavailable
 from udocker.engines.idmap import id_mappings, mapping_problem
 from udocker.errors import EngineError, EngineUnavailable
 from udocker.modetable import engine_modes
@@ -164,9 +164,11 @@ class OciEngine(Engine):
             raise _PROBES[key]
 
     def _probe(self, binary, mode):
-        reason = userns_unavailable() or self.refusal()
+        """The runtime runs `true` (_try_runtime); the forked unshare test of userns_unavailable() (ctypes and
+        a fork, ~10-60 ms of a first run) only when it fails, to name the reason where the sysctls do not."""
+        reason = userns_disabled() or self.refusal()
         if reason:
-            return EngineUnavailable(f"{self.name} cannot run: {reason}", hint="use P1 (proot) or F1 (fakechroot)")
+            return self._unavailable(reason)
         if mode != "R1":
             try:
                 kit_sources(self.layout)
@@ -175,7 +177,14 @@ class OciEngine(Engine):
             problem = mapping_problem()
             if problem:
                 return EngineUnavailable(f"{self.name} cannot run {mode}: {problem}", hint="use R1")
-        return _try_runtime(binary, self.global_options)
+        failure = _try_runtime(binary, self.global_options)
+        if failure is not None:
+            reason = userns_unavailable()
+            return self._unavailable(reason) if reason else failure
+        return None
+
+    def _unavailable(self, reason):
+        return EngineUnavailable(f"{self.name} cannot run: {reason}", hint="use P1 (proot) or F1 (fakechroot)")
 
     def prepare(self, container, mode):
         directory = container.engine_dir(self.name)
