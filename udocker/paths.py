@@ -7,6 +7,12 @@ import os
 FORMAT_VERSION = "2"
 
 
+def link_id(target: str) -> str:
+    """The container id a name's link target names: a bare id, or a path ending in one (udocker 1.3 reads
+    its own links so, and udocker 1.x repositories hold both)."""
+    return os.path.basename(target.rstrip("/"))
+
+
 class Layout:
     """Paths inside one repository rooted at `topdir`. Builds paths only; creates nothing."""
 

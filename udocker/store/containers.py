@@ -5,7 +5,7 @@ import stat
 
 from udocker import fastjson
 from udocker.errors import NotFound, StoreError, UdockerError
-from udocker.paths import Layout
+from udocker.paths import Layout, link_id
 
 # fs (tempfile, shutil), json and uuid are imported where containers are written: `run` of an existing container
 # only reads (container.json with fastjson), and every import there is start-up time added to the engine's.
@@ -218,7 +218,7 @@ class ContainerStore:
         plain = "/" not in text and not text.startswith(".")
         if plain and os.path.islink(path):  # udocker 1.x's name (any it allowed): containers/<name> -> <uuid>
             try:
-                return load(os.path.basename(os.readlink(path).rstrip("/")))
+                return load(link_id(os.readlink(path)))
             except (OSError, NotFound):
                 pass
         if plain and os.path.isdir(path) and not os.path.islink(path):
@@ -365,7 +365,7 @@ class ContainerStore:
         (a create killed between taking the name and publishing). Staging is looked at before the
         published directory: a create renames the one into the other."""
         try:
-            container_id = os.path.basename(os.readlink(link).rstrip("/"))  # as 1.3 reads it
+            container_id = link_id(os.readlink(link))
         except FileNotFoundError:
             return True
         if not container_id or container_id.startswith("."):
@@ -379,7 +379,7 @@ class ContainerStore:
         """Remove the name `name` of `container_id`, udocker 2's or udocker 1.x's (not one another container took)."""
         for link in (self.layout.name(name), self.layout.container(name)):
             try:
-                if os.path.basename(os.readlink(link).rstrip("/")) == container_id:
+                if link_id(os.readlink(link)) == container_id:
                     os.unlink(link)
             except OSError:
                 pass

@@ -25,6 +25,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
+from udocker.paths import link_id
+
 ROOT = "ROOT"
 DEFAULT_MODE = "P1"
 PATCHED_MODES = ("F2", "F3", "F4")  # modes whose loader (F2-F4) and programs (F3/F4) 1.3 patched
@@ -106,7 +108,7 @@ def v1_names(containers_dir: str) -> Dict[str, str]:
         if entry.startswith(".") or not os.path.islink(path):
             continue
         try:
-            found[entry] = os.path.basename(os.readlink(path).rstrip("/"))
+            found[entry] = link_id(os.readlink(path))
         except OSError:
             continue
     return found

@@ -20,7 +20,7 @@ in containers/.names/ before containers/, so a reader always finds it in one of 
 
 import os
 
-from udocker.paths import Layout
+from udocker.paths import Layout, link_id
 
 LOCK = ("names", "v1")
 
@@ -34,11 +34,6 @@ def is_v1_repository(layout: Layout) -> bool:
 def link_target(container_id: str) -> str:
     """What a name's link holds: the container's uuid, relative to containers/ (as udocker 1.3 writes it)."""
     return container_id
-
-
-def target_id(target: str) -> str:
-    """The container id a name's link target names (a bare uuid, or a path ending in one, as 1.3 reads it)."""
-    return os.path.basename(target.rstrip("/"))
 
 
 def v1_view(directory: str, record: dict) -> None:
@@ -96,10 +91,10 @@ def _move(layout: Layout, name: str) -> bool:
         return False  # not a link: not udocker 2's
     new = layout.container(name)
     try:
-        os.symlink(link_target(target_id(target)), new)
+        os.symlink(link_target(link_id(target)), new)
     except FileExistsError:
         try:
-            same = target_id(os.readlink(new)) == target_id(target)
+            same = link_id(os.readlink(new)) == link_id(target)
         except OSError:  # a directory: a container whose id is the name
             same = False
         if not same:
