@@ -7,10 +7,7 @@ import tarfile
 
 import pytest
 
-
-def ok(result):
-    assert result.returncode == 0, result.stderr
-    return result.stdout
+from tests.fixtures.cli import ok
 
 
 @pytest.fixture

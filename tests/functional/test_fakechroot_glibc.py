@@ -11,6 +11,7 @@ import pytest
 
 from tests.conftest import require
 from tests.fixtures import old_glibc_rootfs
+from tests.fixtures.cli import ok
 
 LIBFAKECHROOT = "/usr/lib/x86_64-linux-gnu/fakechroot/libfakechroot.so"
 IMAGE = "test/oldglibc:1"
@@ -18,11 +19,6 @@ REFUSAL = "error: the container's glibc 2.17 is older than libfakechroot.so need
 
 pytestmark = pytest.mark.skipif(platform.machine() != "x86_64" or not os.path.exists(LIBFAKECHROOT),
                                 reason="needs x86_64 Debian 12 with libfakechroot")
-
-
-def ok(result):
-    assert result.returncode == 0, result.stderr
-    return result.stdout
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,8 @@ import time
 
 import pytest
 
+from tests.fixtures.cli import ok
+
 KILLS = 24  # kills that must land (the process still running when killed)
 ATTEMPTS = 60  # at most this many tries to land them
 RACES = 8
@@ -27,11 +29,6 @@ def rng():
     seed = int(os.environ.get("UDOCKER_TEST_SEED") or random.SystemRandom().randrange(1 << 32))
     print(f"UDOCKER_TEST_SEED={seed}")
     return random.Random(seed)
-
-
-def ok(result):
-    assert result.returncode == 0, result.stderr
-    return result.stdout
 
 
 def start(udocker, *args):

@@ -9,10 +9,7 @@ import stat
 
 import pytest
 
-
-def ok(result):
-    assert result.returncode == 0, result.stderr
-    return result.stdout
+from tests.fixtures.cli import ok
 
 
 def one_error(result, *words):
