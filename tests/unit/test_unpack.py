@@ -449,3 +449,16 @@ def test_members_straddling_read_pieces_unpack_exactly(world):
     world.apply(files)
     for info, data in files:
         assert (world.root / info.name).read_bytes() == data
+
+
+@pytest.mark.parametrize("claimed, sent", [(1 << 40, 4096), (20 << 20, (20 << 20) + 1024)])
+def test_a_huge_member_header_is_refused_without_reading_it_into_memory(world, claimed, sent):
+    """A pax header that claims a TiB (then ends), or carries 20 MiB of zeros (a gzip bomb of metadata):
+    tarfile would read either into memory in one piece. One error, nothing written."""
+    info = tarfile.TarInfo("././@PaxHeader")
+    info.type, info.size = tarfile.XHDTYPE, claimed
+    (world.layers / "bomb").write_bytes(gzip.compress(info.tobuf(tarfile.GNU_FORMAT) + bytes(sent), 1))
+    before = world.snapshot()
+    with pytest.raises(UnpackError, match=f"not a valid tar archive: a member header of {claimed} bytes"):
+        apply_layers(str(world.root), [LayerSource(str(world.layers / "bomb"), mediatypes.OCI_LAYER_GZIP)])
+    assert world.snapshot() == before

@@ -18,6 +18,7 @@ _ZERO_CHUNK = bytes(CHUNK)
 _GZIP_MAGIC = b"\x1f\x8b"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _LAYER_SUFFIXES = (".tar", "+gzip", ".gzip", "+zstd")
+_LARGEST_READ = 16 << 20  # bytes: a larger read is a member header no tar writer makes (a bomb of metadata)
 BAD_ARCHIVE = (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile)
 
 
@@ -148,6 +149,8 @@ class Forward:
     def read(self, size: int = -1) -> bytes:
         if size is None or size < 0:
             raise tarfile.StreamError("a layer is read in pieces")
+        if size > _LARGEST_READ:  # member data is read a MiB at a time: this is a header's (pax, GNU long name)
+            raise tarfile.ReadError(f"a member header of {size} bytes")
         buffer, start = self.buffer, self.start
         if start + size <= len(buffer):
             self.start = start + size
@@ -157,7 +160,7 @@ class Forward:
         wanted = size - len(buffer) + start
         self.buffer, self.start = b"", 0
         while wanted > 0:
-            data = self.raw.read(max(wanted, CHUNK))
+            data = self.raw.read(CHUNK)  # never more at once: a size in a hostile header allocates nothing
             if not data:
                 break
             if len(data) > wanted:  # keep the rest for the next reads (headers are 512 bytes)
