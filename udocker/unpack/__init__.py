@@ -45,6 +45,8 @@ so no member can reach outside the rootfs. What happens to each hostile member:
   size beyond what the file system supports fails with an error.
 - A layer whose uncompressed tar stream exceeds `max_size` bytes (config key max_layer_size) fails with an
   error naming the layer, however its data would be stored.
+- A member header (pax extended header, GNU long name) of more than 16 MiB: error (tarfile reads a header
+  whole into memory; no tar writer makes one that large).
 Errors raise UnpackError naming the layer and the member, e.g.
 `unsafe path in layer sha256:0123456789ab…: ../etc/passwd`. After an error the rootfs is incomplete
 (everything in it is still inside it and removable by the user): the caller should delete it.
