@@ -32,7 +32,8 @@ class Record:
     def __setattr__(self, name, value):
         raise AttributeError(f"cannot assign to field {name!r}: a {type(self).__name__} is immutable")
 
-    __delattr__ = __setattr__
+    def __delattr__(self, name):
+        raise AttributeError(f"cannot delete field {name!r}: a {type(self).__name__} is immutable")
 
     def _values(self) -> tuple:
         return tuple(getattr(self, name) for name in self.FIELDS)
